@@ -1,0 +1,123 @@
+"""llmpool's one error tree, split by what the caller does next.
+
+- RetryableError: the endpoint failed; the job may try another endpoint (connect error, timeout,
+  5xx, 429, a cut stream, a garbled answer).
+- CallerError: the job itself is wrong (400/422 from the LLM, context too long); fail the job and
+  do not hold it against the endpoint.
+- WaitError: nothing to run on yet (no LLM); the job waits or fails at its deadline.
+- ConfigError: the settings are wrong; the process stops at start.
+
+Every error carries `code`, a stable machine name clients can switch on, and a message that never
+contains a secret (no headers, no tokens).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "LLMPoolError", "ConfigError", "InvalidJob",
+    "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout",
+    "StreamCut", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
+    "CallerError", "BadRequest", "ContextTooLong",
+    "WaitError", "NoLLMAvailable", "AllEndpointsFailed", "JobExpired",
+]
+
+
+class LLMPoolError(Exception):
+    """Root of every error llmpool raises on purpose."""
+
+    code = "llmpool_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.code, "message": self.message, **self.details}
+
+
+class ConfigError(LLMPoolError):
+    """A setting is missing or has a bad value; raised at start."""
+
+    code = "config_error"
+
+
+class InvalidJob(LLMPoolError):
+    """A submitted job does not validate; nothing was enqueued or run."""
+
+    code = "invalid_job"
+
+
+# --- the endpoint failed: try another one ---
+class RetryableError(LLMPoolError):
+    code = "endpoint_error"
+
+
+class EndpointUnreachable(RetryableError):
+    code = "endpoint_unreachable"
+
+
+class EndpointTimeout(RetryableError):
+    code = "endpoint_timeout"
+
+
+class FirstTokenTimeout(EndpointTimeout):
+    code = "first_token_timeout"
+
+
+class StreamCut(RetryableError):
+    """The stream ended early; `tokens_sent` says whether the consumer saw partial output."""
+
+    code = "stream_cut"
+
+
+class ServerError(RetryableError):
+    code = "server_error"
+
+
+class RateLimited(RetryableError):
+    code = "rate_limited"
+
+
+class EndpointRejected(RetryableError):
+    """401/403/404 and the like: this endpoint is misconfigured, another may work."""
+
+    code = "endpoint_rejected"
+
+
+class InvalidResponse(RetryableError):
+    code = "invalid_response"
+
+
+# --- the job is wrong: fail it, charge nothing ---
+class CallerError(LLMPoolError):
+    code = "bad_request"
+
+
+class BadRequest(CallerError):
+    code = "bad_request"
+
+
+class ContextTooLong(BadRequest):
+    code = "context_too_long"
+
+
+# --- nothing to run on ---
+class WaitError(LLMPoolError):
+    code = "waiting"
+
+
+class NoLLMAvailable(WaitError):
+    code = "no_llm_available"
+
+
+class AllEndpointsFailed(LLMPoolError):
+    """Every candidate failed with a retryable error within the job's attempt budget."""
+
+    code = "all_endpoints_failed"
+
+
+class JobExpired(LLMPoolError):
+    code = "expired"

@@ -1,0 +1,37 @@
+"""The one owner of every Redis key llmpool writes; no key string appears anywhere else.
+
+All keys live under one prefix (`AGENT_REDIS_PREFIX`, default `llmpool`) so that several pools can
+share a Redis and `redis-cli --scan --pattern 'llmpool:*'` shows everything that is ours. Celery's
+own keys (queues, results) are Celery's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Keys"]
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "llmpool"
+
+    def job(self, job_id: str) -> str:
+        """Hash: one chat job's state, attempts, endpoint, timings, result or error."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def job_stream(self, job_id: str) -> str:
+        """Stream: a job's tokens, reset markers and its final `end` event."""
+        return f"{self.prefix}:stream:{job_id}"
+
+    def conversation(self, thread_id: str) -> str:
+        """List: the last messages of one thread, as JSON, oldest first."""
+        return f"{self.prefix}:conv:{thread_id}"
+
+    def workers(self) -> str:
+        """Sorted set: worker hostname -> time of its last heartbeat."""
+        return f"{self.prefix}:workers"
+
+    def pattern(self) -> str:
+        """Glob matching every key of this prefix."""
+        return f"{self.prefix}:*"

@@ -1,0 +1,176 @@
+"""The one settings object: every variable the TT-Studio agent documents, plus llmpool's own.
+
+Field names are the environment variables they read (case-insensitive), so `agent_max_failures`
+reads `AGENT_MAX_FAILURES`. Values come from the environment and an optional `.env` file.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from llmpool.errors import ConfigError
+
+__all__ = ["Settings", "get_settings", "load_settings", "config_issues", "issues_report"]
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Seconds = Annotated[float, Field(gt=0)]
+CommaList = Annotated[list[str], NoDecode]
+
+DEFAULT_PRIORITY_MODELS = ["llama-3.1-70b", "llama-3.1-8b", "mistral-7b", "falcon-7b"]
+SECRET_FIELDS = ("jwt_secret", "cloud_chat_ui_auth_token")
+
+
+class Settings(BaseSettings):
+    """Configuration read once per process; see README for what each variable does."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- TT-Studio agent variables, same names and defaults ---
+    agent_auto_discovery: bool = True
+    agent_discovery_cache_ttl: Seconds = 30
+    agent_discovery_interval: Seconds = 60
+    agent_health_check_enabled: bool = True
+    agent_health_check_interval: Seconds = 30
+    agent_health_check_timeout: Seconds = 5
+    agent_max_failures: Annotated[int, Field(ge=1)] = 3
+    agent_fallback_to_local: bool = True
+    agent_fallback_to_cloud: bool = False
+    agent_priority_models: CommaList = Field(default_factory=lambda: list(DEFAULT_PRIORITY_MODELS))
+    agent_backend_url: str = "http://tt-studio-backend-api:8000"
+    local_llm_host: str = "localhost"
+    local_llm_port: Annotated[int, Field(ge=1, le=65535)] = 7000
+    local_model_name: str = "llama-3.1-70b"
+    jwt_secret: SecretStr | None = None
+    cloud_chat_ui_auth_token: SecretStr | None = None
+    use_cloud_llm: bool = False
+    cloud_chat_ui_url: str | None = None
+    cloud_model_name: str | None = None
+    llm_container_name: str | None = None
+    agent_log_level: LogLevel = "INFO"
+    agent_debug_mode: bool = False
+    agent_llm_polling_enabled: bool = True
+    agent_llm_polling_interval: Seconds = 180
+    agent_llm_polling_max_attempts: Annotated[int, Field(ge=0)] = 0
+
+    # --- llmpool's own ---
+    redis_url: str = "redis://localhost:6379/0"
+    agent_redis_prefix: str = "llmpool"
+    agent_worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 64
+    agent_worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    agent_connect_timeout: Seconds = 10
+    agent_first_token_timeout: Seconds = 60
+    agent_request_timeout: Seconds = 300
+    agent_job_deadline: Seconds = 600
+    agent_job_max_attempts: Annotated[int, Field(ge=1)] = 3
+    agent_result_ttl: Seconds = 86400
+    agent_stream_ttl: Seconds = 600
+    agent_conversation_max_messages: Annotated[int, Field(ge=0)] = 20
+    agent_conversation_ttl: Seconds = 86400
+    agent_api_host: str = "0.0.0.0"
+    agent_api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    agent_flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555
+    agent_data_dir: str = ".llmpool"
+
+    @field_validator("agent_priority_models", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("agent_log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "jwt_secret", "cloud_chat_ui_auth_token", "cloud_chat_ui_url", "cloud_model_name",
+        "llm_container_name", mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # docker-compose passes `VAR=` for unset variables; treat that as not configured.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("agent_backend_url", "cloud_chat_ui_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as plain JSON, secrets shown only as set or not."""
+        data = self.model_dump(mode="json")
+        for name in SECRET_FIELDS:
+            data[name] = "***" if getattr(self, name) is not None else None
+        return data
+
+    @property
+    def log_level(self) -> int:
+        return logging.DEBUG if self.agent_debug_mode else getattr(logging, self.agent_log_level)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, turning validation errors into one ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False, include_input=False):
+            variable = str(err["loc"][0]).upper() if err["loc"] else "settings"
+            lines.append(f"Invalid value for {variable}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; `get_settings.cache_clear()` re-reads them."""
+    return load_settings()
+
+
+def config_issues(settings: Settings) -> list[str]:
+    """The TT-Studio agent's configuration warnings, plus llmpool's own, that apply."""
+    issues = []
+    if settings.jwt_secret is None and settings.cloud_chat_ui_auth_token is None:
+        issues.append(
+            "WARNING: No authentication configured (neither JWT_SECRET nor CLOUD_CHAT_UI_AUTH_TOKEN)"
+        )
+    if settings.use_cloud_llm and settings.cloud_chat_ui_auth_token is None:
+        issues.append("WARNING: Cloud LLM enabled but no CLOUD_CHAT_UI_AUTH_TOKEN provided")
+    if settings.agent_health_check_interval < 10:
+        issues.append("WARNING: Health check interval too low (minimum 10 seconds)")
+    if settings.agent_health_check_timeout < 1:
+        issues.append("WARNING: Health check timeout too low (minimum 1 second)")
+    cloud_wanted = settings.use_cloud_llm or settings.agent_fallback_to_cloud
+    if cloud_wanted and settings.cloud_chat_ui_url is None:
+        issues.append("WARNING: Cloud LLM enabled but no CLOUD_CHAT_UI_URL provided")
+    if settings.agent_first_token_timeout > settings.agent_request_timeout:
+        issues.append(
+            "WARNING: AGENT_FIRST_TOKEN_TIMEOUT is above AGENT_REQUEST_TIMEOUT (the total wins)"
+        )
+    return issues
+
+
+def issues_report(settings: Settings) -> str:
+    """The configuration issues block printed at start, or "" when nothing is wrong."""
+    issues = config_issues(settings)
+    if not issues:
+        return ""
+    return "\n".join(["=== CONFIGURATION ISSUES ===", *issues, "============================"])
