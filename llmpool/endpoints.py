@@ -1,0 +1,93 @@
+"""Endpoints: one OpenAI-compatible chat server each, and the static part of the fallback chain.
+
+An Endpoint holds no secret: which bearer it gets is decided from settings when a request is
+built (`llmpool.llm_client.build_request`), so endpoint records can be stored and shown freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from llmpool.settings import Settings
+
+__all__ = ["Endpoint", "static_chain"]
+
+Source = Literal["cloud", "container", "discovered", "openai", "ollama", "local"]
+# "vllm" bodies carry TT-Studio's sampling extras (top_k, stop, continuous usage); "openai" bodies
+# stay within the OpenAI schema, which strict servers (the cloud API) enforce.
+Flavor = Literal["vllm", "openai"]
+Auth = Literal["container", "cloud", "none"]
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    chat_url: str
+    model: str
+    model_name: str
+    source: Source
+    flavor: Flavor = "vllm"
+    auth: Auth = "container"
+    health_url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def is_cloud(self) -> bool:
+        return self.source == "cloud"
+
+
+def _cloud(settings: Settings) -> Endpoint | None:
+    if settings.cloud_chat_ui_url is None:
+        return None
+    return Endpoint(
+        id="cloud",
+        chat_url=settings.cloud_chat_ui_url,
+        model=settings.cloud_model_name or "",
+        model_name=settings.cloud_model_name or "cloud",
+        source="cloud", flavor="openai", auth="cloud",
+    )
+
+
+def _container(settings: Settings) -> Endpoint | None:
+    name = settings.llm_container_name
+    if not name:
+        return None
+    base = f"http://{name}:7000"
+    return Endpoint(
+        id=f"container:{name}", chat_url=base + CHAT_PATH, model=settings.local_model_name,
+        model_name=settings.local_model_name, source="container", health_url=base + "/health",
+    )
+
+
+def _local(settings: Settings) -> Endpoint:
+    base = f"http://{settings.local_llm_host}:{settings.local_llm_port}"
+    return Endpoint(
+        id="local", chat_url=base + CHAT_PATH, model=settings.local_model_name,
+        model_name=settings.local_model_name, source="local", health_url=base + "/health",
+    )
+
+
+def static_chain(settings: Settings) -> list[Endpoint]:
+    """The endpoints settings name, in fallback order: cloud, container, local, cloud-last-resort.
+
+    Discovered containers slot in between the named container and the local host (next issue).
+    Cloud comes first only with USE_CLOUD_LLM and a token, as in the TT-Studio agent.
+    """
+    chain: list[Endpoint] = []
+    cloud = _cloud(settings)
+    cloud_first = settings.use_cloud_llm and settings.cloud_chat_ui_auth_token is not None
+    if cloud is not None and cloud_first:
+        chain.append(cloud)
+    container = _container(settings)
+    if container is not None:
+        chain.append(container)
+    if settings.agent_fallback_to_local:
+        chain.append(_local(settings))
+    if cloud is not None and not cloud_first and settings.agent_fallback_to_cloud:
+        chain.append(cloud)
+    return chain

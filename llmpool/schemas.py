@@ -1,0 +1,120 @@
+"""The chat job and its result: what crosses the queue, validated on both ends."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llmpool.errors import InvalidJob
+
+__all__ = ["Message", "ChatJob", "Usage", "Timings", "ChatResult", "Priority", "parse_job",
+           "QUEUES", "CHAT_QUEUES", "queue_for"]
+
+Priority = Literal["high", "default", "low"]
+CHAT_QUEUES = {"high": "chat.high", "default": "chat.default", "low": "chat.low"}
+# Consumption order matters: kombu's "priority" cycle reads queues in the order given to -Q.
+QUEUES = ("chat.high", "chat.default", "chat.low", "control")
+
+MAX_TEXT = 1_000_000
+ThreadId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@/-]+$")]
+
+
+class Message(BaseModel):
+    """One OpenAI-format chat message; content may be text or a list of content parts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise ValueError(f"content longer than {MAX_TEXT} characters")
+        return value
+
+
+class ChatJob(BaseModel):
+    """A chat job as submitted: OpenAI-format messages plus llmpool's routing fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message] = Field(min_length=1, max_length=10_000)
+    model: str | None = Field(default=None, max_length=300)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    thread_id: ThreadId | None = None
+    priority: Priority = "default"
+    deadline: float | None = Field(default=None, gt=0, description="unix time, seconds")
+    stream: bool = Field(default=False, description="publish tokens to the job's Redis stream")
+    remember: bool = Field(default=False, description="append this turn to the thread's memory")
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_have_names(cls, tools: list[dict[str, Any]] | None) -> Any:
+        for tool in tools or []:
+            function = tool.get("function")
+            if tool.get("type") != "function" or not isinstance(function, dict) or not isinstance(
+                function.get("name"), str
+            ):
+                raise ValueError('each tool must be {"type": "function", "function": {"name": ...}}')
+        return tools
+
+    def summary(self) -> str:
+        """A one-line description with no message text, for Flower and logs."""
+        parts = [f"{len(self.messages)} messages", f"priority={self.priority}"]
+        if self.model:
+            parts.append(f"model={self.model}")
+        if self.thread_id:
+            parts.append(f"thread={self.thread_id}")
+        if self.tools:
+            parts.append(f"tools={len(self.tools)}")
+        return f"<chat job: {', '.join(parts)}>"
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Timings(BaseModel):
+    """Seconds: queued (submit to start), ttft (call start to first token), total (the call)."""
+
+    queued: float | None = None
+    ttft: float | None = None
+    total: float = 0.0
+    tpot: float | None = None
+
+
+class ChatResult(BaseModel):
+    content: str
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    model: str
+    endpoint: str
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    timings: Timings = Field(default_factory=Timings)
+    attempts: int = 1
+
+
+def parse_job(data: Any) -> ChatJob:
+    """Validate a job from outside; raises InvalidJob naming every bad field."""
+    try:
+        return ChatJob.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'job'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        raise InvalidJob(f"invalid chat job: {problems}") from None
+
+
+def queue_for(priority: Priority) -> str:
+    return CHAT_QUEUES[priority]
