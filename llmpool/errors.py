@@ -20,7 +20,7 @@ __all__ = [
     "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout",
     "StreamCut", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
     "CallerError", "BadRequest", "ContextTooLong",
-    "WaitError", "NoLLMAvailable", "AllEndpointsFailed", "JobExpired",
+    "WaitError", "NoLLMAvailable", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
 ]
 
 
@@ -121,3 +121,9 @@ class AllEndpointsFailed(LLMPoolError):
 
 class JobExpired(LLMPoolError):
     code = "expired"
+
+
+class TooManyAttempts(LLMPoolError):
+    """The job was delivered more often than AGENT_JOB_MAX_ATTEMPTS without finishing."""
+
+    code = "too_many_attempts"

@@ -32,6 +32,11 @@ class Keys:
         """Sorted set: worker hostname -> time of its last heartbeat."""
         return f"{self.prefix}:workers"
 
+    @staticmethod
+    def celery_queue(queue: str) -> str:
+        """Celery's list for a queue (kombu names it after the queue, outside our prefix)."""
+        return queue
+
     def pattern(self) -> str:
         """Glob matching every key of this prefix."""
         return f"{self.prefix}:*"

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     agent_first_token_timeout: Seconds = 60
     agent_request_timeout: Seconds = 300
     agent_job_deadline: Seconds = 600
-    agent_job_max_attempts: Annotated[int, Field(ge=1)] = 3
+    agent_job_max_attempts: Annotated[int, Field(ge=1)] = 3  # deliveries of one job
+    agent_job_max_calls: Annotated[int, Field(ge=1)] = 3  # LLM calls (endpoints tried) per job
     agent_result_ttl: Seconds = 86400
     agent_stream_ttl: Seconds = 600
     agent_conversation_max_messages: Annotated[int, Field(ge=0)] = 20

@@ -1,0 +1,1 @@
+"""The HTTP shim for clients that cannot talk Celery (FastAPI)."""

@@ -1,0 +1,45 @@
+"""The shim's FastAPI app: `uvicorn api.app:app --port 8080`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.deps import open_state
+from api.errors import install_error_handlers
+from api.routes import chat, status
+from llmpool import __version__
+from llmpool.settings import get_settings, issues_report
+
+__all__ = ["app", "create_app"]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level)
+    report = issues_report(settings)
+    if report:
+        print(report, flush=True)
+    from workers import app as celery_app  # the publisher side of the same Celery app
+
+    app.state.llmpool = open_state(settings, celery_app)
+    try:
+        yield
+    finally:
+        await app.state.llmpool.close()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="llmpool", version=__version__, lifespan=lifespan,
+                  description="HTTP shim for llmpool, compatible with the TT-Studio agent's routes.")
+    install_error_handlers(app)
+    app.include_router(status.router)
+    app.include_router(chat.router)
+    return app
+
+
+app = create_app()

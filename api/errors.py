@@ -1,0 +1,50 @@
+"""Exception handlers: every failure the shim can meet becomes a clear 4xx/5xx JSON, never a bare 500."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
+
+from llmpool.errors import LLMPoolError
+from llmpool.status_codes import http_status_for
+
+__all__ = ["install_error_handlers", "error_response"]
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, error: dict[str, object], **extra: object) -> JSONResponse:
+    return JSONResponse({"status": "error", "error": error, "message": error.get("message"), **extra},
+                        status_code=status)
+
+
+def _location(loc: tuple[object, ...]) -> str:
+    return ".".join(str(part) for part in loc if part != "body") or "body"
+
+
+async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+    error = {"type": "invalid_request", "message": "Invalid request: " + "; ".join(problems)}
+    return error_response(422, error, detail=problems)
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    log.error("Redis unavailable: %s", exc)
+    error = {"type": "redis_unavailable", "message": "The job store (Redis) is unavailable"}
+    return error_response(503, error)
+
+
+async def _llmpool_error(request: Request, exc: LLMPoolError) -> JSONResponse:
+    return error_response(http_status_for(exc.code), exc.to_dict())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _invalid_body)  # type: ignore[arg-type]
+    app.add_exception_handler(redis.RedisError, _redis_down)
+    app.add_exception_handler(OperationalError, _redis_down)
+    app.add_exception_handler(LLMPoolError, _llmpool_error)  # type: ignore[arg-type]

@@ -1,0 +1,145 @@
+"""Job state in Redis: the record of each chat job and the event stream its answer flows through.
+
+A job record is a hash (state, queue, attempts, lease, endpoint, result or error). Its stream
+carries `token` events (when the job streams), `reset` events (a restart on another endpoint:
+discard what you had) and exactly one final `end` event. A stream, not pub/sub, so a reader that
+attaches late still sees everything from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from llmpool.keys import Keys
+from llmpool.scripts import register
+
+__all__ = ["JobStore", "Claim", "EventPublisher", "decode_event", "FINAL_STATES"]
+
+FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
+Verdict = Literal["run", "done", "busy", "exhausted"]
+STREAM_MAXLEN = 10_000
+FLUSH_INTERVAL = 0.05  # batch tokens for 50 ms: one XADD per batch, not per token
+
+
+@dataclass(frozen=True)
+class Claim:
+    verdict: Verdict
+    attempts: int
+    state: str
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode_event(fields: dict[Any, Any]) -> dict[str, Any]:
+    """One stream entry as a dict; the `end` event's JSON payload is decoded."""
+    event = {_text(k): _text(v) for k, v in fields.items()}
+    if "data" in event:
+        event["data"] = json.loads(event["data"])
+    return event
+
+
+class JobStore:
+    """Reads and writes job records and job streams; the only writer of both."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, ttl: float, stream_ttl: float) -> None:
+        self.redis = client
+        self.keys = keys
+        self.ttl = int(ttl)
+        self.stream_ttl = int(stream_ttl)
+        self._claim = register(client, "job_claim")
+        self._create = register(client, "job_create")
+
+    def create(self, job_id: str, *, queue: str, deadline: float, summary: str) -> bool:
+        """Record a submitted job; False when the id exists already (nothing is changed)."""
+        args = [queue, repr(deadline), summary, self.ttl]
+        return bool(self._create(keys=[self.keys.job(job_id)], args=args))
+
+    def claim(self, job_id: str, *, worker: str, lease: float, max_attempts: int) -> Claim:
+        """Move a delivered job to running, or say why this delivery must not run it."""
+        verdict, attempts, state = self._claim(
+            keys=[self.keys.job(job_id)], args=[worker, lease, max_attempts, self.ttl]
+        )
+        return Claim(_text(verdict), int(attempts), _text(state))  # type: ignore[arg-type]
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        if not raw:
+            return None
+        record: dict[str, Any] = {_text(k): _text(v) for k, v in raw.items()}
+        for field in ("result", "error"):
+            if field in record:
+                record[field] = json.loads(record[field])
+        for field in ("created_at", "started_at", "finished_at", "lease_until", "deadline"):
+            if field in record:
+                record[field] = float(record[field])
+        record["attempts"] = int(record.get("attempts", 0))
+        return record
+
+    def publisher(self, job_id: str, *, stream_tokens: bool) -> EventPublisher:
+        return EventPublisher(self, job_id, stream_tokens=stream_tokens)
+
+    def finish(self, job_id: str, state: str, payload: dict[str, Any], **fields: Any) -> None:
+        """Final state and its end event, in one MULTI: readers never see one without the other."""
+        field = "result" if state == "succeeded" else "error"
+        data = json.dumps(payload)
+        record = {"state": state, field: data, "finished_at": time.time(), **fields}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.job(job_id), mapping=record)
+        pipe.expire(self.keys.job(job_id), self.ttl)
+        pipe.xadd(self.keys.job_stream(job_id), {"type": "end", "state": state, "data": data},
+                  maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.expire(self.keys.job_stream(job_id), self.stream_ttl)
+        pipe.execute()
+
+    def append_events(self, job_id: str, events: list[dict[str, str]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(self.keys.job_stream(job_id), event, maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.expire(self.keys.job_stream(job_id), self.stream_ttl)
+        pipe.execute()
+
+
+class EventPublisher:
+    """Collects one job's tokens and writes them to its stream in small batches."""
+
+    def __init__(self, store: JobStore, job_id: str, *, stream_tokens: bool) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.stream_tokens = stream_tokens
+        self._buffer: list[str] = []
+        self._last_flush = time.monotonic()
+        self.published = 0  # token batches written: a restart after this needs a reset event
+
+    def token(self, text: str) -> None:
+        if not self.stream_tokens:
+            return
+        self._buffer.append(text)
+        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        text, self._buffer = "".join(self._buffer), []
+        self.store.append_events(self.job_id, [{"type": "token", "text": text}])
+        self.published += 1
+
+    def reset(self) -> None:
+        """Tell readers to drop the partial answer: the job restarts on another endpoint."""
+        self._buffer.clear()
+        if self.published:
+            self.store.append_events(self.job_id, [{"type": "reset"}])
+            self.published = 0
+
+    def end(self, state: str, payload: dict[str, Any], **fields: Any) -> None:
+        if state == "succeeded":
+            self.flush()
+        self.store.finish(self.job_id, state, payload, **fields)

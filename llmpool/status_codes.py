@@ -1,0 +1,19 @@
+"""Which HTTP status a failed job maps to: one table, shared by every route that reports jobs."""
+
+from __future__ import annotations
+
+__all__ = ["http_status_for"]
+
+_STATUS = {
+    "invalid_job": 422,
+    "bad_request": 400,
+    "context_too_long": 400,
+    "no_llm_available": 503,
+    "waiting": 503,
+    "expired": 504,
+}
+
+
+def http_status_for(error_type: str) -> int:
+    """The status for a job that ended with `error_type`; endpoint failures are 502 Bad Gateway."""
+    return _STATUS.get(error_type, 502)

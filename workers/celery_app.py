@@ -1,0 +1,22 @@
+"""The Celery app: `celery -A workers worker|beat|flower` finds it as `workers.app`."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from beat.schedule import beat_schedule
+from llmpool.settings import get_settings
+from workers.config import celery_config
+
+__all__ = ["app", "create_app"]
+
+
+def create_app() -> Celery:
+    settings = get_settings()
+    celery = Celery("llmpool")
+    celery.conf.update(celery_config(settings))
+    celery.conf.beat_schedule = beat_schedule(settings)
+    return celery
+
+
+app = create_app()

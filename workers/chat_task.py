@@ -1,0 +1,114 @@
+"""The `llmpool.chat` task: decode, claim, run on the best endpoint, settle. Logic lives in llmpool."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from llmpool.endpoints import static_chain
+from llmpool.errors import InvalidJob, JobExpired, LLMPoolError, TooManyAttempts
+from llmpool.runner import run_chat
+from llmpool.schemas import ChatJob, parse_job
+from workers.celery_app import app
+from workers.resources import Resources, current
+
+__all__ = ["chat"]
+
+log = logging.getLogger(__name__)
+LEASE_MARGIN = 30.0
+
+
+class ChatTask(Task):
+    Request = "workers.request:ChatRequest"
+    # Our own errors are outcomes, not crashes: logged at INFO without a traceback.
+    throws = (LLMPoolError,)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """An unexpected crash still ends the job, so no reader waits for it forever."""
+        if isinstance(exc, LLMPoolError):
+            return
+        res = current()
+        record = res.jobs.get(task_id) or {}
+        if record.get("state") not in ("succeeded", "failed", "expired", "cancelled"):
+            res.jobs.finish(task_id, "failed", {"type": "internal_error",
+                                                "message": f"worker error: {type(exc).__name__}"})
+
+
+def _deadline(job: ChatJob, record: dict[str, Any], res: Resources) -> float:
+    if job.deadline is not None:
+        return job.deadline
+    if "deadline" in record and record["deadline"] > 0:
+        return float(record["deadline"])
+    return float(record.get("created_at") or time.time()) + res.settings.agent_job_deadline
+
+
+def _messages_with_memory(job: ChatJob, res: Resources) -> ChatJob:
+    if not (job.remember and job.thread_id):
+        return job
+    history = res.conversations.history(job.thread_id)
+    return job.model_copy(update={"messages": [*history, *job.messages]}) if history else job
+
+
+def _remember(job: ChatJob, content: str, res: Resources) -> None:
+    if job.remember and job.thread_id:
+        turn = [m.model_dump(exclude_none=True) for m in job.messages if m.role == "user"][-1:]
+        res.conversations.append(job.thread_id, [*turn, {"role": "assistant", "content": content}])
+
+
+def _fail(res: Resources, job_id: str, exc: LLMPoolError) -> None:
+    state = "expired" if isinstance(exc, JobExpired) else "failed"
+    res.jobs.finish(job_id, state, exc.to_dict())
+
+
+@app.task(name="llmpool.chat", bind=True, base=ChatTask)
+def chat(self: ChatTask, job: Any) -> dict[str, Any]:
+    """Answer one chat job; the return value is the ChatResult as JSON."""
+    res = current()
+    job_id = self.request.id
+    try:
+        parsed = parse_job(job)
+    except InvalidJob as exc:
+        _fail(res, job_id, exc)
+        raise
+    lease = min(res.settings.agent_request_timeout, res.settings.agent_job_deadline) + LEASE_MARGIN
+    claim = res.jobs.claim(job_id, worker=self.request.hostname or "?", lease=lease,
+                           max_attempts=res.settings.agent_job_max_attempts)
+    if claim.verdict == "done":
+        log.info("job %s already %s: duplicate delivery skipped", job_id, claim.state)
+        record = res.jobs.get(job_id) or {}
+        return record.get("result") or {}
+    if claim.verdict == "busy":
+        log.info("job %s is running elsewhere: duplicate delivery dropped", job_id)
+        raise Ignore()
+    if claim.verdict == "exhausted":
+        exc = TooManyAttempts(f"job was delivered {claim.attempts} times without finishing")
+        _fail(res, job_id, exc)
+        raise exc
+    return _run(res, job_id, parsed)
+
+
+def _run(res: Resources, job_id: str, job: ChatJob) -> dict[str, Any]:
+    record = res.jobs.get(job_id) or {}
+    publisher = res.jobs.publisher(job_id, stream_tokens=job.stream)
+    try:
+        deadline = _deadline(job, record, res)
+        if time.time() >= deadline:
+            raise JobExpired("the job's deadline passed before a worker took it")
+        result, _ = run_chat(
+            _messages_with_memory(job, res), candidates=static_chain(res.settings),
+            client=res.llm, publisher=publisher, deadline=deadline,
+            max_calls=res.settings.agent_job_max_calls,
+        )
+    except LLMPoolError as exc:
+        _fail(res, job_id, exc)
+        raise
+    if record.get("started_at") and record.get("created_at"):
+        result.timings.queued = max(0.0, record["started_at"] - record["created_at"])
+    payload = result.model_dump(mode="json")
+    publisher.end("succeeded", payload, endpoint=result.endpoint)
+    _remember(job, result.content, res)
+    return payload

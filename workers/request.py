@@ -1,0 +1,40 @@
+"""A Celery Request that keeps message text out of Flower's events, whoever published the job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.worker.request import Request
+
+__all__ = ["ChatRequest", "HIDDEN_RESULT", "job_repr"]
+
+HIDDEN_RESULT = "<chat result hidden: GET /jobs/{id}>"
+
+
+def job_repr(job: Any) -> str:
+    """A description of a raw job argument that names no message text."""
+    if isinstance(job, dict):
+        messages = job.get("messages")
+        count = len(messages) if isinstance(messages, list) else "?"
+        extra = f", thread={job['thread_id']}" if isinstance(job.get("thread_id"), str) else ""
+        return f"<chat job: {count} messages, priority={job.get('priority', 'default')}{extra}>"
+    return "<chat job>"
+
+
+class ChatRequest(Request):
+    """Events for `llmpool.chat` carry summaries, never the messages or the answer."""
+
+    @property
+    def argsrepr(self) -> str:
+        args = self._args if isinstance(self._args, list | tuple) else ()
+        return repr(tuple(job_repr(a) for a in args))
+
+    @property
+    def kwargsrepr(self) -> str:
+        kwargs = self._kwargs if isinstance(self._kwargs, dict) else {}
+        return repr({k: job_repr(v) for k, v in kwargs.items()})
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        if type == "task-succeeded":
+            fields["result"] = HIDDEN_RESULT.replace("{id}", str(self.id))
+        super().send_event(type, **fields)

@@ -1,0 +1,85 @@
+"""The clients one worker process uses: made in a lifecycle hook, never at import.
+
+The threads pool runs every task in the main process (only `worker_init` fires there); prefork
+children get `worker_process_init` after the fork and must not reuse the parent's sockets.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import httpx
+import redis
+
+from llmpool.conversations import ConversationStore
+from llmpool.jobs import JobStore
+from llmpool.keys import Keys
+from llmpool.llm_client import LLMClient, make_http_client
+from llmpool.settings import Settings, get_settings
+
+__all__ = ["Resources", "open_resources", "current", "close_resources", "forget_after_fork"]
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    keys: Keys
+    redis: redis.Redis
+    http: httpx.Client
+    llm: LLMClient
+    jobs: JobStore
+    conversations: ConversationStore
+
+    def close(self) -> None:
+        self.http.close()
+        self.redis.close()
+
+
+_lock = threading.Lock()
+_current: Resources | None = None
+
+
+def _build(settings: Settings) -> Resources:
+    keys = Keys(settings.agent_redis_prefix)
+    client = redis.Redis.from_url(
+        settings.redis_url, max_connections=settings.agent_worker_concurrency + 8,
+        health_check_interval=30, socket_connect_timeout=5, socket_timeout=10,
+    )
+    http = make_http_client(settings)
+    return Resources(
+        settings=settings, keys=keys, redis=client, http=http, llm=LLMClient(http, settings),
+        jobs=JobStore(client, keys, ttl=settings.agent_result_ttl,
+                      stream_ttl=settings.agent_stream_ttl),
+        conversations=ConversationStore(
+            client, keys, max_messages=settings.agent_conversation_max_messages,
+            ttl=settings.agent_conversation_ttl),
+    )
+
+
+def open_resources(settings: Settings | None = None) -> Resources:
+    """Create this process's clients once; later calls return the same ones."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = _build(settings or get_settings())
+        return _current
+
+
+def current() -> Resources:
+    """This process's clients (opened on first use if no hook ran, e.g. an eager call)."""
+    return _current or open_resources()
+
+
+def close_resources() -> None:
+    global _current
+    with _lock:
+        resources, _current = _current, None
+    if resources is not None:
+        resources.close()
+
+
+def forget_after_fork() -> None:
+    """Drop the parent's clients in a forked child without closing the parent's sockets."""
+    global _current
+    _current = None

@@ -1,0 +1,74 @@
+"""Worker and beat lifecycle hooks: clients per process, heartbeats, the start-up report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import signals
+
+from llmpool.settings import get_settings, issues_report
+from workers import resources
+
+log = logging.getLogger(__name__)
+HIDDEN = "<hidden>"
+
+
+def _print_report() -> None:
+    report = issues_report(get_settings())
+    if report:
+        print(report, flush=True)
+
+
+@signals.worker_init.connect
+def _open_in_main(**_: Any) -> None:
+    _print_report()
+    resources.open_resources()
+
+
+@signals.worker_process_init.connect
+def _open_in_child(**_: Any) -> None:
+    resources.forget_after_fork()
+    resources.open_resources()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _close(sender: Any = None, **_: Any) -> None:
+    hostname = getattr(sender, "hostname", None)
+    res = resources._current
+    if res is not None and hostname:
+        res.redis.zrem(res.keys.workers(), hostname)
+    resources.close_resources()
+
+
+@signals.heartbeat_sent.connect
+def _heartbeat(sender: Any = None, **_: Any) -> None:
+    """Record this worker as alive; the API counts workers seen in the last few heartbeats."""
+    hostname = getattr(getattr(sender, "eventer", None), "hostname", None)
+    if not hostname:
+        return
+    res = resources.current()
+    try:
+        res.redis.zadd(res.keys.workers(), {hostname: time.time()})
+    except Exception as exc:  # a heartbeat must never take the worker down
+        log.warning("could not record heartbeat: %s", exc)
+
+
+@signals.beat_init.connect
+def _beat_start(**_: Any) -> None:
+    _print_report()
+
+
+class _HideChatResults(logging.Filter):
+    """Celery logs a task's return value on success; a chat answer is message text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, dict) and args.get("name") == "llmpool.chat" and "return_value" in args:
+            record.args = {**args, "return_value": HIDDEN}
+        return True
+
+
+logging.getLogger("celery.app.trace").addFilter(_HideChatResults())
