@@ -12,7 +12,7 @@ from celery.exceptions import Ignore
 from llmpool.endpoints import static_chain
 from llmpool.errors import InvalidJob, JobExpired, LLMPoolError, TooManyAttempts
 from llmpool.runner import run_chat
-from llmpool.schemas import ChatJob, parse_job
+from llmpool.schemas import ChatJob, Message, parse_job
 from workers.celery_app import app
 from workers.resources import Resources, current
 
@@ -49,7 +49,7 @@ def _deadline(job: ChatJob, record: dict[str, Any], res: Resources) -> float:
 def _messages_with_memory(job: ChatJob, res: Resources) -> ChatJob:
     if not (job.remember and job.thread_id):
         return job
-    history = res.conversations.history(job.thread_id)
+    history = [Message.model_validate(m) for m in res.conversations.history(job.thread_id)]
     return job.model_copy(update={"messages": [*history, *job.messages]}) if history else job
 
 
