@@ -1,0 +1,101 @@
+"""The job store and its Lua scripts, run against fakeredis and a real Redis alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+import redis
+
+from llmpool.jobs import JobStore, decode_event
+from llmpool.keys import Keys
+
+KEYS = Keys("t")
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    if request.param == "fakeredis":
+        fake = fakeredis.FakeRedis()
+        yield fake
+        fake.close()
+    else:
+        yield request.getfixturevalue("redis_client")
+
+
+@pytest.fixture
+def store(client: redis.Redis) -> JobStore:
+    return JobStore(client, KEYS, ttl=100, stream_ttl=50)
+
+
+def test_create_is_idempotent(store: JobStore) -> None:
+    assert store.create("j1", queue="chat.high", deadline=123.5, summary="<s>")
+    assert not store.create("j1", queue="chat.low", deadline=1.0, summary="other")
+    record = store.get("j1")
+    assert record is not None
+    assert (record["state"], record["queue"], record["deadline"], record["attempts"]) == (
+        "queued", "chat.high", 123.5, 0)
+    assert 0 < store.redis.ttl(KEYS.job("j1")) <= 100
+
+
+def test_claim_runs_once_then_skips_duplicates(store: JobStore) -> None:
+    store.create("j1", queue="chat.default", deadline=0, summary="")
+    first = store.claim("j1", worker="w1", lease=60, max_attempts=3)
+    assert (first.verdict, first.attempts) == ("run", 1)
+    assert store.claim("j1", worker="w2", lease=60, max_attempts=3).verdict == "busy"
+    store.finish("j1", "succeeded", {"content": "x"})
+    done = store.claim("j1", worker="w2", lease=60, max_attempts=3)
+    assert (done.verdict, done.state) == ("done", "succeeded")
+
+
+def test_expired_lease_is_taken_over_and_attempts_are_capped(store: JobStore) -> None:
+    assert store.claim("j2", worker="w1", lease=0.001, max_attempts=2).verdict == "run"
+    time.sleep(0.01)
+    second = store.claim("j2", worker="w2", lease=0.001, max_attempts=2)
+    assert (second.verdict, second.attempts) == ("run", 2)
+    time.sleep(0.01)
+    third = store.claim("j2", worker="w3", lease=60, max_attempts=2)
+    assert (third.verdict, third.attempts, third.state) == ("exhausted", 2, "failed")
+    record = store.get("j2")
+    assert record is not None and record["error"]["type"] == "too_many_attempts"
+
+
+def test_claim_without_a_record_creates_one(store: JobStore) -> None:
+    assert store.claim("raw", worker="w1", lease=60, max_attempts=1).verdict == "run"
+    record = store.get("raw")
+    assert record is not None and record["state"] == "running" and record["created_at"] > 0
+
+
+def test_finish_writes_state_and_end_event_together(store: JobStore) -> None:
+    store.create("j3", queue="chat.default", deadline=0, summary="")
+    pub = store.publisher("j3", stream_tokens=True)
+    pub.token("Hel")
+    pub.flush()
+    pub.reset()
+    pub.token("Hello")
+    pub.end("succeeded", {"content": "Hello"}, endpoint="e1")
+    events = [decode_event(f) for _id, f in store.redis.xrange(KEYS.job_stream("j3"))]
+    assert [e["type"] for e in events] == ["token", "reset", "token", "end"]
+    assert events[-1]["data"] == {"content": "Hello"} and events[-1]["state"] == "succeeded"
+    record = store.get("j3")
+    assert record is not None and record["result"] == {"content": "Hello"} and record["endpoint"] == "e1"
+    assert 0 < store.redis.ttl(KEYS.job_stream("j3")) <= 50
+
+
+def test_non_streaming_jobs_write_only_the_end_event(store: JobStore) -> None:
+    pub = store.publisher("j4", stream_tokens=False)
+    pub.token("ignored")
+    pub.reset()
+    pub.end("failed", {"type": "bad_request", "message": "no"})
+    events = [decode_event(f) for _id, f in store.redis.xrange(KEYS.job_stream("j4"))]
+    assert [e["type"] for e in events] == ["end"]
+    record = store.get("j4")
+    assert record is not None and record["error"]["type"] == "bad_request"
+
+
+def test_every_key_is_under_the_prefix(store: JobStore) -> None:
+    store.create("j5", queue="chat.low", deadline=0, summary="")
+    store.publisher("j5", stream_tokens=True).end("succeeded", {})
+    assert sorted(k.decode() for k in store.redis.keys("*")) == ["t:job:j5", "t:stream:j5"]
