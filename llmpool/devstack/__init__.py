@@ -59,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
         supervisor.write(banner)
         return supervisor.watch()
     except StackAborted as exc:
-        supervisor.say(f"{exc}; stopping everything" if exc.code else "stop requested")
+        started = bool(supervisor.children)
+        supervisor.say(f"{exc}; stopping everything" if exc.code and started else str(exc))
         return exc.code
     finally:
-        supervisor.stop_all(timeout=args.stop_timeout)
-        supervisor.say("all stopped")
+        if supervisor.children:
+            supervisor.stop_all(timeout=args.stop_timeout)
+            supervisor.say("all stopped")
 
 
 def _start_stack(supervisor: Supervisor, settings: Settings, *, ready_timeout: float) -> str:
