@@ -1,0 +1,35 @@
+"""A mock of OpenAI-compatible LLM containers and of the TT-Studio backend that lists them.
+
+Each container serves POST /v1/chat/completions (streaming or not, deterministic replies),
+GET /v1/models and GET /health on its own port, with knobs (ttft, tokens_per_second, reply, ...)
+and faults (refuse, error500, error400, ratelimit, hang, drop_mid_stream, bad_json, slow_health)
+changeable at run time. A control server lists them at GET /models/deployed/ in the backend's
+format and drives them under /_mock/.
+
+    with MockLLM([ContainerSpec(name="llm-a", ttft=0.01)]) as mock:
+        mock.url("llm-a"); mock.set_fault("llm-a", "error500", requests=2); mock.stats("llm-a")
+
+`MockControl(backend_url)` offers the same methods over HTTP for a mock in another process
+(`llmpool mock-llm`). Stats: requests, chat_requests, by_status, in_flight, peak_in_flight
+(chat completions only), last_authorization (of /v1/ requests), last_body, records.
+"""
+
+from llmpool.mock_llm.cli import add_arguments, run
+from llmpool.mock_llm.control import MockControl, MockDriver
+from llmpool.mock_llm.server import MockLLM
+from llmpool.mock_llm.state import (
+    BACKEND_FAULTS,
+    FAULTS,
+    BadConfig,
+    Conflict,
+    ContainerSpec,
+    Knobs,
+    MockError,
+    UnknownContainer,
+    deploy_id,
+)
+
+__all__ = [
+    "BACKEND_FAULTS", "FAULTS", "BadConfig", "Conflict", "ContainerSpec", "Knobs", "MockControl",
+    "MockDriver", "MockError", "MockLLM", "UnknownContainer", "add_arguments", "deploy_id", "run",
+]

@@ -1,0 +1,211 @@
+"""The OpenAI-compatible Starlette app one mock container serves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from llmpool.mock_llm import faults
+from llmpool.mock_llm.replies import (
+    ChatRequest,
+    InvalidRequest,
+    Reply,
+    chunk,
+    completion,
+    error_body,
+    parse_chat_request,
+    plan_reply,
+    sse,
+)
+from llmpool.mock_llm.state import MockError
+
+if TYPE_CHECKING:
+    from llmpool.mock_llm.container import Container
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("llmpool.mock_llm")
+CHAT_PATH = "/v1/chat/completions"
+
+
+def build_app(container: Container) -> ASGIApp:
+    """The ASGI app of `container`: chat, models, health and its own /_mock/ routes."""
+    faults.install_log_filter()
+    routes = [
+        Route(CHAT_PATH, _endpoint(container, chat), methods=["POST"]),
+        Route("/v1/models", _endpoint(container, models), methods=["GET"]),
+        Route("/health", _endpoint(container, health), methods=["GET"]),
+        Route("/_mock/config", _endpoint(container, config), methods=["GET", "POST"]),
+        Route("/_mock/stats", _endpoint(container, stats), methods=["GET"]),
+    ]
+    return StatsMiddleware(Starlette(routes=routes), container)
+
+
+def _endpoint(container: Container, handler: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await handler(container, request)  # type: ignore[no-any-return]
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+class StatsMiddleware:
+    """Checks the bearer on /v1/* (like vLLM) and records every non-/_mock/ request."""
+
+    def __init__(self, app: ASGIApp, container: Container) -> None:
+        self.app = app
+        self.container = container
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith("/_mock/"):
+            await self.app(scope, receive, send)
+            return
+        stats, started, status = self.container.stats, time.time(), 499
+        note: dict[str, Any] = {}
+        scope["mock.note"] = note  # the chat handler writes the model here
+
+        async def send_and_see(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        is_chat = path == CHAT_PATH and scope["method"] == "POST"
+        if is_chat:
+            stats.enter_chat()
+        try:
+            await self._call(scope, receive, send_and_see)
+        finally:
+            if is_chat:
+                stats.leave_chat()
+            stats.record(method=scope["method"], path=path, status=status,
+                         model=note.get("model"), started=started)
+            log.info("%s %s %s -> %d (%.3fs)", self.container.name, scope["method"], path,
+                     status, time.time() - started)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = self.container.spec.token
+        if not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"authorization")
+        self.container.stats.last_authorization = given.decode("latin-1") if given else None
+        if token is not None and given != f"Bearer {token}".encode():
+            body = error_body("Unauthorized", "AuthenticationError", 401)
+            await JSONResponse(body, 401)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def chat(container: Container, request: Request) -> Response:
+    """POST /v1/chat/completions: validate, play the fault if any, else answer."""
+    raw = await request.body()
+    try:
+        chat_request = parse_chat_request(raw)
+    except InvalidRequest as exc:
+        container.stats.last_body = raw.decode(errors="replace")
+        return JSONResponse(error_body(str(exc), "BadRequestError", 400), 400)
+    container.stats.last_body = chat_request.body
+    request.scope["mock.note"]["model"] = chat_request.model
+    knobs = container.knobs  # one snapshot, so a config change mid-answer does not mix
+    reply = plan_reply(chat_request, container=container.name, reply=knobs.reply)
+    fault = container.take_fault("chat")
+    if fault:
+        return await faults.chat_fault(fault, container, request, chat_request, reply)
+    timing = Timing(knobs.ttft, knobs.tokens_per_second)
+    if chat_request.stream:
+        return StreamingResponse(stream_body(chat_request, reply, timing),
+                                 media_type="text/event-stream")
+    await timing.wait(len(reply.tokens) - 1)
+    return JSONResponse(completion(reply, chat_request.model))
+
+
+class Timing:
+    """When each token is due: the first after ttft, then one every 1/tokens_per_second."""
+
+    def __init__(self, ttft: float, tokens_per_second: float) -> None:
+        self.start = time.monotonic()
+        self.ttft = ttft
+        self.gap = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
+
+    async def wait(self, index: int) -> None:
+        """Sleep until token `index` (0 = the first) is due; absolute times keep rates exact."""
+        due = self.start + self.ttft + max(index, 0) * self.gap
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def stream_body(request: ChatRequest, reply: Reply, timing: Timing) -> Any:
+    """The SSE lines of a streamed answer, vLLM style, ending with `data: [DONE]`."""
+    model = request.model
+    await timing.wait(0)
+    yield sse(chunk(reply, model, {"role": "assistant", "content": ""}))
+    if reply.tool_call:
+        call = reply.tool_call
+        head = {"index": 0, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}
+        yield sse(chunk(reply, model, {"tool_calls": [head]}))
+        args = {"index": 0, "function": {"arguments": call["function"]["arguments"]}}
+        yield sse(chunk(reply, model, {"tool_calls": [args]}, reply.finish_reason))
+    for i, token in enumerate(reply.tokens):
+        await timing.wait(i)
+        last = i == len(reply.tokens) - 1
+        usage = reply.usage(i + 1) if request.continuous_usage else None
+        yield sse(chunk(reply, model, {"content": token}, reply.finish_reason if last else None,
+                        usage))
+    if not reply.tokens and not reply.tool_call:
+        yield sse(chunk(reply, model, {}, reply.finish_reason))
+    if request.include_usage:
+        yield sse(chunk(reply, model, None, usage=reply.usage()))
+    yield sse("[DONE]")
+
+
+async def models(container: Container, request: Request) -> Response:
+    """GET /v1/models: the one model this container serves."""
+    spec = container.spec
+    entry = {"id": spec.hf_model_id, "object": "model", "created": 0, "owned_by": "vllm",
+             "root": spec.hf_model_id, "parent": None, "max_model_len": 4096}
+    return JSONResponse({"object": "list", "data": [entry]})
+
+
+async def health(container: Container, request: Request) -> Response:
+    """GET /health: 200 {"status": "ok"} unless a health fault says otherwise."""
+    fault = container.take_fault("health")
+    if fault:
+        return await faults.health_fault(fault, container, request)
+    return JSONResponse({"status": "ok"})
+
+
+async def config(container: Container, request: Request) -> Response:
+    """GET/POST /_mock/config: this container's knobs and fault."""
+    if request.method == "GET":
+        return JSONResponse(container.knobs.to_dict())
+    try:
+        updates = await request.json()
+        if not isinstance(updates, dict):
+            raise ValueError("the config body must be a JSON object")
+        new = container.knobs.merged(updates)  # checks everything before anything changes
+    except (ValueError, MockError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    task = asyncio.create_task(container.configure(updates))
+    if new.fault == "refuse":
+        # Stopping this server waits for this very request; let it answer first.
+        faults.keep(task)
+        return JSONResponse(new.to_dict())
+    return JSONResponse(await task)
+
+
+async def stats(container: Container, request: Request) -> Response:
+    """GET /_mock/stats: what this container has seen."""
+    return JSONResponse(container.stats.to_dict())
