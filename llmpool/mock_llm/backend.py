@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from llmpool.mock_llm.container import Container, url_host
+from llmpool.mock_llm.container import Container
 from llmpool.mock_llm.faults import NoResponse, client_left
 from llmpool.mock_llm.fleet import Fleet
 from llmpool.mock_llm.state import BadConfig, Conflict, ContainerSpec, MockError, UnknownContainer, deploy_id
@@ -25,7 +25,7 @@ BACKEND_HANG_CAP = 3600.0
 def deployed_entry(container: Container) -> dict[str, Any]:
     """One container as the real backend lists it (docker_utils serialize_canonical_entry_for_http)."""
     spec, port, did = container.spec, container.port, deploy_id(container.name)
-    address = f"{url_host(container.host)}:{port}"  # no scheme, exactly like the real backend
+    address = f"{container.advertise}:{port}"  # no scheme, exactly like the real backend
     return {
         "name": spec.name, "status": spec.status, "health": spec.health,
         "create": "2025-01-01T00:00:00Z", "image_id": f"sha256:{did}",

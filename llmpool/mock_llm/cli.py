@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the mock-llm options to `parser` and make `run` its command."""
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    add("--advertise-host", default=None,
+        help="host name in printed URLs and the backend listing (default: --host)")
     add("--port", type=int, default=7000, help="port of the first container (default 7000)")
     add("--control-port", type=int, default=None,
         help="port of the backend/control server (default: port+100; 0 = none)")
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         specs = build_specs(args)
         mock = MockLLM(specs, host=args.host, control_port=args.control_port or None,
-                       backend=bool(args.control_port)).start()
+                       backend=bool(args.control_port), advertise_host=args.advertise_host,
+                       ).start()
     except (MockError, OSError, TimeoutError) as exc:
         print(f"llmpool mock-llm: cannot start: {exc}", file=sys.stderr)
         return 1

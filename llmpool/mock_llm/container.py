@@ -91,12 +91,14 @@ async def stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
 class Container:
     """A mock model container; every method runs on the mock's event loop."""
 
-    def __init__(self, spec: ContainerSpec, *, host: str) -> None:
+    def __init__(self, spec: ContainerSpec, *, host: str, advertise: str | None = None) -> None:
         from llmpool.mock_llm.openai_app import build_app  # the app needs this class
 
         self.spec = spec
         self.name = spec.name
         self.host = host
+        # The host name URLs and the backend listing give (a compose service name, say).
+        self.advertise = url_host(advertise or host)
         self.port = spec.port
         self.knobs = spec.knobs()
         self.stats = Stats()
@@ -108,7 +110,7 @@ class Container:
     @property
     def url(self) -> str:
         """The base URL, e.g. http://127.0.0.1:7000 (chat is at /v1/chat/completions)."""
-        return f"http://{url_host(self.host)}:{self.port}"
+        return f"http://{self.advertise}:{self.port}"
 
     @property
     def listening(self) -> bool:

@@ -14,8 +14,9 @@ __all__ = ["Fleet"]
 class Fleet:
     """Named containers on one host, started and stopped together."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, advertise: str | None = None) -> None:
         self.host = host
+        self.advertise = advertise
         self.containers: dict[str, Container] = {}
         self.backend_fault = "none"
         self.closing = asyncio.Event()  # wakes a hanging /models/deployed/ at shutdown
@@ -35,7 +36,7 @@ class Fleet:
         taken = {c.port for c in self.containers.values()}
         if spec.port and spec.port in taken:
             raise Conflict(f"port {spec.port} is already used by another container")
-        container = Container(spec, host=self.host)
+        container = Container(spec, host=self.host, advertise=self.advertise)
         self.containers[spec.name] = container  # reserve the name while it starts
         try:
             await container.start()

@@ -32,10 +32,15 @@ class MockLLM(MockDriver):
 
     def __init__(
         self, containers: Iterable[ContainerSpec] = (), *, host: str = "127.0.0.1",
-        control_port: int | None = None, backend: bool = True, start_timeout: float = 15.0,
+        control_port: int | None = None, backend: bool = True, advertise_host: str | None = None,
+        start_timeout: float = 15.0,
     ) -> None:
-        """`control_port` None or 0 picks a free port; `backend=False` runs no control server."""
+        """`control_port` None or 0 picks a free port; `backend=False` runs no control server.
+
+        `advertise_host` is the host name put in URLs and the backend listing (default: host).
+        """
         self.host = host
+        self.advertise_host = advertise_host
         self.specs = list(containers)
         self.control_port = (control_port or 0) if backend else None
         self.start_timeout = start_timeout
@@ -93,7 +98,7 @@ class MockLLM(MockDriver):
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        self._fleet = fleet = Fleet(self.host)
+        self._fleet = fleet = Fleet(self.host, self.advertise_host)
         backend: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
         try:
             for spec in self.specs:
@@ -110,9 +115,8 @@ class MockLLM(MockDriver):
             else:
                 log.exception("mock LLM stopped on an error")
         finally:
-            await fleet.close()
-            if backend:
-                await stop_server(*backend)
+            # fleet.close() first sets `closing`, which also ends a hanging /models/deployed/.
+            await asyncio.gather(fleet.close(), *([stop_server(*backend)] if backend else []))
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the mock's loop and return its result (its exception is raised here)."""
@@ -129,7 +133,7 @@ class MockLLM(MockDriver):
     def backend_url(self) -> str:
         if not self.control_port:
             raise RuntimeError("this mock runs no control server (backend=False)")
-        return f"http://{url_host(self.host)}:{self.control_port}"
+        return f"http://{url_host(self.advertise_host or self.host)}:{self.control_port}"
 
     def containers(self) -> list[dict[str, Any]]:
         return self._call(self._on_loop(lambda fleet: fleet.describe()))
