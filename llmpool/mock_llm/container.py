@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from llmpool.mock_llm.openai_app import build_app
 from llmpool.mock_llm.state import (
     HEALTH_FAULTS,
     Conflict,
@@ -27,7 +28,7 @@ log = logging.getLogger("llmpool.mock_llm")
 START_TIMEOUT = 10.0
 # In-flight answers get this long when a container stops (refuse, remove, shutdown); then
 # uvicorn cancels them, which keeps every stop bounded.
-GRACEFUL_SECONDS = 1.0
+GRACEFUL_SECONDS = 1
 
 
 def url_host(host: str) -> str:
@@ -92,8 +93,6 @@ class Container:
     """A mock model container; every method runs on the mock's event loop."""
 
     def __init__(self, spec: ContainerSpec, *, host: str, advertise: str | None = None) -> None:
-        from llmpool.mock_llm.openai_app import build_app  # the app needs this class
-
         self.spec = spec
         self.name = spec.name
         self.host = host

@@ -141,9 +141,11 @@ class MockControl(MockDriver):
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 ) -> dict[str, Any]:
         response = self._http.request(method, path, json=body)
         if response.status_code in _ERRORS:
             raise _ERRORS[response.status_code](response.json().get("error", response.text))
         response.raise_for_status()
-        return response.json()
+        answer: dict[str, Any] = response.json()
+        return answer

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from llmpool.mock_llm.replies import ChatRequest, Reply, context_length_message, error_body
+from llmpool.mock_llm.streaming import Timing, stream_body
 
 if TYPE_CHECKING:
     from llmpool.mock_llm.container import Container
@@ -49,8 +50,6 @@ def install_log_filter() -> None:
 async def chat_fault(fault: str, container: Container, request: Request, chat: ChatRequest,
                      reply: Reply) -> Response:
     """The answer a chat completion gets under `fault`."""
-    from llmpool.mock_llm.openai_app import Timing, stream_body
-
     if fault == "error500":
         return _error(500, "InternalServerError", "mock fault: internal server error")
     if fault == "error400":
@@ -61,22 +60,27 @@ async def chat_fault(fault: str, container: Container, request: Request, chat: C
                       {"Retry-After": str(seconds)})
     if fault == "hang":
         return await hang(container, request)
-    timing = Timing(container.knobs.ttft, container.knobs.tokens_per_second)
-    keep_tokens = container.knobs.drop_after_tokens
-    if fault == "drop_mid_stream" and chat.stream:
-        # The role chunk, then K token chunks, then the cut.
-        parts = _take(stream_body(chat, reply, timing), keep_tokens + 1)
-        return DroppedResponse(parts, "text/event-stream")
     if fault == "drop_mid_stream":
-        text = json.dumps("".join(reply.tokens[:keep_tokens]))
-        head = f'{{"id":"{reply.id}","object":"chat.completion","choices":[{{"message":'
-        return DroppedResponse(_one(f'{head}{{"content":{text}'.encode()), "application/json")
+        return _dropped(container, chat, reply)
     # bad_json: a 200 whose body (or SSE line) does not parse.
     broken = f'{{"id":"{reply.id}","object":"chat.completion","choices":[{{"index":0,'
     if chat.stream:
         body = f"data: {broken}\n\ndata: [DONE]\n\n"
         return Response(body, 200, media_type="text/event-stream")
     return Response(broken, 200, media_type="application/json")
+
+
+def _dropped(container: Container, chat: ChatRequest, reply: Reply) -> Response:
+    """A 200 cut after `drop_after_tokens` tokens: SSE chunks, or a truncated JSON body."""
+    keep_tokens = container.knobs.drop_after_tokens
+    if chat.stream:
+        timing = Timing(container.knobs.ttft, container.knobs.tokens_per_second)
+        # The role chunk, then K token chunks, then the cut.
+        parts = _take(stream_body(chat, reply, timing), keep_tokens + 1)
+        return DroppedResponse(parts, "text/event-stream")
+    text = json.dumps("".join(reply.tokens[:keep_tokens]))
+    head = f'{{"id":"{reply.id}","object":"chat.completion","choices":[{{"message":'
+    return DroppedResponse(_one(f'{head}{{"content":{text}'.encode()), "application/json")
 
 
 async def health_fault(fault: str, container: Container, request: Request) -> Response:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from llmpool.mock_llm.backend import build_backend_app
-from llmpool.mock_llm.container import bind_socket, serve_app, stop_server, url_host
+from llmpool.mock_llm.container import Container, bind_socket, serve_app, stop_server, url_host
 from llmpool.mock_llm.control import MockDriver
 from llmpool.mock_llm.fleet import Fleet
 from llmpool.mock_llm.state import ContainerSpec
@@ -172,7 +172,7 @@ class MockLLM(MockDriver):
     def set_backend_fault(self, fault: str) -> None:
         self._call(self._on_loop(lambda fleet: fleet.set_backend_fault(fault)))
 
-    def _container(self, name: str) -> Any:
+    def _container(self, name: str) -> Container:
         if self._fleet is None:
             raise RuntimeError("the mock LLM is not running")
         return self._fleet.get(name)
