@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import time
@@ -208,5 +209,6 @@ class Stats:
             "requests": self.requests, "chat_requests": self.chat_requests,
             "by_status": dict(self.by_status), "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight, "last_authorization": self.last_authorization,
-            "last_body": self.last_body, "records": list(self.records),
+            # Copies, so a caller holding a snapshot never sees (or makes) later changes.
+            "last_body": copy.deepcopy(self.last_body), "records": [dict(r) for r in self.records],
         }

@@ -246,6 +246,14 @@ def test_refuse_for_seconds_reverts_by_itself(mock: MockLLM, client: httpx.Clien
     assert mock.config("llm-a")["fault"] == "none"
 
 
+def test_container_can_start_refusing(mock: MockLLM, client: httpx.Client) -> None:
+    added = mock.add_container(ContainerSpec(name="late", fault="refuse"))
+    assert added["port"] > 0 and not added["listening"]
+    assert not port_listening(added["port"])
+    mock.set_fault("late", "none")
+    assert client.get(mock.url("late") + "/health").status_code == 200
+
+
 def test_error500_hits_chat_and_health(mock: MockLLM, client: httpx.Client) -> None:
     mock.set_fault("llm-a", "error500")
     response = chat(client, mock)
