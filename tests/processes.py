@@ -108,12 +108,13 @@ class ManagedProcess:
 def start_worker(
     tmp: Path, env: dict[str, str], *, name: str = "w1", concurrency: int = 8,
     queues: str = "chat.high,chat.default,chat.low,control", timeout: float = 30.0,
+    loglevel: str = "INFO",
 ) -> ManagedProcess:
     """A real `celery worker` (threads pool); ready once its heartbeat is recorded in Redis."""
     hostname = f"{name}@{os.uname().nodename}-{os.getpid()}"
     argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", "threads",
             "-c", str(concurrency), "-Q", queues, "-n", hostname, "-E", "--without-gossip",
-            "--without-mingle", "--loglevel", "INFO"]
+            "--without-mingle", "--loglevel", loglevel]
     proc = ManagedProcess(f"worker {name}", argv, env, tmp / f"worker-{name}.log").start()
     client = redis.Redis.from_url(env["REDIS_URL"])
     prefix = env.get("AGENT_REDIS_PREFIX", "llmpool")

@@ -1,0 +1,33 @@
+"""The baseline: a bare Celery task making the same streaming HTTP call, no llmpool around it."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx
+from celery import Celery
+
+from llmpool.settings import load_settings
+from workers.config import celery_config
+
+app = Celery("bench-bare")
+app.conf.update(celery_config(load_settings()))
+app.conf.task_default_queue = "bench.bare"
+app.conf.task_queues = None
+_client = httpx.Client(limits=httpx.Limits(max_connections=int(os.environ.get("BENCH_CONNECTIONS", "128"))),
+                       timeout=60)
+
+
+@app.task(name="bench.bare_chat")
+def bare_chat(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    content = ""
+    with _client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                chunk = json.loads(line[5:])
+                for choice in chunk.get("choices") or []:
+                    content += (choice.get("delta") or {}).get("content") or ""
+    return {"content": content}

@@ -1,0 +1,136 @@
+"""The bench rig: a real Redis, the mock LLM as its own process, and a worker process per variant."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import redis
+from celery import Celery
+from celery.result import ResultSet
+
+from llmpool.jobs import JobStore
+from llmpool.keys import Keys
+from llmpool.redis_server import RedisServer, free_port
+from llmpool.settings import load_settings
+from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
+from workers.config import celery_config
+from workers.submit import prepare_job, submit_chat
+
+MESSAGE = "benchmark message"
+
+
+@dataclass
+class Run:
+    rate: float
+    rss_mb: float
+    failed: int
+    reasons: list[str]
+
+
+class Rig:
+    def __init__(self, *, ttft: float, tps: float, threads: int) -> None:
+        self.ttft, self.tps, self.threads = ttft, tps, threads
+        self.tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-"))
+        self.redis = RedisServer(data_dir=self.tmp / "redis", appendonly=False)
+        self.llm_port = free_port()
+        self.mock: ManagedProcess | None = None
+
+    def __enter__(self) -> Rig:
+        self.redis.start()
+        argv = [sys.executable, "-m", "llmpool.cli", "mock-llm", "--port", str(self.llm_port),
+                "--control-port", "0", "--ttft", str(self.ttft), "--tps", str(self.tps), "--name", "bench"]
+        self.mock = ManagedProcess("mock", argv, clean_env(), self.tmp / "mock.log").start()
+        self.mock.wait_ready(self._mock_answers, 30)
+        return self
+
+    def _mock_answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.llm_url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @property
+    def llm_url(self) -> str:
+        return f"http://127.0.0.1:{self.llm_port}"
+
+    def env(self) -> dict[str, str]:
+        return clean_env(redis_url=self.redis.url, local_llm_host="127.0.0.1", local_llm_port=self.llm_port,
+                         agent_worker_concurrency=self.threads, bench_connections=self.threads)
+
+    def celery(self) -> Celery:
+        app = Celery("bench-driver")
+        app.conf.update(celery_config(load_settings(redis_url=self.redis.url)))
+        return app
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mock is not None:
+            self.mock.stop()
+        self.redis.stop()
+
+
+def _wait_all(results: list, timeout: float) -> list[str]:
+    """Block until every result is ready; returns why each failed one did."""
+    ResultSet(results).join(timeout=timeout, propagate=False)
+    return [f"{r.state}: {r.result!r}"[:300] for r in results if r.state != "SUCCESS"]
+
+
+def _rss_mb(proc: ManagedProcess) -> float:
+    return psutil.Process(proc.pid).memory_info().rss / 2**20
+
+
+def _timed(proc: ManagedProcess, send: list, timeout: float) -> Run:
+    started = time.perf_counter()
+    results = [fn() for fn in send]
+    reasons = _wait_all(results, timeout)
+    elapsed = time.perf_counter() - started
+    return Run(rate=len(results) / elapsed, rss_mb=_rss_mb(proc), failed=len(reasons),
+               reasons=sorted(set(reasons))[:5])
+
+
+def measure_llmpool(rig: Rig, jobs: int) -> Run:
+    worker = start_worker(rig.tmp, rig.env(), name="bench", concurrency=rig.threads, loglevel="WARNING")
+    try:
+        app = rig.celery()
+        client = redis.Redis.from_url(rig.redis.url)
+        store = JobStore(client, Keys(), ttl=3600, stream_ttl=600)
+        settings = load_settings(redis_url=rig.redis.url)
+
+        def one() -> object:
+            job = prepare_job({"messages": [{"role": "user", "content": MESSAGE}]}, settings)
+            return submit_chat(app, store, job)[0]
+
+        _timed(worker, [one] * 50, 60)  # warm up connections
+        return _timed(worker, [one] * jobs, 600)
+    finally:
+        worker.stop()
+
+
+def measure_bare(rig: Rig, jobs: int) -> Run:
+    env = rig.env()
+    hostname = f"bare@{os.getpid()}"
+    argv = [sys.executable, "-m", "celery", "-A", "bench.bare", "worker", "-P", "threads", "-c",
+            str(rig.threads), "-Q", "bench.bare", "-n", hostname, "--without-gossip", "--without-mingle",
+            "--loglevel", "WARNING"]
+    worker = ManagedProcess("bare worker", argv, env, rig.tmp / "bare.log").start()
+    try:
+        app = rig.celery()
+        wait_for(lambda: bool(app.control.ping(destination=[hostname], timeout=0.5)), timeout=30,
+                 what="bare worker")
+        body = {"model": "m", "messages": [{"role": "user", "content": MESSAGE}], "max_tokens": 2048,
+                "stream": True, "stream_options": {"include_usage": True}}
+        url = rig.llm_url + "/v1/chat/completions"
+
+        def one() -> object:
+            return app.send_task("bench.bare_chat", args=[url, body], queue="bench.bare")
+
+        _timed(worker, [one] * 50, 60)
+        return _timed(worker, [one] * jobs, 600)
+    finally:
+        worker.stop()
