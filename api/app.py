@@ -12,18 +12,16 @@ from api.deps import open_state
 from api.errors import install_error_handlers
 from api.routes import chat, status
 from llmpool import __version__
-from llmpool.settings import get_settings, issues_report
+from llmpool.settings import print_issues_report_once, settings_or_exit
 
 __all__ = ["app", "create_app"]
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
+    settings = settings_or_exit()
     logging.basicConfig(level=settings.log_level)
-    report = issues_report(settings)
-    if report:
-        print(report, flush=True)
+    print_issues_report_once(settings)
     from workers import app as celery_app  # the publisher side of the same Celery app
 
     app.state.llmpool = open_state(settings, celery_app)

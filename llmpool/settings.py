@@ -7,6 +7,7 @@ reads `AGENT_MAX_FAILURES`. Values come from the environment and an optional `.e
 from __future__ import annotations
 
 import logging
+import sys
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -15,7 +16,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmpool.errors import ConfigError
 
-__all__ = ["Settings", "get_settings", "load_settings", "config_issues", "issues_report"]
+__all__ = ["Settings", "get_settings", "load_settings", "config_issues", "issues_report",
+           "print_issues_report_once", "settings_or_exit"]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Seconds = Annotated[float, Field(gt=0)]
@@ -146,6 +148,15 @@ def get_settings() -> Settings:
     return load_settings()
 
 
+def settings_or_exit() -> Settings:
+    """The settings, or a message naming each bad variable on stderr and exit status 2."""
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        print(f"llmpool: configuration error\n{exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def config_issues(settings: Settings) -> list[str]:
     """The TT-Studio agent's configuration warnings, plus llmpool's own, that apply."""
     issues = []
@@ -175,3 +186,15 @@ def issues_report(settings: Settings) -> str:
     if not issues:
         return ""
     return "\n".join(["=== CONFIGURATION ISSUES ===", *issues, "============================"])
+
+
+_reported = False
+
+
+def print_issues_report_once(settings: Settings) -> None:
+    """Print the issues report at most once per process (worker, beat, Flower, API, `up`)."""
+    global _reported
+    report = issues_report(settings)
+    if report and not _reported:
+        print(report, flush=True)
+    _reported = True

@@ -5,14 +5,16 @@ from __future__ import annotations
 from celery import Celery
 
 from beat.schedule import beat_schedule
-from llmpool.settings import get_settings
+from llmpool.settings import print_issues_report_once, settings_or_exit
 from workers.config import celery_config
 
 __all__ = ["app", "create_app"]
 
 
 def create_app() -> Celery:
-    settings = get_settings()
+    settings = settings_or_exit()
+    # Worker, beat and Flower all load this app: the one place every Celery process passes at start.
+    print_issues_report_once(settings)
     celery = Celery("llmpool")
     celery.conf.update(celery_config(settings))
     celery.conf.beat_schedule = beat_schedule(settings)

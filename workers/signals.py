@@ -8,22 +8,14 @@ from typing import Any
 
 from celery import signals
 
-from llmpool.settings import get_settings, issues_report
 from workers import resources
 
 log = logging.getLogger(__name__)
 HIDDEN = "<hidden>"
 
 
-def _print_report() -> None:
-    report = issues_report(get_settings())
-    if report:
-        print(report, flush=True)
-
-
 @signals.worker_init.connect
 def _open_in_main(**_: Any) -> None:
-    _print_report()
     resources.open_resources()
 
 
@@ -54,11 +46,6 @@ def _heartbeat(sender: Any = None, **_: Any) -> None:
         res.redis.zadd(res.keys.workers(), {hostname: time.time()})
     except Exception as exc:  # a heartbeat must never take the worker down
         log.warning("could not record heartbeat: %s", exc)
-
-
-@signals.beat_init.connect
-def _beat_start(**_: Any) -> None:
-    _print_report()
 
 
 class _HideChatResults(logging.Filter):
