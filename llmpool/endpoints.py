@@ -24,21 +24,38 @@ CHAT_PATH = "/v1/chat/completions"
 
 @dataclass(frozen=True)
 class Endpoint:
-    id: str
+    id: str  # a TT-Studio container's deploy_id; `local`, `cloud`, `container:NAME`, `openai:...`
     chat_url: str
-    model: str
-    model_name: str
+    model: str  # what requests send as "model" (hf_model_id for TT-Studio containers)
+    model_name: str  # what ranking and people read
     source: Source
     flavor: Flavor = "vllm"
     auth: Auth = "container"
     health_url: str | None = None
+    model_type: str = "chat"
+    deploy_id: str | None = None
+    container_name: str | None = None
+    tool_calling: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Endpoint:
+        """Rebuild a stored endpoint; fields a newer version added are ignored."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
     @property
     def is_cloud(self) -> bool:
         return self.source == "cloud"
+
+    @property
+    def base_url(self) -> str:
+        """scheme://host:port[/prefix] without the chat path, for /health and /v1/models."""
+        for suffix in (CHAT_PATH, "/chat/completions"):
+            if self.chat_url.endswith(suffix):
+                return self.chat_url[: -len(suffix)]
+        return self.chat_url.rstrip("/")
 
 
 def _cloud(settings: Settings) -> Endpoint | None:

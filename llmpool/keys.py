@@ -32,6 +32,10 @@ class Keys:
         """Sorted set: worker hostname -> time of its last heartbeat."""
         return f"{self.prefix}:workers"
 
+    def discovery_cache(self, source: str) -> str:
+        """String: the last good raw answer of a discovery source, kept AGENT_DISCOVERY_CACHE_TTL."""
+        return f"{self.prefix}:discovery:cache:{source}"
+
     @staticmethod
     def celery_queue(queue: str) -> str:
         """Celery's list for a queue (kombu names it after the queue, outside our prefix)."""
