@@ -80,13 +80,26 @@ class Settings(BaseSettings):
     agent_api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     agent_flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555
     agent_data_dir: str = ".llmpool"
+    # OpenAI-compatible and Ollama servers to list models from (comma-separated base URLs).
+    agent_openai_servers: CommaList = Field(default_factory=list)
+    agent_ollama_servers: CommaList = Field(default_factory=list)
 
-    @field_validator("agent_priority_models", mode="before")
+    @field_validator("agent_priority_models", "agent_openai_servers", "agent_ollama_servers",
+                     mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("agent_openai_servers", "agent_ollama_servers")
+    @classmethod
+    def _server_urls(cls, value: list[str]) -> list[str]:
+        # People copy OpenAI client base URLs (".../v1"); the sources add /v1 themselves.
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return [_server_base(url) for url in value]
 
     @field_validator("agent_log_level", mode="before")
     @classmethod
@@ -128,6 +141,12 @@ class Settings(BaseSettings):
     @property
     def log_level(self) -> int:
         return logging.DEBUG if self.agent_debug_mode else getattr(logging, self.agent_log_level)
+
+
+def _server_base(url: str) -> str:
+    """A server's base URL without trailing slashes or a trailing /v1."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")].rstrip("/") if url.endswith("/v1") else url
 
 
 def load_settings(**overrides: Any) -> Settings:
