@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from llmpool.settings import Settings
 
-__all__ = ["Endpoint", "static_chain"]
+__all__ = ["Endpoint", "cloud_endpoint", "container_endpoint", "local_endpoint", "static_chain"]
 
 Source = Literal["cloud", "container", "discovered", "openai", "ollama", "local"]
 # "vllm" bodies carry TT-Studio's sampling extras (top_k, stop, continuous usage); "openai" bodies
@@ -87,6 +87,21 @@ def _local(settings: Settings) -> Endpoint:
         id="local", chat_url=base + CHAT_PATH, model=settings.local_model_name,
         model_name=settings.local_model_name, source="local", health_url=base + "/health",
     )
+
+
+def cloud_endpoint(settings: Settings) -> Endpoint | None:
+    """The cloud endpoint CLOUD_CHAT_UI_URL names, or None when it is not set."""
+    return _cloud(settings)
+
+
+def container_endpoint(settings: Settings) -> Endpoint | None:
+    """The container LLM_CONTAINER_NAME names (port 7000), or None when it is not set."""
+    return _container(settings)
+
+
+def local_endpoint(settings: Settings) -> Endpoint:
+    """The host LLM at LOCAL_LLM_HOST:LOCAL_LLM_PORT."""
+    return _local(settings)
 
 
 def static_chain(settings: Settings) -> list[Endpoint]:
