@@ -11,6 +11,8 @@ from fastapi import Request
 
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
+from llmpool.llm_client import LLMClient, make_http_client
+from llmpool.registry import Registry
 from llmpool.settings import Settings
 
 __all__ = ["ApiState", "open_state", "get_state"]
@@ -24,10 +26,13 @@ class ApiState:
     aredis: aioredis.Redis
     jobs: JobStore
     celery: Celery
+    registry: Registry
+    llm: LLMClient
 
     async def close(self) -> None:
         await self.aredis.aclose()
         self.redis.close()
+        self.llm.http.close()
 
 
 def open_state(settings: Settings, celery: Celery) -> ApiState:
@@ -38,7 +43,9 @@ def open_state(settings: Settings, celery: Celery) -> ApiState:
     aredis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30,
                                      health_check_interval=30)
     jobs = JobStore(sync, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
-    return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs, celery=celery)
+    llm = LLMClient(make_http_client(settings, max_connections=20), settings)
+    return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs, celery=celery,
+                    registry=Registry(sync, keys), llm=llm)
 
 
 def get_state(request: Request) -> ApiState:

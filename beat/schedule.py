@@ -1,14 +1,27 @@
-"""What beat schedules. Discovery and health checks arrive with the registry (issue 3)."""
+"""What beat schedules: discovery and health checks, on the `control` queue."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from llmpool.polling import discovery_every
 from llmpool.settings import Settings
 
 __all__ = ["beat_schedule"]
 
+# A tick that waited in the queue past most of its interval is stale: the next one is coming.
+EXPIRES_FRACTION = 0.9
+
+
+def _entry(task: str, every: float) -> dict[str, Any]:
+    return {"task": task, "schedule": every,
+            "options": {"queue": "control", "expires": every * EXPIRES_FRACTION}}
+
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The periodic tasks, every one on the `control` queue with `expires` below its interval."""
-    return {}
+    """The periodic tasks, every one with `expires` below its interval."""
+    schedule = {"llmpool-discovery": _entry("llmpool.control.discover", discovery_every(settings))}
+    if settings.agent_health_check_enabled:
+        schedule["llmpool-health"] = _entry("llmpool.control.health_check",
+                                            settings.agent_health_check_interval)
+    return schedule

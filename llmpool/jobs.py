@@ -55,6 +55,7 @@ class JobStore:
         self.stream_ttl = int(stream_ttl)
         self._claim = register(client, "job_claim")
         self._create = register(client, "job_create")
+        self._release = register(client, "job_release")
 
     def create(self, job_id: str, *, queue: str, deadline: float, summary: str) -> bool:
         """Record a submitted job; False when the id exists already (nothing is changed)."""
@@ -67,6 +68,10 @@ class JobStore:
             keys=[self.keys.job(job_id)], args=[worker, lease, max_attempts, self.ttl]
         )
         return Claim(_text(verdict), int(attempts), _text(state))  # type: ignore[arg-type]
+
+    def release(self, job_id: str) -> bool:
+        """Hand a running job back to wait in its queue; False if it was not running."""
+        return bool(self._release(keys=[self.keys.job(job_id)], args=[self.ttl]))
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(self.keys.job(job_id))

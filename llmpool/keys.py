@@ -32,6 +32,30 @@ class Keys:
         """Sorted set: worker hostname -> time of its last heartbeat."""
         return f"{self.prefix}:workers"
 
+    def endpoints(self) -> str:
+        """Hash: endpoint id -> its record (endpoint, source, first/last seen, missing since)."""
+        return f"{self.prefix}:registry:endpoints"
+
+    def health(self) -> str:
+        """Hash: endpoint id -> its health (state, counters, latency, last error)."""
+        return f"{self.prefix}:registry:health"
+
+    def pin(self) -> str:
+        """String: the endpoint id pinned by POST /select_model."""
+        return f"{self.prefix}:registry:pin"
+
+    def selection(self) -> str:
+        """String: the ordered candidates every worker uses, as JSON."""
+        return f"{self.prefix}:registry:selection"
+
+    def discovery_state(self) -> str:
+        """Hash: when discovery last ran and how many passes found no LLM in a row."""
+        return f"{self.prefix}:registry:discovery"
+
+    def lock(self, name: str) -> str:
+        """A redis-py lock keeping two passes of one kind (discovery, health) from interleaving."""
+        return f"{self.prefix}:lock:{name}"
+
     def discovery_cache(self, source: str) -> str:
         """String: the last good raw answer of a discovery source, kept AGENT_DISCOVERY_CACHE_TTL."""
         return f"{self.prefix}:discovery:cache:{source}"

@@ -17,9 +17,21 @@ from llmpool.jobs import EventPublisher
 from llmpool.llm_client import CallOutcome, LLMClient
 from llmpool.schemas import ChatJob, ChatResult, Timings, Usage
 
-__all__ = ["run_chat", "RunReport"]
+__all__ = ["run_chat", "RunReport", "wait_delay"]
 
 log = logging.getLogger(__name__)
+
+WAIT_FIRST = 0.5  # the first wait for an LLM; it doubles up to WAIT_MAX
+WAIT_MAX = 5.0
+
+
+def wait_delay(waits_so_far: int, jitter: float) -> float:
+    """Seconds a job waits before looking for an LLM again: exponential, capped, jittered.
+
+    `jitter` in [0, 1) spreads jobs that started waiting together, so they do not return at once.
+    """
+    base = min(WAIT_FIRST * 2 ** min(waits_so_far, 10), WAIT_MAX)
+    return base * (0.75 + 0.5 * jitter)
 
 
 @dataclass

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     agent_health_check_interval: Seconds = 30
     agent_health_check_timeout: Seconds = 5
     agent_max_failures: Annotated[int, Field(ge=1)] = 3
+    # llmpool's own: consecutive good probes an unhealthy endpoint needs to be used again.
+    agent_health_recovery_successes: Annotated[int, Field(ge=1)] = 2
     agent_fallback_to_local: bool = True
     agent_fallback_to_cloud: bool = False
     agent_priority_models: CommaList = Field(default_factory=lambda: list(DEFAULT_PRIORITY_MODELS))
@@ -80,6 +82,8 @@ class Settings(BaseSettings):
     agent_api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     agent_flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555
     agent_data_dir: str = ".llmpool"
+    # An endpoint its source stops listing stays this long before it leaves the registry.
+    agent_discovery_grace_period: Annotated[float, Field(ge=0)] = 120
     # OpenAI-compatible and Ollama servers to list models from (comma-separated base URLs).
     agent_openai_servers: CommaList = Field(default_factory=list)
     agent_ollama_servers: CommaList = Field(default_factory=list)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Ignore
 
-from llmpool.endpoints import static_chain
-from llmpool.errors import InvalidJob, JobExpired, LLMPoolError, TooManyAttempts
-from llmpool.runner import run_chat
+from llmpool.errors import InvalidJob, JobExpired, LLMPoolError, NoLLMAvailable, TooManyAttempts
+from llmpool.runner import run_chat, wait_delay
 from llmpool.schemas import ChatJob, Message, parse_job
 from workers.celery_app import app
 from workers.resources import Resources, current
@@ -88,18 +88,32 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
         exc = TooManyAttempts(f"job was delivered {claim.attempts} times without finishing")
         _fail(res, job_id, exc)
         raise exc
-    return _run(res, job_id, parsed)
+    return _run(self, res, job_id, parsed)
 
 
-def _run(res: Resources, job_id: str, job: ChatJob) -> dict[str, Any]:
+def _wait_for_llm(task: ChatTask, res: Resources, job_id: str, deadline: float) -> NoReturn:
+    """No LLM is selected: re-queue the job with a short backoff rather than hold a thread."""
+    delay = wait_delay(task.request.retries, random.random())
+    if time.time() + delay >= deadline:
+        raise NoLLMAvailable("No LLM available before the job's deadline")
+    res.jobs.release(job_id)
+    res.selection_cache.invalidate()
+    log.info("job %s waits %.2fs for an LLM (wait %d)", job_id, delay, task.request.retries + 1)
+    raise task.retry(countdown=delay, max_retries=None)
+
+
+def _run(task: ChatTask, res: Resources, job_id: str, job: ChatJob) -> dict[str, Any]:
     record = res.jobs.get(job_id) or {}
     publisher = res.jobs.publisher(job_id, stream_tokens=job.stream)
     try:
         deadline = _deadline(job, record, res)
         if time.time() >= deadline:
             raise JobExpired("the job's deadline passed before a worker took it")
+        selection = res.selection_cache.get()
+        if selection is None or not selection.order:
+            _wait_for_llm(task, res, job_id, deadline)
         result, _ = run_chat(
-            _messages_with_memory(job, res), candidates=static_chain(res.settings),
+            _messages_with_memory(job, res), candidates=selection.order,
             client=res.llm, publisher=publisher, deadline=deadline,
             max_calls=res.settings.agent_job_max_calls,
         )

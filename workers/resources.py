@@ -7,6 +7,7 @@ children get `worker_process_init` after the fork and must not reuse the parent'
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -16,9 +17,12 @@ from llmpool.conversations import ConversationStore
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.llm_client import LLMClient, make_http_client
+from llmpool.registry import Registry
+from llmpool.selection import Selection
 from llmpool.settings import Settings, get_settings
 
-__all__ = ["Resources", "open_resources", "current", "close_resources", "forget_after_fork"]
+__all__ = ["Resources", "SelectionCache", "open_resources", "current", "close_resources", "forget_after_fork",
+           "reload_resources"]
 
 
 @dataclass
@@ -30,10 +34,38 @@ class Resources:
     llm: LLMClient
     jobs: JobStore
     conversations: ConversationStore
+    registry: Registry
+    selection_cache: SelectionCache
 
     def close(self) -> None:
         self.http.close()
         self.redis.close()
+
+
+class SelectionCache:
+    """The selection as this process last read it, re-read at most every `ttl` seconds.
+
+    One Redis read per second per process, however many jobs run; a job may act on a selection
+    up to a second old, which the in-job failover covers.
+    """
+
+    def __init__(self, registry: Registry, ttl: float = 1.0) -> None:
+        self.registry = registry
+        self.ttl = ttl
+        self._value: Selection | None = None
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self) -> Selection | None:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.ttl:
+                self._value = self.registry.selection()
+                self._read_at = time.monotonic()
+            return self._value
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._read_at = float("-inf")
 
 
 _lock = threading.Lock()
@@ -47,6 +79,7 @@ def _build(settings: Settings) -> Resources:
         health_check_interval=30, socket_connect_timeout=5, socket_timeout=10,
     )
     http = make_http_client(settings)
+    registry = Registry(client, keys)
     return Resources(
         settings=settings, keys=keys, redis=client, http=http, llm=LLMClient(http, settings),
         jobs=JobStore(client, keys, ttl=settings.agent_result_ttl,
@@ -54,6 +87,7 @@ def _build(settings: Settings) -> Resources:
         conversations=ConversationStore(
             client, keys, max_messages=settings.agent_conversation_max_messages,
             ttl=settings.agent_conversation_ttl),
+        registry=registry, selection_cache=SelectionCache(registry),
     )
 
 
@@ -69,6 +103,22 @@ def open_resources(settings: Settings | None = None) -> Resources:
 def current() -> Resources:
     """This process's clients (opened on first use if no hook ran, e.g. an eager call)."""
     return _current or open_resources()
+
+
+def reload_resources(settings: Settings) -> Resources:
+    """Swap in clients built from new settings; the old ones close once running calls are done.
+
+    Jobs in flight keep the Resources they started with, so closing at once would cut them.
+    """
+    global _current
+    fresh = _build(settings)
+    with _lock:
+        old, _current = _current, fresh
+    if old is not None:
+        timer = threading.Timer(old.settings.agent_request_timeout + 5, old.close)
+        timer.daemon = True
+        timer.start()
+    return fresh
 
 
 def close_resources() -> None:

@@ -7,7 +7,10 @@ import time
 from typing import Any
 
 from celery import signals
+from celery.worker.control import control_command
 
+from llmpool.errors import ConfigError
+from llmpool.settings import get_settings
 from workers import resources
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,26 @@ def _open_in_main(**_: Any) -> None:
 def _open_in_child(**_: Any) -> None:
     resources.forget_after_fork()
     resources.open_resources()
+
+
+@signals.worker_ready.connect
+def _discover_at_start(sender: Any = None, **_: Any) -> None:
+    """Fill the registry now instead of at beat's first tick, an interval later."""
+    from beat.tasks import discover
+
+    discover.apply_async(queue="control")
+
+
+@control_command(args=[], signature="")  # type: ignore[misc]
+def refresh_config(state: Any) -> dict[str, Any]:
+    """Re-read the settings (env and .env) and rebuild this worker's clients with them."""
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        return {"error": f"settings not reloaded: {exc}"}
+    resources.reload_resources(settings)
+    return {"ok": "settings reloaded", "priority_models": settings.agent_priority_models}
 
 
 @signals.worker_process_shutdown.connect

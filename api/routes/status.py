@@ -9,68 +9,70 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
-from llmpool.endpoints import Endpoint, static_chain
+from llmpool.registry import Snapshot
 from llmpool.schemas import QUEUES
+from llmpool.status_view import current_llm, discovery_summary, endpoint_rows, llm_info
 
 router = APIRouter()
 
 WORKER_ALIVE_SECONDS = 10.0  # five missed heartbeats (Celery sends one every 2 s)
-NEXT_POLL = "Will retry every {minutes:g} minutes"
+WAITING_MESSAGE = "Agent server is running but waiting for LLM"
 
 
-def _llm_info(endpoint: Endpoint) -> str:
-    if endpoint.is_cloud:
-        return f"Cloud: {endpoint.model_name}"
-    if endpoint.source == "container":
-        return f"Container: {endpoint.chat_url}"
-    if endpoint.source == "discovered":
-        return f"Discovered: {endpoint.model_name}"
-    return f"Local: {endpoint.model_name} at {endpoint.chat_url}"
-
-
-def _current_llm(endpoint: Endpoint) -> dict[str, Any]:
-    return {"server_url": endpoint.chat_url, "is_cloud": endpoint.is_cloud,
-            "is_discovered": endpoint.source == "discovered", "llm_info": _llm_info(endpoint),
-            "endpoint_id": endpoint.id, "model": endpoint.model}
-
-
-def _live(state: ApiState) -> dict[str, Any]:
-    """Worker count and queue depths, in one pipelined round trip."""
+def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
+    """The registry, worker count and queue depths, in two pipelined round trips."""
+    snap = state.registry.snapshot()
     pipe = state.redis.pipeline(transaction=False)
     pipe.zcount(state.keys.workers(), time.time() - WORKER_ALIVE_SECONDS, "+inf")
     for queue in QUEUES:
         pipe.llen(state.keys.celery_queue(queue))
     workers, *depths = pipe.execute()
-    return {"workers": int(workers), "queues": dict(zip(QUEUES, map(int, depths), strict=True))}
+    return snap, {"workers": int(workers), "queues": dict(zip(QUEUES, map(int, depths), strict=True))}
+
+
+def _next_poll(state: ApiState) -> str:
+    minutes = state.settings.agent_llm_polling_interval / 60
+    return f"Will retry every {minutes:g} minutes"
+
+
+def _monitoring(state: ApiState, snap: Snapshot) -> dict[str, Any]:
+    s = state.settings
+    checks = [h.last_check for h in snap.health.values() if h.last_check]
+    return {"enabled": s.agent_health_check_enabled, "interval": s.agent_health_check_interval,
+            "timeout": s.agent_health_check_timeout, "max_failures": s.agent_max_failures,
+            "recovery_successes": s.agent_health_recovery_successes,
+            "last_check": max(checks) if checks else None}
 
 
 @router.get("/", summary="Liveness and the LLM in use.")
 async def root(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, Any]:
-    chain = static_chain(state.settings)
-    if not chain:
-        minutes = state.settings.agent_llm_polling_interval / 60
-        return {"message": "Agent server is running but waiting for LLM", "status": "initializing",
-                "llm_mode": "none", "llm_info": "No LLM available yet", "health_monitoring": "N/A",
-                "discovery_summary": "N/A", "next_poll": NEXT_POLL.format(minutes=minutes)}
-    current = chain[0]
+    snap, _live = await run_in_threadpool(_read, state)
+    current = snap.selection.current if snap.selection else None
+    if current is None:
+        return {"message": WAITING_MESSAGE, "status": "initializing", "llm_mode": "none",
+                "llm_info": "No LLM available yet", "health_monitoring": "N/A",
+                "discovery_summary": "N/A", "next_poll": _next_poll(state)}
+    rows = endpoint_rows(snap, checks_enabled=state.settings.agent_health_check_enabled)
     return {"message": "Agent server is running", "status": "ready",
-            "llm_mode": "cloud" if current.is_cloud else "local", "llm_info": _llm_info(current)}
+            "llm_mode": "cloud" if current.is_cloud else "local", "llm_info": llm_info(current),
+            "health_monitoring": _monitoring(state, snap), "discovery_summary": discovery_summary(rows)}
 
 
-@router.get("/status", summary="Selection, endpoints, configuration (secrets redacted), workers, queues.")
+@router.get("/status", summary="Selection, endpoints and health, configuration (redacted), workers, queues.")
 async def status(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, Any]:
-    chain = static_chain(state.settings)
-    live = await run_in_threadpool(_live, state)
-    current = chain[0] if chain else None
-    models = [{"deploy_id": e.id, "model_name": e.model_name, "model_type": "chat",
-               "container_name": e.id, "internal_url": e.chat_url, "health_url": e.health_url,
-               "status": "unknown", "is_current": e is current, "source": e.source} for e in chain]
+    snap, live = await run_in_threadpool(_read, state)
+    selection = snap.selection
+    current = selection.current if selection else None
+    rows = endpoint_rows(snap, checks_enabled=state.settings.agent_health_check_enabled)
     return {
         "status": "ready" if current else "initializing",
-        "message": "Agent server is running" if current else "Agent server is running but waiting for LLM",
-        "current_llm": _current_llm(current) if current else None,
-        "available_models": models,
-        "discovery_summary": {"total": len(chain), "healthy": 0, "degraded": 0, "unhealthy": 0},
+        "message": "Agent server is running" if current else WAITING_MESSAGE,
+        "current_llm": current_llm(current) if current else None,
+        "pinned": selection.pinned if selection else None,
+        "available_models": rows,
+        "discovery_summary": discovery_summary(rows),
+        "health_monitoring": _monitoring(state, snap),
         "configuration": state.settings.redacted(),
+        "next_poll": None if current else _next_poll(state),
         **live,
     }

@@ -207,7 +207,7 @@ def test_no_message_text_or_secret_in_worker_log_status_or_job_records(stack: St
 def test_status_reports_ready_with_workers_and_redacted_config(stack: Stack) -> None:
     status = httpx.get(stack.api + "/status", timeout=5).json()
     assert status["status"] == "ready" and status["workers"] == 1
-    assert status["current_llm"]["endpoint_id"] == "local"
+    assert status["current_llm"]["deploy_id"] == "local"
     assert status["configuration"]["jwt_secret"] == "***"
     root = httpx.get(stack.api + "/", timeout=5).json()
     assert root["status"] == "ready" and root["llm_mode"] == "local"

@@ -1,0 +1,143 @@
+"""The control tasks beat schedules: discovery, health checks, and the refresh the API asks for.
+
+They run on workers from the `control` queue. Each pass holds a Redis lock, so two beats started
+by mistake, or a pass slower than its interval, never interleave: the second one just skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from redis.exceptions import LockError
+
+from llmpool.discovery import discover_all
+from llmpool.health import Health, next_health
+from llmpool.polling import discovery_due
+from llmpool.prober import probe_all
+from llmpool.registry import Registry, merge_discovery
+from llmpool.selection import Selection
+from workers.celery_app import app
+from workers.resources import Resources, current
+
+__all__ = ["discover", "health_check", "refresh", "run_discovery", "run_health_pass"]
+
+log = logging.getLogger(__name__)
+LOCK_MARGIN = 30.0
+
+
+@contextmanager
+def _locked(res: Resources, name: str, hold: float) -> Iterator[bool]:
+    """A non-blocking Redis lock: yields False when another pass holds it."""
+    lock = res.redis.lock(res.keys.lock(name), timeout=hold + LOCK_MARGIN, blocking=False)
+    acquired = lock.acquire(blocking=False)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                lock.release()
+            except LockError:
+                log.warning("%s lock expired before the pass ended", name)
+
+
+def _summary(selection: Selection) -> dict[str, Any]:
+    current = selection.current
+    return {"current": current.id if current else None,
+            "model": current.model_name if current else None, "pinned": selection.pinned,
+            "candidates": [e.id for e in selection.order]}
+
+
+def _probe(res: Resources, registry: Registry, ids: set[str] | None) -> dict[str, Health]:
+    """Probe the registry's endpoints (all, or only `ids`) and return their new health."""
+    settings = res.settings
+    snap = registry.snapshot()
+    endpoints = [e for e in snap.endpoints if ids is None or e.id in ids]
+    now = time.time()
+    results = probe_all(endpoints, http=res.http, timeout=settings.agent_health_check_timeout)
+    updated = {}
+    for endpoint_id, result in results.items():
+        before = snap.health.get(endpoint_id, Health())
+        after = next_health(before, result, now=now, max_failures=settings.agent_max_failures,
+                            recovery_successes=settings.agent_health_recovery_successes)
+        if after.state != before.state:
+            log.info("endpoint %s: %s -> %s (%s)", endpoint_id, before.state, after.state,
+                     result.error or f"{result.latency:.3f}s")
+        updated[endpoint_id] = after
+    registry.write_health(updated)
+    return updated
+
+
+def run_discovery(res: Resources, *, force: bool = False) -> dict[str, Any]:
+    """One discovery pass: read every source, merge, probe what is new, reselect."""
+    settings, registry = res.settings, res.registry
+    state_key = res.keys.discovery_state()
+    with _locked(res, "discovery", hold=settings.agent_health_check_timeout * 3 + 10) as mine:
+        if not mine:
+            return {"skipped": "another discovery pass is running"}
+        state = {k.decode(): float(v) for k, v in res.redis.hgetall(state_key).items()}
+        selection = registry.selection()
+        due, why = discovery_due(settings, now=time.time(), last_run=state.get("last_run"),
+                                 has_llm=bool(selection and selection.current),
+                                 empty_passes=int(state.get("empty_passes", 0)), force=force)
+        if not due:
+            return {"skipped": why}
+        started = time.time()
+        results = discover_all(settings, http=res.http, redis=res.redis, keys=res.keys, force=force)
+        snap = registry.snapshot()
+        merged = merge_discovery(snap.records, results, now=started,
+                                 grace=settings.agent_discovery_grace_period)
+        registry.write_records(merged)
+        new = set(merged) - set(snap.health)
+        if new and settings.agent_health_check_enabled:
+            _probe(res, registry, new)
+        chosen = registry.recompute(settings, now=time.time())
+        empty = 0 if chosen.current else int(state.get("empty_passes", 0)) + 1
+        res.redis.hset(state_key, mapping={"last_run": started, "empty_passes": empty})
+        failed = {r.source: r.error for r in results if not r.ok}
+        for source, error in failed.items():
+            log.warning("discovery source %s unavailable: %s", source, error)
+        return {"reason": why, "endpoints": len(merged), "new": sorted(new), "failed_sources": failed,
+                "duration": time.time() - started, **_summary(chosen)}
+
+
+def run_health_pass(res: Resources) -> dict[str, Any]:
+    """Probe every endpoint at once, apply the transitions, reselect."""
+    settings = res.settings
+    if not settings.agent_health_check_enabled:
+        return {"skipped": "AGENT_HEALTH_CHECK_ENABLED is false"}
+    with _locked(res, "health", hold=settings.agent_health_check_timeout) as mine:
+        if not mine:
+            return {"skipped": "another health pass is running"}
+        started = time.monotonic()
+        updated = _probe(res, res.registry, None)
+        chosen = res.registry.recompute(settings, now=time.time())
+        return {"duration": time.monotonic() - started, "probed": len(updated),
+                "states": {k: h.state for k, h in updated.items()}, **_summary(chosen)}
+
+
+@app.task(name="llmpool.control.discover")
+def discover(force: bool = False) -> dict[str, Any]:
+    """Beat's discovery tick (it decides itself whether a pass is due)."""
+    return run_discovery(current(), force=force)
+
+
+@app.task(name="llmpool.control.health_check")
+def health_check() -> dict[str, Any]:
+    """Beat's health tick."""
+    return run_health_pass(current())
+
+
+@app.task(name="llmpool.control.refresh")
+def refresh() -> dict[str, Any]:
+    """Discovery and health now (POST /refresh): the old and new selection."""
+    res = current()
+    before = res.registry.selection()
+    discovery = run_discovery(res, force=True)
+    health = run_health_pass(res)
+    after = res.registry.selection() or Selection()
+    return {"old": _summary(before or Selection()), "new": _summary(after), "discovery": discovery,
+            "health": health}

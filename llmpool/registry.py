@@ -1,0 +1,165 @@
+"""The endpoint registry in Redis: records, health, the pin and the selection every worker reads.
+
+Discovery writes only the endpoints hash and health passes only the health hash (each under its
+own lock), so neither can overwrite the other's fields. The selection is recomputed from all
+three inputs inside WATCH/MULTI: a writer that read stale inputs retries instead of winning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import redis
+
+from llmpool.discovery import SourceResult
+from llmpool.endpoints import Endpoint
+from llmpool.health import Health
+from llmpool.keys import Keys
+from llmpool.selection import Selection, select
+from llmpool.settings import Settings
+
+__all__ = ["EndpointRecord", "Snapshot", "Registry", "merge_discovery"]
+
+log = logging.getLogger(__name__)
+STATIC_SOURCE = "static"
+
+
+@dataclass(frozen=True)
+class EndpointRecord:
+    endpoint: Endpoint
+    source: str
+    first_seen: float
+    last_seen: float
+    missing_since: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "endpoint": self.endpoint.to_dict()})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> EndpointRecord:
+        data = json.loads(raw)
+        return cls(endpoint=Endpoint.from_dict(data["endpoint"]), source=data["source"],
+                   first_seen=data["first_seen"], last_seen=data["last_seen"],
+                   missing_since=data.get("missing_since"))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    records: dict[str, EndpointRecord]
+    health: dict[str, Health]
+    pin: str | None
+    selection: Selection | None
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [r.endpoint for r in self.records.values()]
+
+
+def _seen(record: EndpointRecord | None, endpoint: Endpoint, source: str, now: float) -> EndpointRecord:
+    first = record.first_seen if record else now
+    return EndpointRecord(endpoint=endpoint, source=source, first_seen=first, last_seen=now)
+
+
+def merge_discovery(
+    existing: dict[str, EndpointRecord], results: list[SourceResult], *, now: float, grace: float,
+) -> dict[str, EndpointRecord]:
+    """The registry after a discovery pass.
+
+    A source that answered replaces its endpoints; one that did not keeps them (they stay
+    health-checked). An endpoint its source no longer lists stays for `grace` seconds, so one
+    flaky listing does not drop a working container; static endpoints (settings) go at once.
+    """
+    merged: dict[str, EndpointRecord] = {}
+    answered = {r.source for r in results if r.ok}
+    known = {r.source for r in results}
+    for result in results:
+        if result.ok:
+            for endpoint in result.endpoints:
+                merged[endpoint.id] = _seen(existing.get(endpoint.id), endpoint, result.source, now)
+    for endpoint_id, record in existing.items():
+        if endpoint_id in merged:
+            continue
+        if record.source in known and record.source not in answered:
+            merged[endpoint_id] = record  # its source is down: keep it as it was
+            continue
+        missing_since = record.missing_since or now
+        if record.source != STATIC_SOURCE and now - missing_since < grace:
+            merged[endpoint_id] = replace(record, missing_since=missing_since)
+    return merged
+
+
+class Registry:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+
+    def snapshot(self) -> Snapshot:
+        """Everything the registry holds, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.endpoints())
+        pipe.hgetall(self.keys.health())
+        pipe.get(self.keys.pin())
+        pipe.get(self.keys.selection())
+        return self._decode(*pipe.execute())
+
+    def _decode(self, records: dict, health: dict, pin: Any, selection: Any) -> Snapshot:
+        return Snapshot(
+            records={_text(k): EndpointRecord.from_json(v) for k, v in records.items()},
+            health={_text(k): Health.from_dict(json.loads(v)) for k, v in health.items()},
+            pin=_text(pin) if pin else None,
+            selection=Selection.from_dict(json.loads(selection)) if selection else None,
+        )
+
+    def selection(self) -> Selection | None:
+        """The current selection alone: the one read a worker makes for its jobs."""
+        raw = self.redis.get(self.keys.selection())
+        return Selection.from_dict(json.loads(raw)) if raw else None
+
+    def write_records(self, records: dict[str, EndpointRecord]) -> None:
+        """Replace the endpoint records, dropping the health of endpoints that left."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.endpoints())
+        if records:
+            pipe.hset(self.keys.endpoints(), mapping={k: r.to_json() for k, r in records.items()})
+        pipe.execute()
+        stale = set(_text(k) for k in self.redis.hkeys(self.keys.health())) - set(records)
+        if stale:
+            self.redis.hdel(self.keys.health(), *stale)
+
+    def write_health(self, health: dict[str, Health]) -> None:
+        if health:
+            mapping = {k: json.dumps(h.to_dict()) for k, h in health.items()}
+            self.redis.hset(self.keys.health(), mapping=mapping)
+
+    def set_pin(self, endpoint_id: str | None) -> None:
+        if endpoint_id is None:
+            self.redis.delete(self.keys.pin())
+        else:
+            self.redis.set(self.keys.pin(), endpoint_id)
+
+    def recompute(self, settings: Settings, *, now: float) -> Selection:
+        """Select from the current inputs and store it; a pin that no longer holds is cleared."""
+        inputs = [self.keys.endpoints(), self.keys.health(), self.keys.pin()]
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*inputs)
+                    snap = self._decode(pipe.hgetall(inputs[0]), pipe.hgetall(inputs[1]),
+                                        pipe.get(inputs[2]), None)
+                    chosen = select(snap.endpoints, snap.health, snap.pin, settings, now=now)
+                    pipe.multi()
+                    pipe.set(self.keys.selection(), json.dumps(chosen.to_dict()))
+                    if snap.pin and chosen.pinned is None:
+                        log.info("pin on %s dropped: it is gone or not healthy", snap.pin)
+                        pipe.delete(self.keys.pin())
+                    pipe.execute()
+                    return chosen
+                except redis.WatchError:
+                    continue
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

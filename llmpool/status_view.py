@@ -1,0 +1,85 @@
+"""What the registry looks like to people: rows for /status and `llmpool status`, TT-Studio names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmpool.endpoints import Endpoint
+from llmpool.health import Health
+from llmpool.registry import Snapshot
+from llmpool.selection import Selection
+
+__all__ = ["llm_info", "current_llm", "endpoint_rows", "discovery_summary", "model_info",
+           "render_table"]
+
+STATES = ("healthy", "degraded", "unhealthy", "unknown")
+
+
+def llm_info(endpoint: Endpoint) -> str:
+    """The TT-Studio agent's one-line description of the LLM in use."""
+    if endpoint.is_cloud:
+        return f"Cloud: {endpoint.model_name}"
+    if endpoint.source == "container":
+        return f"Container: {endpoint.chat_url}"
+    if endpoint.source == "local":
+        return f"Local: {endpoint.model_name} at {endpoint.chat_url}"
+    return f"Discovered: {endpoint.model_name}"
+
+
+def current_llm(endpoint: Endpoint) -> dict[str, Any]:
+    return {"server_url": endpoint.chat_url, "is_cloud": endpoint.is_cloud,
+            "is_discovered": endpoint.source in ("discovered", "openai", "ollama"),
+            "llm_info": llm_info(endpoint), "deploy_id": endpoint.id, "model_name": endpoint.model_name,
+            "model": endpoint.model}
+
+
+def _state(endpoint: Endpoint, health: dict[str, Health], checks_enabled: bool) -> str:
+    if endpoint.is_cloud or not checks_enabled:
+        return "healthy"
+    return health.get(endpoint.id, Health()).state
+
+
+def model_info(endpoint: Endpoint, state: str) -> dict[str, Any]:
+    return {"deploy_id": endpoint.id, "model_name": endpoint.model_name,
+            "model_type": endpoint.model_type, "status": state,
+            "container_name": endpoint.container_name or endpoint.id}
+
+
+def endpoint_rows(snap: Snapshot, *, checks_enabled: bool) -> list[dict[str, Any]]:
+    """Every registered endpoint with its health and whether it is the current one."""
+    selection = snap.selection or Selection()
+    current = selection.current.id if selection.current else None
+    rank = {e.id: i for i, e in enumerate(selection.order)}
+    rows = []
+    for endpoint_id, record in snap.records.items():
+        endpoint, health = record.endpoint, snap.health.get(endpoint_id, Health())
+        rows.append({
+            **model_info(endpoint, _state(endpoint, snap.health, checks_enabled)),
+            "internal_url": endpoint.chat_url, "health_url": endpoint.health_url,
+            "source": endpoint.source, "model": endpoint.model, "is_current": endpoint_id == current,
+            "is_pinned": endpoint_id == selection.pinned, "rank": rank.get(endpoint_id),
+            "latency": health.latency, "last_check": health.last_check, "last_error": health.last_error,
+            "consecutive_failures": health.consecutive_failures, "missing_since": record.missing_since,
+        })
+    return sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0, r["deploy_id"]))
+
+
+def discovery_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    counts = {state: sum(1 for r in rows if r["status"] == state) for state in STATES}
+    llms = [{k: r[k] for k in ("deploy_id", "model_name", "status", "internal_url")} for r in rows]
+    return {"total": len(rows), **counts, "llms": llms}
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    """The registry as a plain-text table for the terminal."""
+    headers = ["", "rank", "id", "model", "source", "health", "latency", "fails", "last error"]
+    lines = [headers]
+    for r in rows:
+        mark = "*" if r["is_current"] else ("P" if r["is_pinned"] else "")
+        latency = f"{r['latency'] * 1000:.0f}ms" if r["latency"] is not None else "-"
+        lines.append([mark, "-" if r["rank"] is None else str(r["rank"]), r["deploy_id"][:24],
+                      r["model_name"][:32], r["source"], r["status"], latency,
+                      str(r["consecutive_failures"]), (r["last_error"] or "")[:40]])
+    widths = [max(len(row[i]) for row in lines) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in lines)
