@@ -52,7 +52,7 @@ def deployed_entry(container: Container) -> dict[str, Any]:
 
 
 async def deployed(fleet: Fleet, request: Request) -> Response:
-    """GET /models/deployed/: every container, keyed by deploy id, unless a backend fault."""
+    """GET /models/deployed/: every non-Ollama container, keyed by deploy id, unless a fault."""
     fault = fleet.backend_fault
     if fault == "error500":
         return JSONResponse({"status": "error", "message": "mock backend fault"}, 500)
@@ -62,7 +62,8 @@ async def deployed(fleet: Fleet, request: Request) -> Response:
         if await client_left(request, fleet.closing, BACKEND_HANG_CAP):
             return NoResponse()
         return JSONResponse({"status": "error", "message": "mock backend hang ended"}, 504)
-    return JSONResponse({deploy_id(c.name): deployed_entry(c) for c in fleet.containers.values()})
+    listed = (c for c in fleet.containers.values() if c.spec.flavor != "ollama")
+    return JSONResponse({deploy_id(c.name): deployed_entry(c) for c in listed})
 
 
 async def list_containers(fleet: Fleet, request: Request) -> Any:

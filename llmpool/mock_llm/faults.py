@@ -83,8 +83,12 @@ def _dropped(container: Container, chat: ChatRequest, reply: Reply) -> Response:
     return DroppedResponse(_one(f'{head}{{"content":{text}'.encode()), "application/json")
 
 
-async def health_fault(fault: str, container: Container, request: Request) -> Response:
-    """The answer GET /health gets under `fault` (hang, error500 or slow_health)."""
+async def health_fault(fault: str, container: Container, request: Request,
+                       ok_body: dict[str, Any] | None = None) -> Response:
+    """The answer GET /health gets under `fault` (hang, error500 or slow_health).
+
+    `ok_body` is what slow_health answers in the end (default {"status": "ok"}).
+    """
     if fault == "hang":
         return await hang(container, request)
     if fault == "error500":
@@ -94,7 +98,7 @@ async def health_fault(fault: str, container: Container, request: Request) -> Re
         await asyncio.wait({closing}, timeout=container.knobs.health_delay)
     finally:
         closing.cancel()
-    return JSONResponse({"status": "ok"})
+    return JSONResponse(ok_body or {"status": "ok"})
 
 
 async def hang(container: Container, request: Request) -> Response:

@@ -21,7 +21,7 @@ from llmpool.mock_llm.replies import (
     parse_chat_request,
     plan_reply,
 )
-from llmpool.mock_llm.state import MockError
+from llmpool.mock_llm.state import MockError, deploy_id
 from llmpool.mock_llm.streaming import Timing, stream_body
 
 if TYPE_CHECKING:
@@ -31,18 +31,25 @@ __all__ = ["build_app"]
 
 log = logging.getLogger("llmpool.mock_llm")
 CHAT_PATH = "/v1/chat/completions"
+OLLAMA_VERSION = "0.5.0"
 
 
 def build_app(container: Container) -> ASGIApp:
-    """The ASGI app of `container`: chat, models, health and its own /_mock/ routes."""
+    """The ASGI app of `container`: chat, models, health (or Ollama's routes), its /_mock/ routes."""
     faults.install_log_filter()
     routes = [
         Route(CHAT_PATH, _endpoint(container, chat), methods=["POST"]),
         Route("/v1/models", _endpoint(container, models), methods=["GET"]),
-        Route("/health", _endpoint(container, health), methods=["GET"]),
         Route("/_mock/config", _endpoint(container, config), methods=["GET", "POST"]),
         Route("/_mock/stats", _endpoint(container, stats), methods=["GET"]),
     ]
+    if container.spec.flavor == "ollama":
+        routes += [
+            Route("/api/tags", _endpoint(container, ollama_tags), methods=["GET"]),
+            Route("/api/version", _endpoint(container, ollama_version), methods=["GET"]),
+        ]
+    else:
+        routes.append(Route("/health", _endpoint(container, health), methods=["GET"]))
     return StatsMiddleware(Starlette(routes=routes), container)
 
 
@@ -130,9 +137,32 @@ async def chat(container: Container, request: Request) -> Response:
 async def models(container: Container, request: Request) -> Response:
     """GET /v1/models: the one model this container serves."""
     spec = container.spec
-    entry = {"id": spec.hf_model_id, "object": "model", "created": 0, "owned_by": "vllm",
-             "root": spec.hf_model_id, "parent": None, "max_model_len": 4096}
+    if spec.flavor == "ollama":  # Ollama names models by tag, e.g. llama3.2:3b
+        entry: dict[str, Any] = {"id": spec.model_name, "object": "model", "created": 0,
+                                 "owned_by": "library"}
+    else:
+        entry = {"id": spec.hf_model_id, "object": "model", "created": 0, "owned_by": "vllm",
+                 "root": spec.hf_model_id, "parent": None, "max_model_len": 4096}
     return JSONResponse({"object": "list", "data": [entry]})
+
+
+async def ollama_tags(container: Container, request: Request) -> Response:
+    """GET /api/tags (Ollama flavour): the one model this container serves, as Ollama lists it."""
+    name = container.spec.model_name
+    details = {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+               "parameter_size": "8.0B", "quantization_level": "Q4_K_M"}
+    entry = {"name": name, "model": name, "modified_at": "2025-01-01T00:00:00Z",
+             "size": 4920753328, "digest": deploy_id(name), "details": details}
+    return JSONResponse({"models": [entry]})
+
+
+async def ollama_version(container: Container, request: Request) -> Response:
+    """GET /api/version (Ollama flavour): Ollama's liveness check, so health faults hit it."""
+    body = {"version": OLLAMA_VERSION}
+    fault = container.take_fault("health")
+    if fault:
+        return await faults.health_fault(fault, container, request, ok_body=body)
+    return JSONResponse(body)
 
 
 async def health(container: Container, request: Request) -> Response:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "BACKEND_FAULTS", "FAULTS", "HEALTH_FAULTS", "BadConfig", "Conflict", "ContainerSpec", "Knobs",
+    "BACKEND_FAULTS", "FAULTS", "FLAVORS", "HEALTH_FAULTS", "BadConfig", "Conflict", "ContainerSpec", "Knobs",
     "MockError", "Stats", "UnknownContainer", "deploy_id",
 ]
 
@@ -23,6 +23,9 @@ FAULTS = (
 # The faults that also hit GET /health (the others only hit chat completions).
 HEALTH_FAULTS = frozenset({"hang", "error500", "refuse", "slow_health"})
 BACKEND_FAULTS = ("none", "error500", "bad_json", "hang")
+# "ollama" adds Ollama's /api/tags and /api/version, drops /health (Ollama has none) and keeps
+# the container out of the backend's listing (TT-Studio does not deploy Ollama).
+FLAVORS = ("openai", "ollama")
 RECORDS_KEPT = 1000
 
 
@@ -124,10 +127,13 @@ class ContainerSpec(Knobs):
     tool_calling_enabled: bool = False
     status: str = "running"             # as listed by the backend
     health: str = "healthy"             # as listed by the backend
+    flavor: str = "openai"              # "ollama": Ollama's /api/ routes too (see FLAVORS)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str) or "/" in self.name:
             raise BadConfig(f"container name must be a non-empty string without '/': {self.name!r}")
+        if self.flavor not in FLAVORS:
+            raise BadConfig(f"unknown flavor {self.flavor!r}; known: {list(FLAVORS)}")
         if self.hf_model_id is None:
             self.hf_model_id = f"meta-llama/{self.model_name}"
         if not isinstance(self.port, int) or not 0 <= self.port < 65536:

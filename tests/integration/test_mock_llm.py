@@ -381,6 +381,27 @@ def test_backend_faults(mock: MockLLM, client: httpx.Client, fault: str) -> None
     assert len(client.get(url).json()) == 3
 
 
+def test_ollama_flavour(mock: MockLLM, client: httpx.Client) -> None:
+    mock.add_container(ContainerSpec(name="oll", model_name="llama3.2:3b", flavor="ollama",
+                                     ttft=0.0, tokens_per_second=0))
+    url = mock.url("oll")
+    tags = client.get(url + "/api/tags").json()
+    assert [(m["name"], m["model"]) for m in tags["models"]] == [("llama3.2:3b", "llama3.2:3b")]
+    assert tags["models"][0]["details"]["format"] == "gguf"
+    assert client.get(url + "/api/version").json() == {"version": "0.5.0"}
+    assert client.get(url + "/v1/models").json()["data"][0]["id"] == "llama3.2:3b"
+    assert client.get(url + "/health").status_code == 404  # Ollama has no /health
+    body = client.post(url + CHAT, json={**HELLO, "model": "llama3.2:3b"}).json()
+    assert body["choices"][0]["message"]["content"] == "Hello from oll! You said: hi there"
+    assert deploy_id("oll") not in client.get(mock.backend_url + "/models/deployed/").json()
+    mock.set_fault("oll", "error500")  # health faults hit /api/version, Ollama's liveness check
+    assert client.get(url + "/api/version").status_code == 500
+    assert client.get(mock.url("llm-a") + "/health").status_code == 200  # default unchanged
+    assert client.get(mock.url("llm-a") + "/api/tags").status_code == 404
+    with pytest.raises(BadConfig):
+        ContainerSpec(name="x", flavor="tgi")
+
+
 def test_add_and_remove_container_at_run_time(mock: MockLLM, client: httpx.Client) -> None:
     added = mock.add_container(ContainerSpec(name="llm-new", model_name="Mistral-7B-Instruct",
                                              ttft=0.0, tokens_per_second=0))
