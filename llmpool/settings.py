@@ -43,7 +43,6 @@ class Settings(BaseSettings):
     agent_health_check_timeout: Seconds = 5
     agent_max_failures: Annotated[int, Field(ge=1)] = 3
     # llmpool's own: consecutive good probes an unhealthy endpoint needs to be used again.
-    agent_health_recovery_successes: Annotated[int, Field(ge=1)] = 2
     agent_fallback_to_local: bool = True
     agent_fallback_to_cloud: bool = False
     agent_priority_models: CommaList = Field(default_factory=lambda: list(DEFAULT_PRIORITY_MODELS))
@@ -65,6 +64,7 @@ class Settings(BaseSettings):
 
     # --- llmpool's own ---
     redis_url: str = "redis://localhost:6379/0"
+    agent_health_recovery_successes: Annotated[int, Field(ge=1)] = 2  # good probes before an unhealthy endpoint returns
     agent_redis_prefix: str = "llmpool"
     agent_worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 64
     agent_worker_pool: Literal["threads", "prefork", "solo"] = "threads"

@@ -20,7 +20,7 @@ import redis
 from llmpool.redis_server import free_port
 from llmpool.settings import Settings
 
-__all__ = ["clean_env", "ManagedProcess", "start_worker", "start_api", "wait_for"]
+__all__ = ["clean_env", "ManagedProcess", "start_worker", "start_api", "start_beat", "wait_for"]
 
 ROOT = Path(__file__).resolve().parent.parent
 OUR_VARS = {name.upper() for name in Settings.model_fields}
@@ -141,3 +141,12 @@ def start_api(tmp: Path, env: dict[str, str], *, timeout: float = 30.0) -> tuple
 
     proc.wait_ready(answers, timeout)
     return proc, url
+
+
+def start_beat(tmp: Path, env: dict[str, str], *, timeout: float = 30.0) -> ManagedProcess:
+    """A real `celery beat`; ready once it logs that it is starting."""
+    argv = [sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
+            "-s", str(tmp / "celerybeat-schedule")]
+    proc = ManagedProcess("beat", argv, env, tmp / "beat.log").start()
+    proc.wait_ready(lambda: "beat: Starting" in proc.log_tail(200), timeout)
+    return proc

@@ -31,8 +31,11 @@ def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
 
 
 def _next_poll(state: ApiState) -> str:
-    minutes = state.settings.agent_llm_polling_interval / 60
-    return f"Will retry every {minutes:g} minutes"
+    """The TT-Studio agent's wording ("Will retry every 3 minutes" by default)."""
+    seconds = state.settings.agent_llm_polling_interval
+    if seconds % 60 == 0:
+        return f"Will retry every {seconds / 60:g} minutes"
+    return f"Will retry every {seconds:g} seconds"
 
 
 def _monitoring(state: ApiState, snap: Snapshot) -> dict[str, Any]:
