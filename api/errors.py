@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import redis
 from fastapi import FastAPI, Request
@@ -18,7 +19,7 @@ __all__ = ["install_error_handlers", "error_response"]
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, error: dict[str, object], **extra: object) -> JSONResponse:
+def error_response(status: int, error: Mapping[str, object], **extra: object) -> JSONResponse:
     return JSONResponse({"status": "error", "error": error, "message": error.get("message"), **extra},
                         status_code=status)
 

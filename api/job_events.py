@@ -27,7 +27,7 @@ async def job_events(client: aioredis.Redis, key: str, *, until: float) -> Async
         if remaining <= 0:
             raise WaitTimeout()
         block = max(1, min(BLOCK_MS, int(remaining * 1000)))
-        reply = await client.xread({key: last_id}, block=block, count=100)
+        reply: Any = await client.xread({key: last_id}, block=block, count=100)
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 last_id = entry_id

@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.exceptions import LockError
 
+from llmpool.codec import as_text
 from llmpool.discovery import discover_all
 from llmpool.health import Health, next_health
 from llmpool.polling import discovery_due
@@ -78,7 +79,7 @@ def run_discovery(res: Resources, *, force: bool = False) -> dict[str, Any]:
     with _locked(res, "discovery", hold=settings.agent_health_check_timeout * 3 + 10) as mine:
         if not mine:
             return {"skipped": "another discovery pass is running"}
-        state = {k.decode(): float(v) for k, v in res.redis.hgetall(state_key).items()}
+        state = {as_text(k): float(v) for k, v in res.redis.hgetall(state_key).items()}
         selection = registry.selection()
         due, why = discovery_due(settings, now=time.time(), last_run=state.get("last_run"),
                                  has_llm=bool(selection and selection.current),

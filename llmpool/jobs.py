@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import redis
 
+from llmpool.codec import as_text
 from llmpool.keys import Keys
 from llmpool.scripts import register
 
@@ -33,13 +34,10 @@ class Claim:
     state: str
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def decode_event(fields: dict[Any, Any]) -> dict[str, Any]:
     """One stream entry as a dict; the `end` event's JSON payload is decoded."""
-    event = {_text(k): _text(v) for k, v in fields.items()}
+    event = {as_text(k): as_text(v) for k, v in fields.items()}
     if "data" in event:
         event["data"] = json.loads(event["data"])
     return event
@@ -67,7 +65,7 @@ class JobStore:
         verdict, attempts, state = self._claim(
             keys=[self.keys.job(job_id)], args=[worker, lease, max_attempts, self.ttl]
         )
-        return Claim(_text(verdict), int(attempts), _text(state))  # type: ignore[arg-type]
+        return Claim(as_text(verdict), int(attempts), as_text(state))  # type: ignore[arg-type]
 
     def release(self, job_id: str) -> bool:
         """Hand a running job back to wait in its queue; False if it was not running."""
@@ -77,7 +75,7 @@ class JobStore:
         raw = self.redis.hgetall(self.keys.job(job_id))
         if not raw:
             return None
-        record: dict[str, Any] = {_text(k): _text(v) for k, v in raw.items()}
+        record: dict[str, Any] = {as_text(k): as_text(v) for k, v in raw.items()}
         for field in ("result", "error"):
             if field in record:
                 record[field] = json.loads(record[field])
@@ -96,7 +94,7 @@ class JobStore:
         data = json.dumps(payload)
         record = {"state": state, field: data, "finished_at": time.time(), **fields}
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.job(job_id), mapping=record)
+        pipe.hset(self.keys.job(job_id), mapping=record)  # type: ignore[arg-type]  # redis-py types are invariant
         pipe.expire(self.keys.job(job_id), self.ttl)
         pipe.xadd(self.keys.job_stream(job_id), {"type": "end", "state": state, "data": data},
                   maxlen=STREAM_MAXLEN, approximate=True)
@@ -106,7 +104,7 @@ class JobStore:
     def append_events(self, job_id: str, events: list[dict[str, str]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for event in events:
-            pipe.xadd(self.keys.job_stream(job_id), event, maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.xadd(self.keys.job_stream(job_id), event, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
         pipe.expire(self.keys.job_stream(job_id), self.stream_ttl)
         pipe.execute()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from llmpool.codec import as_text
 from llmpool.discovery import SourceResult
 from llmpool.endpoints import Endpoint
 from llmpool.health import Health
@@ -107,9 +108,9 @@ class Registry:
 
     def _decode(self, records: dict, health: dict, pin: Any, selection: Any) -> Snapshot:
         return Snapshot(
-            records={_text(k): EndpointRecord.from_json(v) for k, v in records.items()},
-            health={_text(k): Health.from_dict(json.loads(v)) for k, v in health.items()},
-            pin=_text(pin) if pin else None,
+            records={as_text(k): EndpointRecord.from_json(v) for k, v in records.items()},
+            health={as_text(k): Health.from_dict(json.loads(v)) for k, v in health.items()},
+            pin=as_text(pin) if pin else None,
             selection=Selection.from_dict(json.loads(selection)) if selection else None,
         )
 
@@ -125,14 +126,14 @@ class Registry:
         if records:
             pipe.hset(self.keys.endpoints(), mapping={k: r.to_json() for k, r in records.items()})
         pipe.execute()
-        stale = set(_text(k) for k in self.redis.hkeys(self.keys.health())) - set(records)
+        stale = set(as_text(k) for k in self.redis.hkeys(self.keys.health())) - set(records)
         if stale:
             self.redis.hdel(self.keys.health(), *stale)
 
     def write_health(self, health: dict[str, Health]) -> None:
         if health:
             mapping = {k: json.dumps(h.to_dict()) for k, h in health.items()}
-            self.redis.hset(self.keys.health(), mapping=mapping)
+            self.redis.hset(self.keys.health(), mapping=mapping)  # type: ignore[arg-type]
 
     def set_pin(self, endpoint_id: str | None) -> None:
         if endpoint_id is None:
@@ -160,6 +161,3 @@ class Registry:
                 except redis.WatchError:
                     continue
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

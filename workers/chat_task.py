@@ -85,9 +85,9 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
         log.info("job %s is running elsewhere: duplicate delivery dropped", job_id)
         raise Ignore()
     if claim.verdict == "exhausted":
-        exc = TooManyAttempts(f"job was delivered {claim.attempts} times without finishing")
-        _fail(res, job_id, exc)
-        raise exc
+        too_many = TooManyAttempts(f"job was delivered {claim.attempts} times without finishing")
+        _fail(res, job_id, too_many)
+        raise too_many
     return _run(self, res, job_id, parsed)
 
 
