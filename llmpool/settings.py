@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     agent_connect_timeout: Seconds = 10
     agent_first_token_timeout: Seconds = 60
     agent_request_timeout: Seconds = 300
-    agent_job_deadline: Seconds = 600
+    agent_job_deadline: Seconds = 600  # default deadline of a chat.default job
+    agent_job_deadline_high: Seconds = 120  # ... of a chat.high job (interactive: fail fast)
+    agent_job_deadline_low: Seconds = 3600  # ... of a chat.low job (batch: wait long)
     agent_job_max_attempts: Annotated[int, Field(ge=1)] = 3  # deliveries of one job
     agent_job_max_calls: Annotated[int, Field(ge=1)] = 3  # LLM calls (endpoints tried) per job
     agent_result_ttl: Seconds = 86400

@@ -14,15 +14,21 @@ from llmpool.schemas import ChatJob, parse_job, queue_for
 from llmpool.settings import Settings
 from workers.request import job_repr
 
-__all__ = ["submit_chat", "prepare_job"]
+__all__ = ["submit_chat", "prepare_job", "default_deadline"]
 
 
 def prepare_job(job: ChatJob | dict[str, Any], settings: Settings) -> ChatJob:
     """Validate a job and give it an absolute deadline (InvalidJob if it does not validate)."""
     parsed = job if isinstance(job, ChatJob) else parse_job(job)
     if parsed.deadline is None:
-        parsed = parsed.model_copy(update={"deadline": time.time() + settings.agent_job_deadline})
+        parsed = parsed.model_copy(update={"deadline": time.time() + default_deadline(parsed, settings)})
     return parsed
+
+
+def default_deadline(job: ChatJob, settings: Settings) -> float:
+    """Seconds a job of this priority may take when it sets no deadline of its own."""
+    return {"high": settings.agent_job_deadline_high, "default": settings.agent_job_deadline,
+            "low": settings.agent_job_deadline_low}[job.priority]
 
 
 def submit_chat(

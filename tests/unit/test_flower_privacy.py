@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
+
+import pytest
 
 from llmpool.settings import Settings
 from workers.request import job_repr
@@ -31,3 +34,14 @@ def test_success_log_line_hides_the_answer() -> None:
 def test_prepared_job_gets_a_deadline() -> None:
     job = prepare_job({"messages": [{"role": "user", "content": "x"}]}, Settings(agent_job_deadline=42))
     assert job.deadline is not None and job.summary() == "<chat job: 1 messages, priority=default>"
+
+
+@pytest.mark.parametrize(("priority", "seconds"), [("high", 11), ("default", 22), ("low", 33)])
+def test_default_deadline_per_queue(priority: str, seconds: float) -> None:
+    settings = Settings(agent_job_deadline_high=11, agent_job_deadline=22, agent_job_deadline_low=33)
+    before = time.time()
+    job = prepare_job({"messages": [{"role": "user", "content": "x"}], "priority": priority}, settings)
+    assert job.deadline is not None and before + seconds <= job.deadline <= time.time() + seconds
+    own = prepare_job({"messages": [{"role": "user", "content": "x"}], "priority": priority, "deadline": 5.0},
+                      settings)
+    assert own.deadline == 5.0
