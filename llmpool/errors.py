@@ -20,7 +20,7 @@ __all__ = [
     "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout",
     "StreamCut", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
     "CallerError", "BadRequest", "ContextTooLong",
-    "WaitError", "NoLLMAvailable", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
+    "WaitError", "NoLLMAvailable", "Refused", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
 ]
 
 
@@ -111,6 +111,16 @@ class WaitError(LLMPoolError):
 
 class NoLLMAvailable(WaitError):
     code = "no_llm_available"
+
+
+class Refused(WaitError):
+    """Every candidate refused admission (breaker open, busy, rate limit): retry after a while."""
+
+    code = "refused"
+
+    @property
+    def retry_after(self) -> float:
+        return float(self.details.get("retry_after", 1.0))
 
 
 class AllEndpointsFailed(LLMPoolError):

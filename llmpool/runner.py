@@ -1,28 +1,90 @@
-"""Running one chat job: try the candidate endpoints in order until one answers.
+"""Running one chat job: admit, call and settle candidates in order until one answers.
 
-Plain logic with no Celery in it: the task decodes, claims and settles; this decides. A retryable
-failure moves to the next candidate at once (within the call budget and the deadline); a caller's
-error ends the job; when every candidate failed, AllEndpointsFailed lists why each one did.
+Plain logic with no Celery in it: the task decodes, claims and finishes; this decides. Before
+each call the gate admits (breaker permission, concurrency lease, rate tokens: one round trip);
+after it the gate settles. A retryable failure charges the endpoint and moves to the next
+candidate at once, within the call budget and the deadline; a caller's error ends the job and
+charges nothing; when every candidate refused, the job is told when to come back (Refused).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from llmpool.endpoints import Endpoint
-from llmpool.errors import AllEndpointsFailed, JobExpired, NoLLMAvailable, RetryableError
+from llmpool.errors import (
+    AllEndpointsFailed,
+    JobExpired,
+    NoLLMAvailable,
+    RateLimited,
+    Refused,
+    RetryableError,
+)
 from llmpool.jobs import EventPublisher
 from llmpool.llm_client import CallOutcome, LLMClient
 from llmpool.schemas import ChatJob, ChatResult, Timings, Usage
 
-__all__ = ["run_chat", "RunReport", "wait_delay"]
+__all__ = ["run_chat", "RunReport", "wait_delay", "Gate", "OpenGate", "estimate_tokens"]
 
 log = logging.getLogger(__name__)
 
 WAIT_FIRST = 0.5  # the first wait for an LLM; it doubles up to WAIT_MAX
 WAIT_MAX = 5.0
+DEFAULT_PAUSE = 1.0  # a 429 without Retry-After still pauses the endpoint this long
+Outcome = Literal["success", "failure", "neutral"]
+
+
+class Ticket(Protocol):
+    allowed: bool
+    trial: bool
+    reason: str
+    retry_after: float
+
+
+class Gate(Protocol):
+    """Admission to one endpoint for one call, and its settlement."""
+
+    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Ticket: ...
+
+    def settle(self, endpoint: Endpoint, job_id: str, ticket: Ticket, *, outcome: Outcome, reserved: int,
+               used: int | None, duration: float) -> None: ...
+
+    def pause(self, endpoint: Endpoint, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Open:
+    allowed: bool = True
+    trial: bool = False
+    reason: str = "ok"
+    retry_after: float = 0.0
+
+
+class OpenGate:
+    """Admits everything and records nothing: for tests of the call logic alone."""
+
+    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Ticket:
+        return _Open()
+
+    def settle(self, endpoint: Endpoint, job_id: str, ticket: Ticket, *, outcome: Outcome, reserved: int,
+               used: int | None, duration: float) -> None:
+        return None
+
+    def pause(self, endpoint: Endpoint, seconds: float) -> None:
+        return None
+
+
+@dataclass
+class RunReport:
+    """What the attempts of one job did, for the job record and the logs."""
+
+    calls: int = 0
+    failures: list[dict[str, object]] = field(default_factory=list)
+    refusals: list[dict[str, object]] = field(default_factory=list)
 
 
 def wait_delay(waits_so_far: int, jitter: float) -> float:
@@ -34,12 +96,10 @@ def wait_delay(waits_so_far: int, jitter: float) -> float:
     return base * (0.75 + 0.5 * jitter)
 
 
-@dataclass
-class RunReport:
-    """What the attempts of one job did, for the job record and the logs."""
-
-    calls: int = 0
-    failures: list[dict[str, object]] = field(default_factory=list)
+def estimate_tokens(job: ChatJob, max_tokens: int) -> int:
+    """Tokens to reserve before the call: ~4 characters a token for the prompt, plus max_tokens."""
+    chars = sum(len(m.content) if isinstance(m.content, str) else len(str(m.content or "")) for m in job.messages)
+    return chars // 4 + 4 * len(job.messages) + max_tokens
 
 
 def _result(outcome: CallOutcome, endpoint: Endpoint, calls: int) -> ChatResult:
@@ -55,28 +115,77 @@ def _result(outcome: CallOutcome, endpoint: Endpoint, calls: int) -> ChatResult:
     )
 
 
+@dataclass
+class _Run:
+    job: ChatJob
+    job_id: str
+    client: LLMClient
+    gate: Gate
+    publisher: EventPublisher
+    deadline: float
+    clock: Callable[[], float]
+    reserved: int
+    report: RunReport = field(default_factory=RunReport)
+
+    def attempt(self, endpoint: Endpoint) -> ChatResult | None:
+        """One candidate: None when it refused or failed retryably (the caller moves on)."""
+        budget = self.deadline - self.clock()
+        if budget <= 0:
+            raise JobExpired("the job's deadline passed before an endpoint answered", failures=self.report.failures)
+        ticket = self.gate.admit(endpoint, self.job_id, tokens=self.reserved, budget=budget)
+        if not ticket.allowed:
+            self.report.refusals.append({"endpoint": endpoint.id, "reason": ticket.reason,
+                                         "retry_after": ticket.retry_after})
+            return None
+        self.report.calls += 1
+        started = time.monotonic()
+        settle = self._settler(endpoint, ticket, started)
+        try:
+            outcome = self.client.chat(endpoint, self.job, budget=budget, on_token=self.publisher.token)
+        except RetryableError as exc:
+            settle("failure", None)
+            self._failed(endpoint, exc)
+            return None
+        except BaseException:
+            settle("neutral", None)  # the caller's error, or ours: the endpoint is not to blame
+            raise
+        settle("success", outcome.completion.usage.get("total_tokens"))
+        return _result(outcome, endpoint, self.report.calls)
+
+    def _settler(self, endpoint: Endpoint, ticket: Ticket, started: float) -> Callable[[Outcome, int | None], None]:
+        def settle(outcome: Outcome, used: int | None) -> None:
+            self.gate.settle(endpoint, self.job_id, ticket, outcome=outcome, reserved=self.reserved, used=used,
+                             duration=time.monotonic() - started)
+        return settle
+
+    def _failed(self, endpoint: Endpoint, exc: RetryableError) -> None:
+        log.warning("endpoint %s failed for job %s: %s", endpoint.id, self.job_id, exc.message)
+        if isinstance(exc, RateLimited):
+            self.gate.pause(endpoint, float(exc.details.get("retry_after") or DEFAULT_PAUSE))
+        self.report.failures.append({"endpoint": endpoint.id, **exc.to_dict()})
+        self.publisher.reset()
+
+
 def run_chat(
-    job: ChatJob, *, candidates: list[Endpoint], client: LLMClient, publisher: EventPublisher,
-    deadline: float, max_calls: int, now: float | None = None,
+    job: ChatJob, *, job_id: str, candidates: list[Endpoint], client: LLMClient, publisher: EventPublisher,
+    deadline: float, max_calls: int, gate: Gate | None = None, max_tokens: int = 2048,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[ChatResult, RunReport]:
-    """Answer `job` from the first candidate that succeeds; `deadline` is unix time."""
-    report = RunReport()
+    """Answer `job` from the first candidate that admits it and succeeds; `deadline` is unix time."""
     if not candidates:
         raise NoLLMAvailable("No LLM available: no endpoint is configured or selected")
-    for endpoint in candidates[:max_calls]:
-        budget = deadline - (now if now is not None else time.time())
-        now = None  # only the first look may use the caller's clock
-        if budget <= 0:
-            raise JobExpired("the job's deadline passed before an endpoint answered",
-                             failures=report.failures)
-        report.calls += 1
-        try:
-            outcome = client.chat(endpoint, job, budget=budget, on_token=publisher.token)
-        except RetryableError as exc:
-            log.warning("endpoint %s failed for a job: %s", endpoint.id, exc.message)
-            report.failures.append({"endpoint": endpoint.id, **exc.to_dict()})
-            publisher.reset()
-            continue
-        return _result(outcome, endpoint, report.calls), report
+    run = _Run(job=job, job_id=job_id, client=client, gate=gate or OpenGate(), publisher=publisher,
+               deadline=deadline, clock=clock, reserved=estimate_tokens(job, job.max_tokens or max_tokens))
+    for endpoint in candidates:
+        if run.report.calls >= max_calls:
+            break
+        result = run.attempt(endpoint)
+        if result is not None:
+            return result, run.report
+    report = run.report
+    if report.refusals and report.calls < max_calls:
+        retry_after = min(float(r["retry_after"]) for r in report.refusals)  # type: ignore[arg-type]
+        raise Refused("every endpoint refused the job for now", retry_after=retry_after,
+                      refusals=report.refusals, failures=report.failures)
     summary = "; ".join(f"{f['endpoint']}: {f['message']}" for f in report.failures)
     raise AllEndpointsFailed(f"All LLM endpoints failed: {summary}", failures=report.failures)

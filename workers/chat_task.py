@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from celery import Task
 from celery.exceptions import Ignore
 
-from llmpool.errors import InvalidJob, JobExpired, LLMPoolError, NoLLMAvailable, TooManyAttempts
+from llmpool.errors import InvalidJob, JobExpired, LLMPoolError, NoLLMAvailable, Refused, TooManyAttempts
 from llmpool.runner import run_chat, wait_delay
 from llmpool.schemas import ChatJob, Message, parse_job
 from workers.celery_app import app
@@ -20,6 +20,7 @@ __all__ = ["chat"]
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN = 30.0
+ADMISSION_JITTER = 0.25  # seconds: refused jobs that wait together come back spread out
 
 
 class ChatTask(Task):
@@ -91,15 +92,30 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
     return _run(self, res, job_id, parsed)
 
 
+def _requeue(task: ChatTask, res: Resources, job_id: str, delay: float, why: str) -> NoReturn:
+    """Put the job back in its queue for `delay` seconds: a waiting job holds no worker thread."""
+    res.jobs.release(job_id)
+    log.info("job %s waits %.2fs: %s (wait %d)", job_id, delay, why, task.request.retries + 1)
+    raise task.retry(countdown=delay, max_retries=None)
+
+
 def _wait_for_llm(task: ChatTask, res: Resources, job_id: str, deadline: float) -> NoReturn:
-    """No LLM is selected: re-queue the job with a short backoff rather than hold a thread."""
+    """No LLM is selected: look again after a short, growing backoff."""
     delay = wait_delay(task.request.retries, random.random())
     if time.time() + delay >= deadline:
         raise NoLLMAvailable("No LLM available before the job's deadline")
-    res.jobs.release(job_id)
     res.selection_cache.invalidate()
-    log.info("job %s waits %.2fs for an LLM (wait %d)", job_id, delay, task.request.retries + 1)
-    raise task.retry(countdown=delay, max_retries=None)
+    _requeue(task, res, job_id, delay, "no LLM selected")
+
+
+def _wait_for_admission(task: ChatTask, res: Resources, job_id: str, deadline: float, refused: Refused) -> NoReturn:
+    """Every endpoint refused (busy, rate-limited, breaker open): come back when one could pass."""
+    delay = refused.retry_after + random.uniform(0, ADMISSION_JITTER)
+    if time.time() + delay >= deadline:
+        raise JobExpired("the job's deadline passed while every endpoint refused it",
+                         refusals=refused.details.get("refusals"))
+    reasons = sorted({str(r["reason"]) for r in refused.details.get("refusals", [])})
+    _requeue(task, res, job_id, delay, "refused: " + ", ".join(reasons))
 
 
 def _run(task: ChatTask, res: Resources, job_id: str, job: ChatJob) -> dict[str, Any]:
@@ -112,11 +128,14 @@ def _run(task: ChatTask, res: Resources, job_id: str, job: ChatJob) -> dict[str,
         selection = res.selection_cache.get()
         if selection is None or not selection.order:
             _wait_for_llm(task, res, job_id, deadline)
-        result, _ = run_chat(
-            _messages_with_memory(job, res), candidates=selection.order,
-            client=res.llm, publisher=publisher, deadline=deadline,
-            max_calls=res.settings.agent_job_max_calls,
-        )
+        try:
+            result, _ = run_chat(
+                _messages_with_memory(job, res), job_id=job_id, candidates=res.candidates(selection, job),
+                client=res.llm, publisher=publisher, deadline=deadline, gate=res.gate,
+                max_calls=res.settings.agent_job_max_calls,
+            )
+        except Refused as refused:
+            _wait_for_admission(task, res, job_id, deadline, refused)
     except LLMPoolError as exc:
         _fail(res, job_id, exc)
         raise

@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 import redis
 
 from llmpool.conversations import ConversationStore
+from llmpool.endpoints import Endpoint
+from llmpool.groups import order_candidates
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.llm_client import LLMClient, make_http_client
 from llmpool.registry import Registry
+from llmpool.runner import Gate
+from llmpool.schemas import ChatJob
 from llmpool.selection import Selection
 from llmpool.settings import Settings, get_settings
 
 __all__ = ["Resources", "SelectionCache", "open_resources", "current", "close_resources", "forget_after_fork",
            "reload_resources"]
+
+
+def _nothing_in_flight(endpoint_ids: list[str]) -> dict[str, int]:
+    return {}
 
 
 @dataclass
@@ -36,6 +45,13 @@ class Resources:
     conversations: ConversationStore
     registry: Registry
     selection_cache: SelectionCache
+    gate: Gate | None = None
+    in_flight: Callable[[list[str]], dict[str, int]] = _nothing_in_flight
+
+    def candidates(self, selection: Selection, job: ChatJob) -> list[Endpoint]:
+        """The selection's endpoints in the order this job tries them (groups, stickiness, pin)."""
+        return order_candidates(selection.order, settings=self.settings, thread_id=job.thread_id,
+                                pinned=selection.pinned, in_flight=self.in_flight)
 
     def close(self) -> None:
         self.http.close()

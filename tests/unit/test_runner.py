@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import fakeredis
 import pytest
@@ -16,12 +17,15 @@ from llmpool.errors import (
     JobExpired,
     LLMPoolError,
     NoLLMAvailable,
+    RateLimited,
+    Refused,
+    ServerError,
     StreamCut,
 )
 from llmpool.jobs import JobStore, decode_event
 from llmpool.keys import Keys
 from llmpool.llm_client import CallOutcome
-from llmpool.runner import run_chat
+from llmpool.runner import estimate_tokens, run_chat
 from llmpool.schemas import parse_job
 
 JOB = parse_job({"messages": [{"role": "user", "content": "q"}], "stream": True})
@@ -64,7 +68,7 @@ def store() -> JobStore:
 def run(store: JobStore, client: ScriptedClient, names: list[str], **kw):  # noqa: ANN201
     publisher = store.publisher("j", stream_tokens=True)
     options = {"deadline": time.time() + 60, "max_calls": 3, **kw}
-    return run_chat(JOB, candidates=[ep(n) for n in names], client=client,  # type: ignore[arg-type]
+    return run_chat(JOB, job_id="j", candidates=[ep(n) for n in names], client=client,  # type: ignore[arg-type]
                     publisher=publisher, **options), publisher
 
 
@@ -122,3 +126,70 @@ def test_passed_deadline_calls_nothing(store: JobStore) -> None:
     with pytest.raises(JobExpired):
         run(store, client, ["a"], deadline=time.time() - 1)
     assert client.calls == []
+
+
+@dataclass(frozen=True)
+class Ticket:
+    allowed: bool
+    reason: str = "ok"
+    retry_after: float = 0.0
+    trial: bool = False
+
+
+class ScriptedGate:
+    """Refuses the endpoints it is told to, and records every settlement and pause."""
+
+    def __init__(self, refuse: dict[str, tuple[str, float]] | None = None) -> None:
+        self.refuse = refuse or {}
+        self.settled: list[tuple[str, str, int | None]] = []
+        self.paused: list[tuple[str, float]] = []
+
+    def admit(self, endpoint, job_id, *, tokens, budget):  # noqa: ANN001, ANN201
+        if endpoint.id in self.refuse:
+            reason, after = self.refuse[endpoint.id]
+            return Ticket(False, reason, after)
+        return Ticket(True)
+
+    def settle(self, endpoint, job_id, ticket, *, outcome, reserved, used, duration):  # noqa: ANN001, ANN201
+        assert ticket.allowed and reserved > 0 and duration >= 0
+        self.settled.append((endpoint.id, outcome, used))
+
+    def pause(self, endpoint, seconds):  # noqa: ANN001, ANN201
+        self.paused.append((endpoint.id, seconds))
+
+
+def test_refused_endpoints_are_skipped_without_a_call(store: JobStore) -> None:
+    client = ScriptedClient({"a": "unused", "b": "from b"})
+    gate = ScriptedGate({"a": ("open", 2.0)})
+    (result, report), _ = run(store, client, ["a", "b"], gate=gate)
+    assert result.endpoint == "b" and client.calls == ["b"]
+    assert report.refusals == [{"endpoint": "a", "reason": "open", "retry_after": 2.0}]
+    assert gate.settled == [("b", "success", 4)]  # settled with the real usage
+
+
+def test_every_endpoint_refusing_says_when_to_come_back(store: JobStore) -> None:
+    gate = ScriptedGate({"a": ("concurrency", 0.7), "b": ("rpm", 0.2)})
+    with pytest.raises(Refused) as caught:
+        run(store, ScriptedClient({}), ["a", "b"], gate=gate)
+    assert caught.value.retry_after == 0.2
+
+
+def test_failures_charge_the_endpoint_and_callers_errors_do_not(store: JobStore) -> None:
+    gate = ScriptedGate()
+    client = ScriptedClient({"a": (ServerError("HTTP 500"), []), "b": (BadRequest("bad"), []), "c": "unused"})
+    with pytest.raises(BadRequest):
+        run(store, client, ["a", "b", "c"], gate=gate)
+    assert gate.settled == [("a", "failure", None), ("b", "neutral", None)]
+
+
+def test_a_429_pauses_the_endpoint_for_its_retry_after(store: JobStore) -> None:
+    gate = ScriptedGate()
+    client = ScriptedClient({"a": (RateLimited("slow down", retry_after=7.0), []), "b": "ok"})
+    (result, _report), _ = run(store, client, ["a", "b"], gate=gate)
+    assert result.endpoint == "b" and gate.paused == [("a", 7.0)]
+    assert gate.settled[0] == ("a", "failure", None)
+
+
+def test_token_estimate_covers_prompt_and_max_tokens() -> None:
+    job = parse_job({"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50})
+    assert estimate_tokens(job, 2048) == 100 + 4 + 2048
