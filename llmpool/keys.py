@@ -60,6 +60,26 @@ class Keys:
         """String: the last good raw answer of a discovery source, kept AGENT_DISCOVERY_CACHE_TTL."""
         return f"{self.prefix}:discovery:cache:{source}"
 
+    def breaker(self, endpoint_id: str) -> str:
+        """Hash: one endpoint's circuit breaker (state, failure counts, opened_at, open_wait, trips)."""
+        return f"{self.prefix}:breaker:{endpoint_id}"
+
+    def breaker_trial(self, endpoint_id: str) -> str:
+        """String with a TTL: the job holding an endpoint's one half-open trial call."""
+        return f"{self.prefix}:trial:{endpoint_id}"
+
+    def leases(self, endpoint_id: str) -> str:
+        """Sorted set: job id -> lease expiry, one member per call in flight on an endpoint."""
+        return f"{self.prefix}:leases:{endpoint_id}"
+
+    def rate(self, endpoint_id: str, kind: str) -> str:
+        """String with a TTL: the GCRA theoretical arrival time of one limit (`rpm` or `tpm`)."""
+        return f"{self.prefix}:rate:{kind}:{endpoint_id}"
+
+    def pause(self, endpoint_id: str) -> str:
+        """String with a TTL: an endpoint paused by a 429's Retry-After, for every worker."""
+        return f"{self.prefix}:pause:{endpoint_id}"
+
     @staticmethod
     def celery_queue(queue: str) -> str:
         """Celery's list for a queue (kombu names it after the queue, outside our prefix)."""

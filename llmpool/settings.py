@@ -6,17 +6,18 @@ reads `AGENT_MAX_FAILURES`. Values come from the environment and an optional `.e
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmpool.errors import ConfigError
 
-__all__ = ["Settings", "get_settings", "load_settings", "config_issues", "issues_report",
+__all__ = ["Settings", "EndpointLimits", "get_settings", "load_settings", "config_issues", "issues_report",
            "print_issues_report_once", "settings_or_exit"]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -25,6 +26,16 @@ CommaList = Annotated[list[str], NoDecode]
 
 DEFAULT_PRIORITY_MODELS = ["llama-3.1-70b", "llama-3.1-8b", "mistral-7b", "falcon-7b"]
 SECRET_FIELDS = ("jwt_secret", "cloud_chat_ui_auth_token")
+
+
+class EndpointLimits(BaseModel):
+    """One entry of AGENT_ENDPOINT_LIMITS; a field left out keeps the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrency: Annotated[int, Field(ge=0)] | None = None
+    rpm: Annotated[int, Field(ge=0)] | None = None
+    tpm: Annotated[int, Field(ge=0)] | None = None
 
 
 class Settings(BaseSettings):
@@ -64,6 +75,24 @@ class Settings(BaseSettings):
 
     # --- llmpool's own ---
     redis_url: str = "redis://localhost:6379/0"
+    # Breaker (llmpool.admission): AGENT_MAX_FAILURES consecutive failures open it, and so does a
+    # failure rate >= AGENT_BREAKER_FAILURE_RATE over AGENT_BREAKER_WINDOW seconds with at least
+    # AGENT_BREAKER_MIN_CALLS calls. The open wait doubles on each failed trial, up to the max.
+    agent_breaker_window: Seconds = 60
+    agent_breaker_failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    agent_breaker_min_calls: Annotated[int, Field(ge=1)] = 10
+    agent_breaker_open_wait: Seconds = 2
+    agent_breaker_open_wait_max: Seconds = 60
+    agent_breaker_trial_lease: Seconds = 30  # a half-open trial not settled by then lets another try
+    agent_breaker_slow_call: Annotated[float, Field(ge=0)] = 0  # > 0: slower successes count as failures
+    # Admission per endpoint, shared by every worker; 0 = unlimited.
+    agent_endpoint_max_concurrency: Annotated[int, Field(ge=0)] = 0
+    agent_endpoint_rpm: Annotated[int, Field(ge=0)] = 0
+    agent_endpoint_tpm: Annotated[int, Field(ge=0)] = 0
+    agent_rate_burst: Annotated[int, Field(ge=1)] = 2  # GCRA burst, in requests
+    agent_rate_period: Seconds = 60  # the period RPM and TPM count over; tests shorten it
+    # JSON: endpoint id or model-name substring -> {"max_concurrency", "rpm", "tpm"} overrides.
+    agent_endpoint_limits: Annotated[dict[str, EndpointLimits], NoDecode] = Field(default_factory=dict)
     agent_health_recovery_successes: Annotated[int, Field(ge=1)] = 2  # good probes before an unhealthy endpoint returns
     agent_redis_prefix: str = "llmpool"
     agent_worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 64
@@ -136,6 +165,22 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
+
+    @field_validator("agent_breaker_open_wait_max")
+    @classmethod
+    def _wait_cap(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("agent_breaker_open_wait", 0):
+            raise ValueError("must be at least AGENT_BREAKER_OPEN_WAIT")
+        return value
+
+    @field_validator("agent_endpoint_limits", mode="before")
+    @classmethod
+    def _limits_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}  # bad JSON: a ValueError naming it
+        if isinstance(value, dict) and any(not str(key).strip() for key in value):
+            raise ValueError("an empty key would match every endpoint")
+        return value
 
     def redacted(self) -> dict[str, Any]:
         """Every setting as plain JSON, secrets shown only as set or not."""

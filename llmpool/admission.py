@@ -1,0 +1,166 @@
+"""Fleet-wide admission: breaker permit, pause, concurrency lease and GCRA rate limits in Redis.
+
+Every worker on every host shares one state per endpoint, and every decision is one Lua script
+timed by Redis' own clock (`llmpool/lua/admit.lua`, `settle.lua`): two workers can never both
+take the one half-open trial, and nothing is taken when any part refuses. See DESIGN.md, "The
+three Redis algorithms".
+
+Choices worth knowing:
+- A rate limit of L per period with burst B lets B calls through at once, then one per period/L;
+  any window of one period sees at most L + B calls.
+- The token limit's burst is the same share of its period as the request burst:
+  B * tpm / rpm tokens, or B * tpm / 100 without an rpm. A call reserving more tokens than that
+  still passes once the limit is idle, and is charged in full (the limit holds over time).
+- A refused call is told when to retry; where Redis cannot know (a slot frees when any call ends,
+  a trial ends when it ends) the wait is capped at POLL_CAP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from llmpool.breaker import BreakerConfig, BreakerState, breaker_config, breaker_stats
+from llmpool.endpoints import Endpoint
+from llmpool.keys import Keys
+from llmpool.scripts import register
+from llmpool.settings import Settings
+
+__all__ = ["Limits", "BreakerConfig", "Admission", "Admitter", "Outcome", "Reason", "breaker_config",
+           "limits_for", "POLL_CAP"]
+
+Outcome = Literal["success", "failure", "neutral"]
+Reason = Literal["ok", "open", "trial_busy", "paused", "concurrency", "rpm", "tpm"]
+POLL_CAP = 1.0  # seconds: the longest retry_after given when the real wait cannot be known
+BREAKER_TTL = 86_400  # an endpoint's breaker is forgotten after a day without a settled call
+TOKEN_BURST_CALLS = 100  # without an rpm, the token burst is B/100 of the tpm
+
+
+@dataclass(frozen=True)
+class Limits:
+    """One endpoint's admission limits; 0 means unlimited."""
+
+    max_concurrency: int = 0
+    rpm: int = 0  # requests per period
+    tpm: int = 0  # tokens per period
+    burst: int = 2  # GCRA burst B, in requests: B calls may pass at once
+    period: float = 60.0  # seconds
+
+    def __post_init__(self) -> None:
+        if min(self.max_concurrency, self.rpm, self.tpm) < 0 or self.burst < 1 or self.period <= 0:
+            raise ValueError(f"bad limits: {self}")
+
+    @property
+    def token_burst(self) -> int:
+        """The tpm limit's burst, in tokens (see the module docstring)."""
+        return max(1, math.ceil(self.burst * self.tpm / (self.rpm or TOKEN_BURST_CALLS)))
+
+
+@dataclass(frozen=True)
+class Admission:
+    allowed: bool
+    trial: bool  # this caller holds the one half-open trial, fleet-wide
+    reason: Reason
+    retry_after: float  # seconds until it could pass (0 when allowed)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Admitter:
+    """Admits and settles calls to endpoints; the only writer of breaker and admission keys."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._admit = register(client, "admit")
+        self._settle = register(client, "settle")
+        self._pause = register(client, "pause")
+        self._refresh = register(client, "lease_refresh")
+        self._in_flight = register(client, "in_flight")
+        self._stats = register(client, "stats")
+
+    def admit(self, endpoint_id: str, job_id: str, *, tokens: int, limits: Limits, breaker: BreakerConfig,
+              lease: float) -> Admission:
+        """Take breaker permission, a concurrency lease and rate tokens for one call, or none of them."""
+        k = self.keys
+        keys = [k.breaker(endpoint_id), k.breaker_trial(endpoint_id), k.leases(endpoint_id),
+                k.rate(endpoint_id, "rpm"), k.rate(endpoint_id, "tpm"), k.pause(endpoint_id)]
+        args = [job_id, max(0, tokens), lease, limits.max_concurrency, limits.rpm, limits.tpm, limits.burst,
+                limits.token_burst, limits.period, breaker.trial_lease, POLL_CAP]
+        allowed, trial, reason, retry = self._admit(keys=keys, args=args)
+        return Admission(bool(allowed), bool(trial), _text(reason), max(0.0, float(retry)))  # type: ignore[arg-type]
+
+    def settle(self, endpoint_id: str, job_id: str, *, outcome: Outcome, trial: bool, reserved_tokens: int,
+               used_tokens: int | None, duration: float, limits: Limits, breaker: BreakerConfig) -> BreakerState:
+        """Record a call's outcome in the breaker, free its lease, true up its tokens; the breaker state after."""
+        if outcome == "success" and 0 < breaker.slow_call < duration:
+            outcome = "failure"  # a slow success is a failure when the breaker is told to care
+        k = self.keys
+        keys = [k.breaker(endpoint_id), k.breaker_trial(endpoint_id), k.leases(endpoint_id),
+                k.rate(endpoint_id, "tpm")]
+        used = "" if used_tokens is None else max(0, used_tokens)
+        args = [job_id, outcome, int(trial), max(0, reserved_tokens), used, limits.tpm, limits.period,
+                breaker.max_failures, breaker.window, breaker.failure_rate, breaker.min_calls,
+                breaker.open_wait, breaker.open_wait_max, BREAKER_TTL]
+        return _text(self._settle(keys=keys, args=args))  # type: ignore[return-value]
+
+    def pause(self, endpoint_id: str, seconds: float) -> None:
+        """Deny every admit on the endpoint ("paused") for `seconds`, unless paused longer already."""
+        ms = math.ceil(seconds * 1000)
+        if ms > 0:
+            self._pause(keys=[self.keys.pause(endpoint_id)], args=[ms])
+
+    def refresh_lease(self, endpoint_id: str, job_id: str, lease: float) -> bool:
+        """Extend a long call's lease (and its trial); False if the lease had already expired."""
+        keys = [self.keys.leases(endpoint_id), self.keys.breaker_trial(endpoint_id)]
+        return bool(self._refresh(keys=keys, args=[job_id, lease]))
+
+    def in_flight(self, endpoint_ids: list[str]) -> dict[str, int]:
+        """Live leases per endpoint, in one round trip."""
+        if not endpoint_ids:
+            return {}
+        counts = self._in_flight(keys=[self.keys.leases(e) for e in endpoint_ids])
+        return {e: int(n) for e, n in zip(endpoint_ids, counts, strict=True)}
+
+    def stats(self, endpoint_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Breaker and admission state per endpoint, read at one instant, in one round trip."""
+        if not endpoint_ids:
+            return {}
+        k = self.keys
+        keys = [key for e in endpoint_ids
+                for key in (k.breaker(e), k.breaker_trial(e), k.leases(e), k.pause(e))]
+        raw = self._stats(keys=keys)
+        now = float(raw[0])
+        result = {}
+        for n, endpoint_id in enumerate(endpoint_ids):
+            fields, trial_ms, live, pause_ms = raw[1 + 4 * n: 5 + 4 * n]
+            flat = [_text(v) for v in fields]
+            stats = breaker_stats(dict(zip(flat[::2], flat[1::2], strict=True)), now=now,
+                                  trial_left=max(0, int(trial_ms)) / 1000)
+            stats.update(in_flight=int(live), paused_for=max(0, int(pause_ms)) / 1000)
+            result[endpoint_id] = stats
+        return result
+
+    def reset(self, endpoint_id: str) -> None:
+        """Forget everything about an endpoint: breaker, trial, leases, rates, pause."""
+        k = self.keys
+        self.redis.delete(k.breaker(endpoint_id), k.breaker_trial(endpoint_id), k.leases(endpoint_id),
+                          k.rate(endpoint_id, "rpm"), k.rate(endpoint_id, "tpm"), k.pause(endpoint_id))
+
+
+def limits_for(endpoint: Endpoint, settings: Settings) -> Limits:
+    """The endpoint's limits: defaults, then the first model-name match, then its id in AGENT_ENDPOINT_LIMITS."""
+    values = {"max_concurrency": settings.agent_endpoint_max_concurrency,
+              "rpm": settings.agent_endpoint_rpm, "tpm": settings.agent_endpoint_tpm}
+    overrides = settings.agent_endpoint_limits
+    names = (endpoint.model_name.lower(), endpoint.model.lower())
+    by_model = next((o for key, o in overrides.items() if any(key.lower() in n for n in names)), None)
+    for override in (by_model, overrides.get(endpoint.id)):
+        if override is not None:
+            values.update(override.model_dump(exclude_none=True))
+    return Limits(**values, burst=settings.agent_rate_burst, period=settings.agent_rate_period)

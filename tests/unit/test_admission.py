@@ -1,0 +1,396 @@
+"""Breaker, concurrency leases, GCRA rates and pauses: the Lua scripts against fakeredis and a real Redis.
+
+Times are short (tens of milliseconds) so the suite stays fast; every wait is measured by Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+import redis
+
+from llmpool.admission import POLL_CAP, Admission, Admitter, Limits, Outcome, limits_for
+from llmpool.breaker import BreakerConfig, breaker_config
+from llmpool.endpoints import Endpoint
+from llmpool.errors import ConfigError
+from llmpool.keys import Keys
+from llmpool.settings import load_settings
+
+KEYS = Keys("t")
+E = "ep1"
+FREE = Limits(period=1.0)  # no concurrency cap, no rate limit
+BREAKER = BreakerConfig(max_failures=3, window=10, min_calls=100, open_wait=0.05, open_wait_max=1,
+                        trial_lease=5)
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    if request.param == "fakeredis":
+        fake = fakeredis.FakeRedis()
+        yield fake
+        fake.close()
+    else:
+        yield request.getfixturevalue("redis_client")
+
+
+@pytest.fixture
+def adm(client: redis.Redis) -> Admitter:
+    return Admitter(client, KEYS)
+
+
+def admit(adm: Admitter, job: str, *, limits: Limits = FREE, breaker: BreakerConfig = BREAKER,
+          tokens: int = 0, lease: float = 5.0, endpoint: str = E) -> Admission:
+    return adm.admit(endpoint, job, tokens=tokens, limits=limits, breaker=breaker, lease=lease)
+
+
+def settle(adm: Admitter, job: str, outcome: Outcome, *, trial: bool = False, limits: Limits = FREE,
+           breaker: BreakerConfig = BREAKER, reserved: int = 0, used: int | None = None,
+           duration: float = 0.1) -> str:
+    return adm.settle(E, job, outcome=outcome, trial=trial, reserved_tokens=reserved, used_tokens=used,
+                      duration=duration, limits=limits, breaker=breaker)
+
+
+def call(adm: Admitter, job: str, outcome: Outcome, *, breaker: BreakerConfig = BREAKER) -> str:
+    """Admit and settle one call; the breaker state after."""
+    ticket = admit(adm, job, breaker=breaker)
+    assert ticket.allowed, ticket
+    return settle(adm, job, outcome, trial=ticket.trial, breaker=breaker)
+
+
+def trip(adm: Admitter, breaker: BreakerConfig = BREAKER) -> None:
+    for n in range(breaker.max_failures):
+        call(adm, f"fail{n}", "failure", breaker=breaker)
+    assert adm.stats([E])[E]["state"] == "open"
+
+
+def stats(adm: Admitter) -> dict:
+    return adm.stats([E])[E]
+
+
+# --- breaker ---------------------------------------------------------------------------------
+
+def test_consecutive_failures_open_the_breaker(adm: Admitter) -> None:
+    assert [call(adm, f"a{n}", "failure") for n in range(2)] == ["closed", "closed"]
+    assert call(adm, "ok", "success") == "closed"  # a success starts the count again
+    assert [call(adm, f"b{n}", "failure") for n in range(3)] == ["closed", "closed", "open"]
+    s = stats(adm)
+    assert (s["state"], s["trips"], s["calls"], s["failures"], s["open_wait"]) == ("open", 1, 6, 5, 0.05)
+    assert s["success_rate"] == pytest.approx(1 / 6)
+
+
+def test_failure_rate_opens_only_with_enough_calls(adm: Admitter) -> None:
+    rate = BreakerConfig(max_failures=100, window=10, failure_rate=0.5, min_calls=4, open_wait=1)
+    # 2 of 3 failed but fewer than min_calls; then a success never trips; then 3 of 5 trips.
+    outcomes: list[Outcome] = ["success", "failure", "failure", "success", "failure"]
+    states = [call(adm, f"j{n}", o, breaker=rate) for n, o in enumerate(outcomes)]
+    assert states == ["closed", "closed", "closed", "closed", "open"]
+
+
+def test_failure_window_forgets_old_calls(adm: Admitter) -> None:
+    rate = BreakerConfig(max_failures=100, window=0.3, failure_rate=0.5, min_calls=3, open_wait=1)
+    call(adm, "old1", "failure", breaker=rate)
+    call(adm, "old2", "failure", breaker=rate)
+    time.sleep(0.35)
+    states = [call(adm, f"new{n}", o, breaker=rate) for n, o in enumerate(["success", "success", "failure"])]
+    assert states == ["closed", "closed", "closed"]  # 1 of 3 in the window, not 3 of 5
+    assert (stats(adm)["calls"], stats(adm)["failures"]) == (3, 1)
+
+
+def test_open_breaker_denies_until_its_wait_is_over(adm: Admitter) -> None:
+    slow = BreakerConfig(max_failures=1, open_wait=0.3)
+    trip(adm, slow)
+    denied = admit(adm, "j", breaker=slow)
+    assert (denied.allowed, denied.trial, denied.reason) == (False, False, "open")
+    assert 0.2 < denied.retry_after <= 0.3
+    assert 0.2 < stats(adm)["retry_in"] <= 0.3
+
+
+def test_half_open_lets_exactly_one_trial_through(adm: Admitter) -> None:
+    trip(adm)
+    time.sleep(0.06)
+    assert stats(adm)["state"] == "half_open"
+    first = admit(adm, "t1")
+    assert (first.allowed, first.trial, first.reason) == (True, True, "ok")
+    busy = [admit(adm, f"other{n}") for n in range(3)]
+    assert {(a.allowed, a.reason) for a in busy} == {(False, "trial_busy")}
+    assert all(0 < a.retry_after <= POLL_CAP for a in busy)
+    again = admit(adm, "t1")  # a redelivery of the trial job is still the trial, counted once
+    assert (again.allowed, again.trial) == (True, True)
+    assert adm.in_flight([E]) == {E: 1}
+    assert stats(adm)["trial_in_flight"] is True
+
+
+def test_trial_success_closes_and_resets_the_wait(adm: Admitter) -> None:
+    trip(adm)
+    time.sleep(0.06)
+    assert call(adm, "trial1", "failure") == "open"
+    assert stats(adm)["open_wait"] == 0.1
+    time.sleep(0.11)
+    assert call(adm, "trial2", "success") == "closed"
+    s = stats(adm)
+    assert (s["state"], s["open_wait"], s["consecutive_failures"], s["calls"], s["trips"]) == (
+        "closed", 0.05, 0, 0, 2)
+    assert admit(adm, "after").trial is False
+    settle(adm, "after", "success")
+    trip(adm)  # a later trip starts from the base wait again
+    assert stats(adm)["open_wait"] == 0.05
+
+
+def test_failed_trials_double_the_wait_up_to_the_cap(adm: Admitter) -> None:
+    capped = BreakerConfig(max_failures=1, open_wait=0.02, open_wait_max=0.05)
+    trip(adm, capped)
+    waits = []
+    for n in range(3):
+        time.sleep(stats(adm)["open_wait"] + 0.01)
+        assert call(adm, f"trial{n}", "failure", breaker=capped) == "open"
+        waits.append(stats(adm)["open_wait"])
+    assert waits == [0.04, 0.05, 0.05]
+    assert stats(adm)["trips"] == 4
+
+
+def test_an_expired_trial_lease_frees_the_trial(adm: Admitter) -> None:
+    short = BreakerConfig(max_failures=1, open_wait=0.02, trial_lease=0.05)
+    trip(adm, short)
+    time.sleep(0.03)
+    assert admit(adm, "dead", breaker=short).trial
+    assert admit(adm, "next", breaker=short).reason == "trial_busy"
+    time.sleep(0.06)  # the trial's worker died: its lease runs out
+    assert admit(adm, "next", breaker=short).trial
+    # The dead trial's late answer cannot move the breaker: another job holds the trial now.
+    assert settle(adm, "dead", "failure", trial=True, breaker=short) == "half_open"
+    assert settle(adm, "next", "success", trial=True, breaker=short) == "closed"
+
+
+def test_neutral_outcome_charges_nothing(adm: Admitter) -> None:
+    call(adm, "f1", "failure")
+    call(adm, "f2", "failure")
+    assert call(adm, "caller-error", "neutral") == "closed"
+    assert (stats(adm)["calls"], stats(adm)["consecutive_failures"]) == (2, 2)
+    assert call(adm, "f3", "failure") == "open"
+
+
+def test_neutral_trial_releases_the_trial_without_deciding(adm: Admitter) -> None:
+    trip(adm)
+    time.sleep(0.06)
+    assert call(adm, "trial", "neutral") == "half_open"
+    s = stats(adm)
+    assert (s["state"], s["trips"], s["open_wait"], s["trial_in_flight"]) == ("half_open", 1, 0.05, False)
+    assert admit(adm, "another").trial
+
+
+def test_slow_success_counts_as_a_failure_when_asked(adm: Admitter) -> None:
+    slow = BreakerConfig(max_failures=1, slow_call=1.0)
+    admit(adm, "fast", breaker=slow)
+    assert settle(adm, "fast", "success", breaker=slow, duration=0.9) == "closed"
+    admit(adm, "slow", breaker=slow)
+    assert settle(adm, "slow", "success", breaker=slow, duration=1.5) == "open"
+
+
+def test_calls_in_flight_when_it_opened_do_not_move_it(adm: Admitter) -> None:
+    straggler = admit(adm, "straggler")
+    trip(adm)
+    assert settle(adm, "straggler", "success", trial=straggler.trial) == "open"
+    assert settle(adm, "straggler2", "failure") == "open"
+    assert stats(adm)["trips"] == 1
+
+
+# --- concurrency leases ----------------------------------------------------------------------
+
+def test_concurrency_cap_and_release(adm: Admitter) -> None:
+    two = Limits(max_concurrency=2, period=1)
+    assert admit(adm, "j1", limits=two).allowed and admit(adm, "j2", limits=two).allowed
+    full = admit(adm, "j3", limits=two)
+    assert (full.allowed, full.reason, full.retry_after) == (False, "concurrency", POLL_CAP)
+    settle(adm, "j1", "success", limits=two)
+    assert admit(adm, "j3", limits=two).allowed
+    assert adm.in_flight([E, "idle"]) == {E: 2, "idle": 0}
+
+
+def test_an_expired_lease_gives_its_slot_back(adm: Admitter) -> None:
+    one = Limits(max_concurrency=1, period=1)
+    assert admit(adm, "killed", limits=one, lease=0.1).allowed
+    full = admit(adm, "j2", limits=one)
+    assert full.reason == "concurrency" and 0 < full.retry_after <= 0.1
+    time.sleep(0.11)
+    assert adm.in_flight([E]) == {E: 0}  # expired leases are not counted, even before removal
+    assert admit(adm, "j2", limits=one).allowed
+
+
+def test_the_same_job_admitted_twice_holds_one_slot(adm: Admitter) -> None:
+    two = Limits(max_concurrency=2, period=1)
+    assert admit(adm, "j1", limits=two).allowed and admit(adm, "j1", limits=two).allowed
+    assert adm.in_flight([E]) == {E: 1}
+    assert admit(adm, "j2", limits=two).allowed
+
+
+def test_refreshing_a_lease_keeps_a_long_call_its_slot(adm: Admitter, client: redis.Redis) -> None:
+    assert admit(adm, "long", lease=0.1).allowed
+    assert adm.refresh_lease(E, "long", 5.0)
+    time.sleep(0.15)
+    assert adm.in_flight([E]) == {E: 1}
+    assert 4 < client.pttl(KEYS.leases(E)) / 1000 <= 5
+    assert admit(adm, "late", lease=0.05).allowed
+    time.sleep(0.06)
+    assert not adm.refresh_lease(E, "late", 5.0)  # expired: its slot may be someone else's now
+    assert adm.in_flight([E]) == {E: 1}
+
+
+def test_refreshing_the_trial_keeps_it(adm: Admitter, client: redis.Redis) -> None:
+    short = BreakerConfig(max_failures=1, open_wait=0.02, trial_lease=0.05)
+    trip(adm, short)
+    time.sleep(0.03)
+    assert admit(adm, "trial", breaker=short).trial
+    assert adm.refresh_lease(E, "trial", 5.0)
+    time.sleep(0.06)
+    assert admit(adm, "other", breaker=short).reason == "trial_busy"
+
+
+# --- rate limits (GCRA) ----------------------------------------------------------------------
+
+def test_rpm_lets_a_burst_through_then_spaces_calls(adm: Admitter) -> None:
+    rpm = Limits(rpm=10, burst=2, period=1)  # one call per 0.1 s, two at once
+    assert [admit(adm, f"j{n}", limits=rpm).allowed for n in range(2)] == [True, True]
+    denied = admit(adm, "j2", limits=rpm)
+    assert (denied.allowed, denied.reason) == (False, "rpm")
+    assert 0.05 < denied.retry_after <= 0.1
+    time.sleep(denied.retry_after)
+    assert admit(adm, "j2", limits=rpm).allowed
+    assert admit(adm, "j3", limits=rpm).reason == "rpm"
+
+
+def test_tpm_reserves_and_settles_with_real_usage(adm: Admitter) -> None:
+    tpm = Limits(rpm=10, tpm=1000, burst=2, period=1)  # 1 ms per token, burst 200 tokens
+    assert tpm.token_burst == 200
+    assert admit(adm, "j1", limits=tpm, tokens=150).allowed
+    denied = admit(adm, "j2", limits=tpm, tokens=100)
+    assert denied.reason == "tpm" and 0.03 < denied.retry_after <= 0.05
+    settle(adm, "j1", "success", limits=tpm, reserved=150, used=20)  # 130 tokens come back
+    assert admit(adm, "j2", limits=tpm, tokens=100).allowed
+    settle(adm, "j2", "success", limits=tpm, reserved=100, used=300)  # an overrun is charged
+    over = admit(adm, "j3", limits=tpm, tokens=1)
+    # rpm refuses first (0.1 s), but the tokens' wait is longer: 320 - 200 + 1 tokens, 1 ms each.
+    assert over.reason == "rpm" and 0.1 < over.retry_after <= 0.121
+
+
+def test_a_call_bigger_than_the_token_burst_passes_when_idle(adm: Admitter) -> None:
+    tpm = Limits(tpm=1000, burst=2, period=1)  # no rpm: token burst = 2/100 of the tpm
+    assert tpm.token_burst == 20
+    assert admit(adm, "big", limits=tpm, tokens=500).allowed
+    after = admit(adm, "small", limits=tpm, tokens=1)
+    assert after.reason == "tpm" and 0.45 < after.retry_after <= 0.481  # charged in full
+
+
+def test_pause_denies_every_admit_until_it_ends(adm: Admitter) -> None:
+    adm.pause(E, 0.2)
+    adm.pause(E, 0.05)  # a shorter Retry-After never cuts a longer pause
+    paused = admit(adm, "j1")
+    assert (paused.allowed, paused.reason) == (False, "paused") and 0.15 < paused.retry_after <= 0.2
+    assert 0.15 < stats(adm)["paused_for"] <= 0.2
+    assert admit(adm, "j1", endpoint="other").allowed
+    time.sleep(0.21)
+    assert admit(adm, "j1").allowed
+
+
+# --- all or nothing --------------------------------------------------------------------------
+
+def test_a_rate_refusal_takes_no_trial_and_no_lease(adm: Admitter, client: redis.Redis) -> None:
+    one = Limits(max_concurrency=5, rpm=1, burst=1, period=1)
+    fragile = BreakerConfig(max_failures=1, open_wait=0.02)
+    assert admit(adm, "j0", limits=one, breaker=fragile).allowed
+    settle(adm, "j0", "failure", limits=one, breaker=fragile)
+    time.sleep(0.03)
+    refused = admit(adm, "j1", limits=one, breaker=fragile)
+    assert (refused.allowed, refused.trial, refused.reason) == (False, False, "rpm")
+    assert not client.exists(KEYS.breaker_trial(E), KEYS.leases(E))
+    assert stats(adm)["state"] == "half_open" and not stats(adm)["trial_in_flight"]
+
+
+def test_a_token_or_slot_refusal_takes_no_request_token(adm: Admitter, client: redis.Redis) -> None:
+    lim = Limits(max_concurrency=1, rpm=10, tpm=100, burst=2, period=1)  # token burst 20
+    assert admit(adm, "j0", limits=lim, tokens=20).allowed
+    rpm_tat = client.get(KEYS.rate(E, "rpm"))
+    assert admit(adm, "j1", limits=lim, tokens=1).reason == "concurrency"
+    settle(adm, "j0", "success", limits=lim, reserved=20, used=20)
+    assert admit(adm, "j1", limits=lim, tokens=1).reason == "tpm"
+    assert client.get(KEYS.rate(E, "rpm")) == rpm_tat
+    assert adm.in_flight([E]) == {E: 0}
+
+
+def test_refusals_report_the_first_cause_and_the_longest_wait(adm: Admitter) -> None:
+    rpm = Limits(rpm=1, burst=1, period=1)
+    admit(adm, "j0", limits=rpm)
+    adm.pause(E, 0.2)
+    refused = admit(adm, "j1", limits=rpm)
+    assert refused.reason == "paused" and 0.9 < refused.retry_after <= 1.0
+
+
+# --- stats and keys --------------------------------------------------------------------------
+
+def test_keys_left_behind_are_ours_and_expire(adm: Admitter, client: redis.Redis) -> None:
+    lim = Limits(max_concurrency=2, rpm=60, tpm=6000, period=1)
+    ticket = admit(adm, "j1", limits=lim, tokens=100)
+    assert ticket.allowed
+    assert {k.decode() for k in client.keys("*")} == {
+        KEYS.leases(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm")}
+    settle(adm, "j1", "success", limits=lim, reserved=100, used=50)
+    assert {k.decode() for k in client.keys("*")} == {KEYS.breaker(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm")}
+    assert all(client.pttl(k) > 0 for k in client.keys("*"))
+    time.sleep(0.1)  # both rate keys expire once their theoretical arrival time has passed
+    assert {k.decode() for k in client.keys("*")} == {KEYS.breaker(E)}
+    adm.reset(E)
+    assert client.keys("*") == []
+
+
+def test_stats_of_several_endpoints_in_one_call(adm: Admitter) -> None:
+    trip(adm)
+    admit(adm, "busy", endpoint="ep2")
+    adm.pause("ep2", 1)
+    every = adm.stats([E, "ep2", "never"])
+    assert every[E]["state"] == "open" and every[E]["failures"] == 3
+    assert (every["ep2"]["state"], every["ep2"]["in_flight"]) == ("closed", 1)
+    assert 0.9 < every["ep2"]["paused_for"] <= 1
+    assert every["never"] == {
+        "state": "closed", "trips": 0, "calls": 0, "failures": 0, "success_rate": 1.0, "retry_in": 0.0,
+        "open_wait": 0.0, "consecutive_failures": 0, "trial_in_flight": False, "in_flight": 0,
+        "paused_for": 0.0}
+    assert adm.stats([]) == {} and adm.in_flight([]) == {}
+
+
+def test_reset_forgets_the_breaker(adm: Admitter) -> None:
+    trip(adm)
+    adm.reset(E)
+    assert stats(adm)["state"] == "closed" and admit(adm, "j").allowed
+
+
+# --- settings -> limits and breaker config (pure) --------------------------------------------
+
+def endpoint(id_: str, model_name: str, model: str = "") -> Endpoint:
+    return Endpoint(id=id_, chat_url="http://x/v1/chat/completions", model=model or model_name,
+                    model_name=model_name, source="discovered")
+
+
+def test_limits_layer_defaults_model_match_and_endpoint_id() -> None:
+    settings = load_settings(
+        agent_endpoint_max_concurrency=8, agent_endpoint_rpm=600, agent_rate_burst=3, agent_rate_period=30,
+        agent_endpoint_limits='{"LLAMA": {"rpm": 60, "tpm": 1000}, "abc": {"max_concurrency": 2}}')
+    assert limits_for(endpoint("z", "mistral-7b"), settings) == Limits(8, 600, 0, 3, 30.0)
+    assert limits_for(endpoint("z", "x", "meta/Llama-3.1-8B"), settings) == Limits(8, 60, 1000, 3, 30.0)
+    assert limits_for(endpoint("abc", "llama-3.1-70b"), settings) == Limits(2, 60, 1000, 3, 30.0)
+
+
+@pytest.mark.parametrize("value", ["{not json", '["llama"]', '{"llama": {"rpm": -1}}',
+                                   '{"llama": {"rps": 5}}', '{"": {"rpm": 5}}'])
+def test_bad_endpoint_limits_stop_start_up(value: str) -> None:
+    with pytest.raises(ConfigError, match="AGENT_ENDPOINT_LIMITS"):
+        load_settings(agent_endpoint_limits=value)
+
+
+def test_breaker_config_reads_the_settings() -> None:
+    settings = load_settings(agent_max_failures=5, agent_breaker_open_wait=1, agent_breaker_open_wait_max=8,
+                             agent_breaker_slow_call=30)
+    assert breaker_config(settings) == BreakerConfig(max_failures=5, open_wait=1, open_wait_max=8, slow_call=30)
+    with pytest.raises(ConfigError, match="AGENT_BREAKER_OPEN_WAIT_MAX"):
+        load_settings(agent_breaker_open_wait=10, agent_breaker_open_wait_max=5)
