@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Request
 
+from llmpool.admission import Admitter
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.llm_client import LLMClient, make_http_client
@@ -28,6 +29,7 @@ class ApiState:
     celery: Celery
     registry: Registry
     llm: LLMClient
+    admitter: Admitter
 
     async def close(self) -> None:
         await self.aredis.aclose()
@@ -45,7 +47,7 @@ def open_state(settings: Settings, celery: Celery) -> ApiState:
     jobs = JobStore(sync, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
     llm = LLMClient(make_http_client(settings, max_connections=20), settings)
     return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs, celery=celery,
-                    registry=Registry(sync, keys), llm=llm)
+                    registry=Registry(sync, keys), llm=llm, admitter=Admitter(sync, keys))
 
 
 def get_state(request: Request) -> ApiState:

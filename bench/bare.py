@@ -31,3 +31,9 @@ def bare_chat(url: str, body: dict[str, Any]) -> dict[str, Any]:
                 for choice in chunk.get("choices") or []:
                     content += (choice.get("delta") or {}).get("content") or ""
     return {"content": content}
+
+
+@app.task(name="bench.bare_chat_limited", rate_limit=os.environ.get("BENCH_RATE_LIMIT"))
+def bare_chat_limited(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The same call under Celery's own rate_limit, which each worker applies on its own."""
+    return bare_chat(url, body)

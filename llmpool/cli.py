@@ -24,25 +24,28 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     import redis
 
+    from llmpool.admission import Admitter
     from llmpool.keys import Keys
     from llmpool.registry import Registry
     from llmpool.settings import load_settings
-    from llmpool.status_view import endpoint_rows, render_table
+    from llmpool.status_view import effective_current, endpoint_rows, render_table
 
     settings = load_settings()
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    keys = Keys(settings.agent_redis_prefix)
     try:
-        snap = Registry(client, Keys(settings.agent_redis_prefix)).snapshot()
+        snap = Registry(client, keys).snapshot()
+        breakers = Admitter(client, keys).stats(list(snap.records))
     except redis.RedisError as exc:
         print(f"llmpool: cannot read the registry at {settings.redis_url}: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
-    rows = endpoint_rows(snap, checks_enabled=settings.agent_health_check_enabled)
+    rows = endpoint_rows(snap, checks_enabled=settings.agent_health_check_enabled, breakers=breakers)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    current = snap.selection.current if snap.selection else None
+    current = effective_current(snap.selection, breakers)
     waiting = "selected: none (waiting for an LLM)"
     print(f"selected: {current.id} ({current.model_name})" if current else waiting)
     if snap.pin:

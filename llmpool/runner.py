@@ -28,7 +28,7 @@ from llmpool.jobs import EventPublisher
 from llmpool.llm_client import CallOutcome, LLMClient
 from llmpool.schemas import ChatJob, ChatResult, Timings, Usage
 
-__all__ = ["run_chat", "RunReport", "wait_delay", "Gate", "OpenGate", "estimate_tokens"]
+__all__ = ["run_chat", "RunReport", "wait_delay", "Gate", "OpenGate", "Ticket", "Outcome", "estimate_tokens"]
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,19 @@ Outcome = Literal["success", "failure", "neutral"]
 
 
 class Ticket(Protocol):
-    allowed: bool
-    trial: bool
-    reason: str
-    retry_after: float
+    """What admission answered (llmpool.admission.Admission has this shape)."""
+
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def trial(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def retry_after(self) -> float: ...
 
 
 class Gate(Protocol):

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     agent_endpoint_max_concurrency: Annotated[int, Field(ge=0)] = 0
     agent_endpoint_rpm: Annotated[int, Field(ge=0)] = 0
     agent_endpoint_tpm: Annotated[int, Field(ge=0)] = 0
+    # A concurrency lease lasts the call's budget plus this: a killed worker's slot returns after it.
+    agent_lease_margin: Seconds = 10
     agent_rate_burst: Annotated[int, Field(ge=1)] = 2  # GCRA burst, in requests
     agent_rate_period: Seconds = 60  # the period RPM and TPM count over; tests shorten it
     # JSON: endpoint id or model-name substring -> {"max_concurrency", "rpm", "tpm"} overrides.

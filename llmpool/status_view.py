@@ -9,7 +9,7 @@ from llmpool.health import Health
 from llmpool.registry import Snapshot
 from llmpool.selection import Selection
 
-__all__ = ["llm_info", "current_llm", "endpoint_rows", "discovery_summary", "model_info",
+__all__ = ["llm_info", "current_llm", "endpoint_rows", "effective_current", "discovery_summary", "model_info",
            "render_table"]
 
 STATES = ("healthy", "degraded", "unhealthy", "unknown")
@@ -45,10 +45,21 @@ def model_info(endpoint: Endpoint, state: str) -> dict[str, Any]:
             "container_name": endpoint.container_name or endpoint.id}
 
 
-def endpoint_rows(snap: Snapshot, *, checks_enabled: bool) -> list[dict[str, Any]]:
-    """Every registered endpoint with its health and whether it is the current one."""
+def effective_current(selection: Selection | None, breakers: dict[str, dict[str, Any]]) -> Endpoint | None:
+    """The endpoint jobs go to now: the first selected one whose breaker is not open."""
+    for endpoint in (selection.order if selection else []):
+        if breakers.get(endpoint.id, {}).get("state") != "open":
+            return endpoint
+    return None
+
+
+def endpoint_rows(snap: Snapshot, *, checks_enabled: bool,
+                  breakers: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every registered endpoint with its health, breaker and whether it is the current one."""
     selection = snap.selection or Selection()
-    current = selection.current.id if selection.current else None
+    breakers = breakers or {}
+    chosen = effective_current(selection, breakers)
+    current = chosen.id if chosen else None
     rank = {e.id: i for i, e in enumerate(selection.order)}
     rows = []
     for endpoint_id, record in snap.records.items():
@@ -60,6 +71,7 @@ def endpoint_rows(snap: Snapshot, *, checks_enabled: bool) -> list[dict[str, Any
             "is_pinned": endpoint_id == selection.pinned, "rank": rank.get(endpoint_id),
             "latency": health.latency, "last_check": health.last_check, "last_error": health.last_error,
             "consecutive_failures": health.consecutive_failures, "missing_since": record.missing_since,
+            "breaker": breakers.get(endpoint_id),
         })
     return sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0, r["deploy_id"]))
 
@@ -72,13 +84,16 @@ def discovery_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render_table(rows: list[dict[str, Any]]) -> str:
     """The registry as a plain-text table for the terminal."""
-    headers = ["", "rank", "id", "model", "source", "health", "latency", "fails", "last error"]
+    headers = ["", "rank", "id", "model", "source", "health", "breaker", "in-flight", "latency", "fails",
+               "last error"]
     lines = [headers]
     for r in rows:
         mark = "*" if r["is_current"] else ("P" if r["is_pinned"] else "")
         latency = f"{r['latency'] * 1000:.0f}ms" if r["latency"] is not None else "-"
+        breaker = r.get("breaker") or {}
         lines.append([mark, "-" if r["rank"] is None else str(r["rank"]), r["deploy_id"][:24],
-                      r["model_name"][:32], r["source"], r["status"], latency,
+                      r["model_name"][:32], r["source"], r["status"], str(breaker.get("state", "-")),
+                      str(breaker.get("in_flight", "-")), latency,
                       str(r["consecutive_failures"]), (r["last_error"] or "")[:40]])
     widths = [max(len(row[i]) for row in lines) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import httpx
 import redis
 
+from llmpool.admission import Admitter
 from llmpool.conversations import ConversationStore
 from llmpool.endpoints import Endpoint
+from llmpool.gate import RedisGate
 from llmpool.groups import order_candidates
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
@@ -96,6 +98,7 @@ def _build(settings: Settings) -> Resources:
     )
     http = make_http_client(settings)
     registry = Registry(client, keys)
+    admitter = Admitter(client, keys)
     return Resources(
         settings=settings, keys=keys, redis=client, http=http, llm=LLMClient(http, settings),
         jobs=JobStore(client, keys, ttl=settings.agent_result_ttl,
@@ -104,6 +107,7 @@ def _build(settings: Settings) -> Resources:
             client, keys, max_messages=settings.agent_conversation_max_messages,
             ttl=settings.agent_conversation_ttl),
         registry=registry, selection_cache=SelectionCache(registry),
+        gate=RedisGate(admitter, settings), in_flight=admitter.in_flight,
     )
 
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ApiState, get_state
 from llmpool.registry import Snapshot
 from llmpool.schemas import QUEUES
-from llmpool.status_view import current_llm, discovery_summary, endpoint_rows, llm_info
+from llmpool.status_view import current_llm, discovery_summary, effective_current, endpoint_rows, llm_info
 
 router = APIRouter()
 
@@ -20,14 +20,16 @@ WAITING_MESSAGE = "Agent server is running but waiting for LLM"
 
 
 def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
-    """The registry, worker count and queue depths, in two pipelined round trips."""
+    """The registry, breakers, worker count and queue depths, in three round trips."""
     snap = state.registry.snapshot()
+    breakers = state.admitter.stats(list(snap.records))
     pipe = state.redis.pipeline(transaction=False)
     pipe.zcount(state.keys.workers(), time.time() - WORKER_ALIVE_SECONDS, "+inf")
     for queue in QUEUES:
         pipe.llen(state.keys.celery_queue(queue))
     workers, *depths = pipe.execute()
-    return snap, {"workers": int(workers), "queues": dict(zip(QUEUES, map(int, depths), strict=True))}
+    return snap, {"workers": int(workers), "queues": dict(zip(QUEUES, map(int, depths), strict=True)),
+                  "breakers": breakers}
 
 
 def _next_poll(state: ApiState) -> str:
@@ -49,13 +51,13 @@ def _monitoring(state: ApiState, snap: Snapshot) -> dict[str, Any]:
 
 @router.get("/", summary="Liveness and the LLM in use.")
 async def root(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, Any]:
-    snap, _live = await run_in_threadpool(_read, state)
-    current = snap.selection.current if snap.selection else None
+    snap, live = await run_in_threadpool(_read, state)
+    current = effective_current(snap.selection, live["breakers"])
     if current is None:
         return {"message": WAITING_MESSAGE, "status": "initializing", "llm_mode": "none",
                 "llm_info": "No LLM available yet", "health_monitoring": "N/A",
                 "discovery_summary": "N/A", "next_poll": _next_poll(state)}
-    rows = endpoint_rows(snap, checks_enabled=state.settings.agent_health_check_enabled)
+    rows = endpoint_rows(snap, checks_enabled=state.settings.agent_health_check_enabled, breakers=live["breakers"])
     return {"message": "Agent server is running", "status": "ready",
             "llm_mode": "cloud" if current.is_cloud else "local", "llm_info": llm_info(current),
             "health_monitoring": _monitoring(state, snap), "discovery_summary": discovery_summary(rows)}
@@ -65,8 +67,9 @@ async def root(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, Any]
 async def status(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, Any]:
     snap, live = await run_in_threadpool(_read, state)
     selection = snap.selection
-    current = selection.current if selection else None
-    rows = endpoint_rows(snap, checks_enabled=state.settings.agent_health_check_enabled)
+    breakers = live.pop("breakers")
+    current = effective_current(selection, breakers)
+    rows = endpoint_rows(snap, checks_enabled=state.settings.agent_health_check_enabled, breakers=breakers)
     return {
         "status": "ready" if current else "initializing",
         "message": "Agent server is running" if current else WAITING_MESSAGE,

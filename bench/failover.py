@@ -1,0 +1,86 @@
+"""Failover under steady load: which endpoint served each job when the selected one dies and returns.
+
+`python -m bench.failover`: two mock containers, 2 worker processes x 16 threads, 20 jobs/s for 12 s;
+the primary refuses connections from 3 s to 8 s. Prints a timeline (jobs per 0.5 s by endpoint),
+jobs lost, failed calls on the primary, and how long after its death jobs went straight to the backup.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from celery.result import ResultSet
+
+from llmpool.mock_llm import ContainerSpec, MockLLM, deploy_id
+from llmpool.redis_server import RedisServer
+from tests.pool import start_pool
+
+RESULTS = Path(__file__).parent / "results"
+DURATION, RATE, DIE_AT, RECOVER_AT, BIN = 12.0, 20.0, 3.0, 8.0, 0.5
+PRIMARY, BACKUP = deploy_id("primary"), deploy_id("backup")
+
+
+def _drive(pool, mock) -> list[tuple[float, object]]:  # noqa: ANN001
+    jobs, died, recovered, t0 = [], False, False, time.time()
+    while (at := time.time() - t0) < DURATION:
+        if at >= DIE_AT and not died:
+            mock.set_fault("primary", "refuse")
+            died = True
+        if at >= RECOVER_AT and not recovered:
+            mock.set_fault("primary", "none")
+            recovered = True
+        jobs.append((at, pool.submit(1)[0]))
+        time.sleep(max(0.0, (len(jobs) / RATE) - (time.time() - t0)))
+    ResultSet([r for _, r in jobs]).join(timeout=120, propagate=False)
+    return jobs
+
+
+def _switch_delay(jobs: list[tuple[float, object]]) -> float | None:
+    """Seconds after the death from which every job went straight to the backup, first try."""
+    during = [(at, r) for at, r in jobs if DIE_AT <= at < RECOVER_AT]
+    clean_from = None
+    for at, result in during:
+        ok = result.state == "SUCCESS" and result.result["endpoint"] == BACKUP and result.result["attempts"] == 1
+        clean_from = None if not ok else (clean_from if clean_from is not None else at)
+    return None if clean_from is None else round(clean_from - DIE_AT, 3)
+
+
+def _timeline(jobs: list[tuple[float, object]]) -> list[dict[str, object]]:
+    bins: dict[float, dict[str, int]] = {}
+    for at, result in jobs:
+        row = bins.setdefault(round(at - at % BIN, 1), {"primary": 0, "backup": 0, "failed": 0})
+        if result.state != "SUCCESS":
+            row["failed"] += 1
+        else:
+            row["primary" if result.result["endpoint"] == PRIMARY else "backup"] += 1
+    return [{"t": t, **row} for t, row in sorted(bins.items())]
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="llmpool-failover-"))
+    containers = [ContainerSpec(name="primary", model_name="Llama-3.1-70B-Instruct", ttft=0.05, tokens_per_second=400),
+                  ContainerSpec(name="backup", model_name="Llama-3.1-8B-Instruct", ttft=0.05, tokens_per_second=400)]
+    with RedisServer(data_dir=tmp / "redis", appendonly=False) as server, MockLLM(containers=containers) as mock:
+        pool = start_pool(tmp, server, mock, workers=2, threads=16, agent_breaker_open_wait=0.5,
+                          agent_breaker_open_wait_max=2, agent_health_check_interval=30)
+        try:
+            jobs = _drive(pool, mock)
+            stats = pool.admitter.stats([PRIMARY])[PRIMARY]
+        finally:
+            pool.stop()
+    lost = sum(1 for _, r in jobs if r.state != "SUCCESS")
+    report = {"jobs": len(jobs), "jobs_lost": lost, "failed_calls_on_primary": stats["failures"],
+              "breaker_trips": stats["trips"], "max_failures": 3,
+              "death_to_clean_failover_s": _switch_delay(jobs), "timeline": _timeline(jobs)}
+    print(json.dumps({k: v for k, v in report.items() if k != "timeline"}, indent=2))
+    for row in report["timeline"]:
+        print(f"  t={row['t']:>4}s  primary {row['primary']:>3}  backup {row['backup']:>3}  failed {row['failed']}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"failover-{int(time.time())}.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""A pool of real Celery worker processes on one Redis, with a client to submit chat jobs to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+
+from llmpool.admission import Admitter
+from llmpool.jobs import JobStore
+from llmpool.keys import Keys
+from llmpool.mock_llm import MockLLM
+from llmpool.redis_server import RedisServer
+from llmpool.registry import Registry
+from llmpool.settings import load_settings
+from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
+from workers.config import celery_config
+from workers.submit import prepare_job, submit_chat
+
+__all__ = ["Pool", "start_pool"]
+
+
+@dataclass
+class Pool:
+    server: RedisServer
+    mock: MockLLM
+    tmp: Path
+    env: dict[str, str]
+    workers: list[ManagedProcess]
+    app: Celery
+    store: JobStore
+    admitter: Admitter
+    registry: Registry
+
+    def submit(self, n: int, **job: object) -> list[AsyncResult]:
+        settings = load_settings(redis_url=self.server.url)
+        results = []
+        for i in range(n):
+            spec = {"messages": [{"role": "user", "content": f"job {i}"}], **job}
+            results.append(submit_chat(self.app, self.store, prepare_job(spec, settings))[0])
+        return results
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+def start_pool(tmp: Path, server: RedisServer, mock: MockLLM, *, workers: int = 4, threads: int = 8,
+               max_failures: int = 3, **settings: object) -> Pool:
+    """Worker processes on one Redis, discovering the mock's containers; ready once all are selected."""
+    env = clean_env(
+        redis_url=server.url, agent_backend_url=mock.backend_url, agent_fallback_to_local="false",
+        agent_max_failures=max_failures, agent_health_check_interval=3600, agent_discovery_interval=3600,
+        agent_connect_timeout=1, agent_first_token_timeout=5, agent_request_timeout=10, **settings,
+    )
+    client = redis.Redis.from_url(server.url)
+    procs = [start_worker(tmp, env, name=f"w{n}", concurrency=threads, loglevel="WARNING") for n in range(workers)]
+    keys = Keys()
+    registry = Registry(client, keys)
+    wait_for(lambda: (s := registry.selection()) is not None and len(s.order) == len(mock.names()),
+             timeout=30, what="discovery of every container")
+    app = Celery("test-client")
+    app.conf.update(celery_config(load_settings(redis_url=server.url)))
+    return Pool(server=server, mock=mock, tmp=tmp, env=env, workers=procs, app=app,
+                store=JobStore(client, keys, ttl=600, stream_ttl=600), admitter=Admitter(client, keys),
+                registry=registry)
