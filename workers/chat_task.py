@@ -27,6 +27,9 @@ class ChatTask(Task):
     Request = "workers.request:ChatRequest"
     # Our own errors are outcomes, not crashes: logged at INFO without a traceback.
     throws = (LLMPoolError,)
+    # Waiting jobs are re-queued as often as needed: the job's deadline bounds them, not a count.
+    # (retry(max_retries=None) does not mean "unlimited"; it falls back to this attribute.)
+    max_retries = None
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """An unexpected crash still ends the job, so no reader waits for it forever."""
@@ -96,7 +99,7 @@ def _requeue(task: ChatTask, res: Resources, job_id: str, delay: float, why: str
     """Put the job back in its queue for `delay` seconds: a waiting job holds no worker thread."""
     res.jobs.release(job_id)
     log.info("job %s waits %.2fs: %s (wait %d)", job_id, delay, why, task.request.retries + 1)
-    raise task.retry(countdown=delay, max_retries=None)
+    raise task.retry(countdown=delay)
 
 
 def _wait_for_llm(task: ChatTask, res: Resources, job_id: str, deadline: float) -> NoReturn:
