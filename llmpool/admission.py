@@ -91,7 +91,7 @@ class Admitter:
         keys = [k.breaker(endpoint_id), k.breaker_trial(endpoint_id), k.leases(endpoint_id),
                 k.rate(endpoint_id, "rpm"), k.rate(endpoint_id, "tpm"), k.pause(endpoint_id)]
         args = [job_id, max(0, tokens), lease, limits.max_concurrency, limits.rpm, limits.tpm, limits.burst,
-                limits.token_burst, limits.period, breaker.trial_lease, POLL_CAP]
+                limits.token_burst, limits.period, breaker.trial_lease, POLL_CAP, breaker.max_failures]
         allowed, trial, reason, retry = self._admit(keys=keys, args=args)
         return Admission(bool(allowed), bool(trial), _text(reason), max(0.0, float(retry)))  # type: ignore[arg-type]
 

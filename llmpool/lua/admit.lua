@@ -3,7 +3,7 @@
 -- lease, no rate token); the only write on a refusal is dropping leases that already expired.
 -- KEYS: breaker hash, trial, leases zset, rate rpm, rate tpm, pause.
 -- ARGV: job id, tokens, lease s, max concurrency, rpm, tpm, burst (requests), burst (tokens),
---       period s, trial lease s, poll cap s.
+--       period s, trial lease s, poll cap s, max failures.
 -- Returns {allowed 0|1, trial 0|1, reason, retry_after}; retry_after is a string (Lua numbers
 -- become integers in replies).
 local t = redis.call('TIME')
@@ -11,7 +11,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local job, tokens, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local cap, rpm, tpm = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local burst, token_burst, period = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local trial_lease, poll_cap = tonumber(ARGV[10]), tonumber(ARGV[11])
+local trial_lease, poll_cap, max_failures = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 -- Lua's default number formatting keeps 14 digits (0.1 ms of an epoch time): keep microseconds.
 local function fmt(x) return string.format('%.6f', x) end
 
@@ -23,7 +23,7 @@ end
 
 -- Breaker: open denies until opened_at + open_wait; then exactly one holder of the trial key.
 local trial = false
-local b = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'open_wait')
+local b = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'open_wait', 'consecutive')
 if b[1] == 'open' then
   local ready = tonumber(b[2]) + tonumber(b[3])
   local holder = redis.call('GET', KEYS[2])
@@ -46,6 +46,17 @@ if cap > 0 and not held and redis.call('ZCARD', KEYS[3]) >= cap then
   -- A slot frees whenever any call ends, which we cannot foresee: poll no later than poll_cap.
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   refuse('concurrency', math.min(tonumber(first[2]) - now, poll_cap))
+end
+
+-- Probation: a closed endpoint that has started failing gets no more calls in flight than the
+-- failures it has left before it opens, so a dying endpoint takes at most max_failures calls
+-- fleet-wide instead of one per busy thread. A refused caller tries its next endpoint at once.
+local fails = tonumber(b[4] or '0')
+if b[1] ~= 'open' and fails > 0 then
+  local live = redis.call('ZCARD', KEYS[3]) - (held and 1 or 0)
+  if live >= max_failures - fails then
+    refuse('probation', math.min(0.1, poll_cap))
+  end
 end
 
 -- GCRA: allowed iff tat0 + c*i - now <= B*i. The check caps c at B so a call bigger than the

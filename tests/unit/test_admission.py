@@ -80,6 +80,18 @@ def test_consecutive_failures_open_the_breaker(adm: Admitter) -> None:
     assert s["success_rate"] == pytest.approx(1 / 6)
 
 
+def test_a_failing_endpoint_gets_no_more_calls_in_flight_than_failures_it_has_left(adm: Admitter) -> None:
+    assert call(adm, "f1", "failure") == "closed"  # 1 of 3 failures: 2 may be in flight
+    assert admit(adm, "p1").allowed and admit(adm, "p2").allowed
+    held = admit(adm, "p3")
+    assert (held.allowed, held.reason) == (False, "probation") and 0 < held.retry_after <= POLL_CAP
+    assert admit(adm, "p1").allowed  # a job re-admitted keeps its own slot
+    assert settle(adm, "p1", "failure") == "closed"  # 2 of 3: now only 1 in flight, p2 holds it
+    assert not admit(adm, "p4").allowed
+    assert settle(adm, "p2", "success") == "closed"  # a success ends the probation
+    assert all(admit(adm, f"q{n}").allowed for n in range(5))
+
+
 def test_failure_rate_opens_only_with_enough_calls(adm: Admitter) -> None:
     rate = BreakerConfig(max_failures=100, window=10, failure_rate=0.5, min_calls=4, open_wait=1)
     # 2 of 3 failed but fewer than min_calls; then a success never trips; then 3 of 5 trips.
@@ -190,9 +202,11 @@ def test_slow_success_counts_as_a_failure_when_asked(adm: Admitter) -> None:
 
 def test_calls_in_flight_when_it_opened_do_not_move_it(adm: Admitter) -> None:
     patient = BreakerConfig(max_failures=3, open_wait=10)
-    straggler = admit(adm, "straggler", breaker=patient)
-    trip(adm, patient)
-    assert settle(adm, "straggler", "success", trial=straggler.trial, breaker=patient) == "open"
+    # Four calls admitted before any failure (probation only limits calls after one); three fail.
+    tickets = {job: admit(adm, job, breaker=patient) for job in ("s1", "s2", "s3", "straggler")}
+    assert all(t.allowed for t in tickets.values())
+    assert [settle(adm, job, "failure", breaker=patient) for job in ("s1", "s2", "s3")][-1] == "open"
+    assert settle(adm, "straggler", "success", trial=tickets["straggler"].trial, breaker=patient) == "open"
     assert settle(adm, "straggler2", "failure", breaker=patient) == "open"
     assert stats(adm)["trips"] == 1
 
