@@ -133,3 +133,16 @@ def test_a_400_fails_the_job_at_once_without_opening_the_breaker(pool_factory) -
     assert record is not None and record["error"]["type"] == "context_too_long"
     stats = pool.admitter.stats([PRIMARY])[PRIMARY]
     assert stats["state"] == "closed" and stats["failures"] == 0
+
+
+def test_a_group_shares_load_and_a_thread_sticks_to_one_member(pool_factory) -> None:
+    same = "Llama-3.1-70B-Instruct"
+    pool = pool_factory([ContainerSpec(name="g1", model_name=same, ttft=0.2),
+                         ContainerSpec(name="g2", model_name=same, ttft=0.2)])
+    results = pool.submit(32)
+    assert _states(results) == ["SUCCESS"] * 32
+    served = [r.result["endpoint"] for r in results]
+    assert min(served.count(deploy_id("g1")), served.count(deploy_id("g2"))) >= 8  # fewest in-flight wins
+    sticky = pool.submit(12, thread_id="conversation-7")
+    assert _states(sticky) == ["SUCCESS"] * 12
+    assert len({r.result["endpoint"] for r in sticky}) == 1  # one member's warm prefix cache

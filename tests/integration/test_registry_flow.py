@@ -198,6 +198,22 @@ def test_a_backend_outage_keeps_the_registry(stack: Stack) -> None:
         assert stack.current() == ID["llm-70b"]
 
 
+def test_a_stream_cut_after_tokens_restarts_elsewhere_and_tells_the_reader(stack: Stack) -> None:
+    stack.mock.configure("llm-70b", tokens_per_second=10)  # slow enough that the first tokens are sent on
+    stack.mock.set_fault("llm-70b", "drop_mid_stream", requests=1)
+    try:
+        with httpx.stream("POST", stack.api + "/poll_requests", json={"message": "cut me"}, timeout=30) as resp:
+            text = "".join(resp.iter_text())
+    finally:
+        stack.mock.configure("llm-70b", tokens_per_second=500)
+    partial, rest = text.split("\n[RESET]\n")
+    assert partial and "Hello from llm-70b!".startswith(partial)
+    answer, stats = rest.split("[STATS]")
+    assert answer == "Hello from llm-8b! You said: cut me"  # the next endpoint, from the start
+    row = stack.row(ID["llm-70b"])
+    assert row["breaker"]["failures"] >= 1 and row["breaker"]["state"] == "closed"
+
+
 def test_test_llm_makes_a_one_token_call(stack: Stack) -> None:
     before = stack.mock.stats("llm-70b")["chat_requests"]
     body = httpx.get(stack.api + "/test_llm", timeout=10).json()
