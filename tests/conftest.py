@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import fakeredis
 import pytest
 import redis
 
@@ -23,14 +24,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def require_redis_binary() -> None:
+    """Skip when no redis-server can be found, except under CI, where that is a failure."""
     try:
         find_redis_server()
     except FileNotFoundError as exc:
         if IN_CI:
             pytest.fail(f"Redis is required under CI: {exc}")
         pytest.skip(f"no redis-server: {exc}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    require_redis_binary()
     server = RedisServer(data_dir=tmp_path_factory.mktemp("redis"))
     server.start()
     try:
@@ -52,6 +58,17 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def any_redis(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """The same test against fakeredis (Lua via lupa) and a real Redis: they must agree."""
+    if request.param == "fakeredis":
+        fake = fakeredis.FakeRedis()
+        yield fake
+        fake.close()
+    else:
+        yield request.getfixturevalue("redis_client")
 
 
 @pytest.fixture

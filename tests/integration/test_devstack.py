@@ -15,9 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from llmpool.redis_server import find_redis_server, free_port
+from llmpool.redis_server import free_port
+from tests.conftest import require_redis_binary
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 READY_LINE = "llmpool is up"
 # Variables of the caller's environment that would change what the stack does.
 OWN_PREFIXES = ("AGENT_", "LOCAL_LLM_", "LOCAL_MODEL_", "CLOUD_", "USE_CLOUD_", "LLM_CONTAINER_")
@@ -74,12 +74,7 @@ class Up:
 
 @pytest.fixture(scope="module", autouse=True)
 def needs_redis_binary() -> None:
-    try:
-        find_redis_server()
-    except FileNotFoundError as exc:
-        if IN_CI:
-            pytest.fail(f"Redis is required under CI: {exc}")
-        pytest.skip(f"no redis-server: {exc}")
+    require_redis_binary()
 
 
 @pytest.fixture

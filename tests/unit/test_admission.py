@@ -6,9 +6,7 @@ Times are short (tens of milliseconds) so the suite stays fast; every wait is me
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import fakeredis
 import pytest
 import redis
 
@@ -26,14 +24,9 @@ BREAKER = BreakerConfig(max_failures=3, window=10, min_calls=100, open_wait=0.05
                         trial_lease=5)
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    if request.param == "fakeredis":
-        fake = fakeredis.FakeRedis()
-        yield fake
-        fake.close()
-    else:
-        yield request.getfixturevalue("redis_client")
+@pytest.fixture
+def client(any_redis: redis.Redis) -> redis.Redis:
+    return any_redis
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import fakeredis
 import pytest
 import redis
 
@@ -15,14 +13,9 @@ from llmpool.keys import Keys
 KEYS = Keys("t")
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    if request.param == "fakeredis":
-        fake = fakeredis.FakeRedis()
-        yield fake
-        fake.close()
-    else:
-        yield request.getfixturevalue("redis_client")
+@pytest.fixture
+def client(any_redis: redis.Redis) -> redis.Redis:
+    return any_redis
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import fakeredis
 import pytest
+import redis
 
 from llmpool.endpoints import Endpoint
 from llmpool.health import Health
@@ -16,10 +14,9 @@ from llmpool.settings import Settings
 KEYS = Keys("t")
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
-def registry(request: pytest.FixtureRequest) -> Iterator[Registry]:
-    client = fakeredis.FakeRedis() if request.param == "fakeredis" else request.getfixturevalue("redis_client")
-    yield Registry(client, KEYS)
+@pytest.fixture
+def registry(any_redis: redis.Redis) -> Registry:
+    return Registry(any_redis, KEYS)
 
 
 def ep(endpoint_id: str, name: str) -> Endpoint:
