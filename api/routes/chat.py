@@ -66,6 +66,28 @@ async def _text_stream(first: dict[str, Any], events: AsyncIterator[dict[str, An
         yield "\n[ERROR]" + json.dumps({"type": "wait_timeout", "message": "no answer before the deadline"})
 
 
+# The TT-Studio agent's line for a chat that arrives while no LLM is up; its clients parse it.
+WAITING_LINE = ('data: {"status": "waiting", "message": "Agent is still initializing, '
+                'waiting for LLM to become available..."}\n\n')
+
+
+async def _waiting_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """The waiting line at once, then the answer when an LLM appears (or [ERROR] at the deadline)."""
+    yield WAITING_LINE
+    try:
+        first = await anext(events)
+    except WaitTimeout:
+        yield "[ERROR]" + json.dumps({"type": "wait_timeout", "message": "no answer before the deadline"})
+        return
+    async for chunk in _text_stream(first, events):
+        yield chunk
+
+
+def _no_llm(state: ApiState) -> bool:
+    selection = state.registry.selection()
+    return selection is None or selection.current is None
+
+
 @router.post("/poll_requests", summary="Run one chat turn and return (or stream) the answer.")
 async def poll_requests(
     body: PollRequest, request: Request, state: Annotated[ApiState, Depends(get_state)],
@@ -77,6 +99,9 @@ async def poll_requests(
         submit_chat, state.celery, state.jobs, job, job_id=idempotency_key)
     job_id = result.id
     events = job_events(state.aredis, state.keys.job_stream(job_id), until=(job.deadline or 0) + WAIT_GRACE)
+    if not wants_json and await run_in_threadpool(_no_llm, state):
+        return StreamingResponse(_waiting_stream(events), media_type="text/plain; charset=utf-8",
+                                 headers={"X-Job-Id": job_id})
     try:
         first = await anext(events)
     except WaitTimeout:

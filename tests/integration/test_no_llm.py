@@ -64,6 +64,18 @@ def test_a_job_past_its_deadline_without_an_llm_fails_clearly(stack: Stack) -> N
     assert time.monotonic() - started < 10
 
 
+def test_a_streaming_client_gets_the_tt_studio_waiting_line_then_the_outcome(stack: Stack) -> None:
+    with httpx.stream("POST", stack.api + "/poll_requests", json={"message": "hello?", "timeout": 1.5},
+                      timeout=30) as resp:
+        assert resp.status_code == 200
+        text = "".join(resp.iter_text())
+    waiting, outcome = text.split("\n\n", 1)
+    assert waiting == ('data: {"status": "waiting", "message": "Agent is still initializing, '
+                       'waiting for LLM to become available..."}')
+    assert outcome.startswith("\n[ERROR]") and '"no_llm_available"' in outcome
+
+
+# Last in this module on purpose: it adds the LLM that every test above must not see.
 def test_a_waiting_job_completes_once_a_container_appears(stack: Stack) -> None:
     answers: list[httpx.Response] = []
 
@@ -90,3 +102,4 @@ def test_a_waiting_job_completes_once_a_container_appears(stack: Stack) -> None:
 def _job_state(stack: Stack, job_id: str) -> str | None:
     resp = httpx.get(f"{stack.api}/jobs/{job_id}", timeout=5)
     return resp.json().get("state") if resp.status_code == 200 else None
+
