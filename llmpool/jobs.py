@@ -32,6 +32,9 @@ class Claim:
     verdict: Verdict
     attempts: int
     state: str
+    created_at: float | None = None  # set when verdict is "run"
+    deadline: float | None = None  # the deadline recorded at submission, if any
+    started_at: float | None = None
 
 
 
@@ -62,10 +65,10 @@ class JobStore:
 
     def claim(self, job_id: str, *, worker: str, lease: float, max_attempts: int) -> Claim:
         """Move a delivered job to running, or say why this delivery must not run it."""
-        verdict, attempts, state = self._claim(
-            keys=[self.keys.job(job_id)], args=[worker, lease, max_attempts, self.ttl]
-        )
-        return Claim(as_text(verdict), int(attempts), as_text(state))  # type: ignore[arg-type]
+        reply = self._claim(keys=[self.keys.job(job_id)], args=[worker, lease, max_attempts, self.ttl])
+        times = [float(as_text(v)) if as_text(v) else None for v in reply[3:]] + [None] * 3
+        return Claim(as_text(reply[0]), int(reply[1]), as_text(reply[2]),  # type: ignore[arg-type]
+                     created_at=times[0], deadline=times[1] or None, started_at=times[2])
 
     def release(self, job_id: str) -> bool:
         """Hand a running job back to wait in its queue; False if it was not running."""

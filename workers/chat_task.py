@@ -11,15 +11,17 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from llmpool.errors import InvalidJob, JobExpired, LLMPoolError, NoLLMAvailable, Refused, TooManyAttempts
+from llmpool.jobs import Claim
 from llmpool.runner import run_chat, wait_delay
 from llmpool.schemas import ChatJob, Message, parse_job
 from workers.celery_app import app
 from workers.resources import Resources, current
+from workers.submit import default_deadline
 
 __all__ = ["chat"]
 
 log = logging.getLogger(__name__)
-LEASE_MARGIN = 30.0
+CLAIM_LEASE_MARGIN = 30.0  # a running job's claim outlives its longest call by this
 ADMISSION_JITTER = 0.25  # seconds: refused jobs that wait together come back spread out
 
 
@@ -42,12 +44,12 @@ class ChatTask(Task):
                                                 "message": f"worker error: {type(exc).__name__}"})
 
 
-def _deadline(job: ChatJob, record: dict[str, Any], res: Resources) -> float:
+def _deadline(job: ChatJob, claim: Claim, res: Resources) -> float:
     if job.deadline is not None:
         return job.deadline
-    if "deadline" in record and record["deadline"] > 0:
-        return float(record["deadline"])
-    return float(record.get("created_at") or time.time()) + res.settings.agent_job_deadline
+    if claim.deadline:
+        return claim.deadline
+    return (claim.created_at or time.time()) + default_deadline(job, res.settings)
 
 
 def _messages_with_memory(job: ChatJob, res: Resources) -> ChatJob:
@@ -78,7 +80,7 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
     except InvalidJob as exc:
         _fail(res, job_id, exc)
         raise
-    lease = min(res.settings.agent_request_timeout, res.settings.agent_job_deadline) + LEASE_MARGIN
+    lease = min(res.settings.agent_request_timeout, res.settings.agent_job_deadline) + CLAIM_LEASE_MARGIN
     claim = res.jobs.claim(job_id, worker=self.request.hostname or "?", lease=lease,
                            max_attempts=res.settings.agent_job_max_attempts)
     if claim.verdict == "done":
@@ -92,7 +94,7 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
         too_many = TooManyAttempts(f"job was delivered {claim.attempts} times without finishing")
         _fail(res, job_id, too_many)
         raise too_many
-    return _run(self, res, job_id, parsed)
+    return _run(self, res, job_id, parsed, claim)
 
 
 def _requeue(task: ChatTask, res: Resources, job_id: str, delay: float, why: str) -> NoReturn:
@@ -121,11 +123,10 @@ def _wait_for_admission(task: ChatTask, res: Resources, job_id: str, deadline: f
     _requeue(task, res, job_id, delay, "refused: " + ", ".join(reasons))
 
 
-def _run(task: ChatTask, res: Resources, job_id: str, job: ChatJob) -> dict[str, Any]:
-    record = res.jobs.get(job_id) or {}
+def _run(task: ChatTask, res: Resources, job_id: str, job: ChatJob, claim: Claim) -> dict[str, Any]:
     publisher = res.jobs.publisher(job_id, stream_tokens=job.stream)
     try:
-        deadline = _deadline(job, record, res)
+        deadline = _deadline(job, claim, res)
         if time.time() >= deadline:
             raise JobExpired("the job's deadline passed before a worker took it")
         selection = res.selection_cache.get()
@@ -142,8 +143,8 @@ def _run(task: ChatTask, res: Resources, job_id: str, job: ChatJob) -> dict[str,
     except LLMPoolError as exc:
         _fail(res, job_id, exc)
         raise
-    if record.get("started_at") and record.get("created_at"):
-        result.timings.queued = max(0.0, record["started_at"] - record["created_at"])
+    if claim.started_at and claim.created_at:
+        result.timings.queued = max(0.0, claim.started_at - claim.created_at)
     payload = result.model_dump(mode="json")
     publisher.end("succeeded", payload, endpoint=result.endpoint)
     _remember(job, result.content, res)

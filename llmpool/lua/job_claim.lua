@@ -1,6 +1,7 @@
 -- Claim a chat job for one delivery: the only place a job moves to `running`.
 -- KEYS[1] job hash.  ARGV: worker, lease seconds, max attempts, ttl seconds.
--- Returns {verdict, attempts, state}: verdict is run | done | busy | exhausted.
+-- Returns {verdict, attempts, state, created_at, deadline}: verdict is run | done | busy | exhausted;
+-- the times (strings, "" when unknown) save the task a second read of the record.
 -- Time comes from Redis so every worker on every host agrees on lease expiry.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -24,8 +25,11 @@ if attempts > tonumber(ARGV[3]) then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   return {'exhausted', attempts - 1, 'failed'}
 end
+-- Lua prints numbers with 14 digits; a fixed microsecond format is stored and returned alike.
+local started = string.format('%.6f', now)
 redis.call('HSET', KEYS[1], 'state', 'running', 'attempts', attempts, 'worker', ARGV[1],
-           'lease_until', now + tonumber(ARGV[2]), 'started_at', now)
-redis.call('HSETNX', KEYS[1], 'created_at', now)
+           'lease_until', now + tonumber(ARGV[2]), 'started_at', started)
+redis.call('HSETNX', KEYS[1], 'created_at', started)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-return {'run', attempts, 'running'}
+local times = redis.call('HMGET', KEYS[1], 'created_at', 'deadline')
+return {'run', attempts, 'running', times[1] or '', times[2] or '', started}

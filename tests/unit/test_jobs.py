@@ -92,3 +92,14 @@ def test_every_key_is_under_the_prefix(store: JobStore) -> None:
     store.create("j5", queue="chat.low", deadline=0, summary="")
     store.publisher("j5", stream_tokens=True).end("succeeded", {})
     assert sorted(k.decode() for k in store.redis.keys("*")) == ["t:job:j5", "t:stream:j5"]
+
+
+def test_a_claim_returns_the_times_the_task_needs(store: JobStore) -> None:
+    store.create("t1", queue="chat.high", deadline=4242.5, summary="")
+    claim = store.claim("t1", worker="w1", lease=60, max_attempts=3)
+    record = store.get("t1")
+    assert record is not None and claim.verdict == "run"
+    assert (claim.created_at, claim.deadline) == (record["created_at"], 4242.5)
+    assert claim.started_at == record["started_at"] >= claim.created_at
+    raw = store.claim("raw", worker="w1", lease=60, max_attempts=3)
+    assert raw.deadline is None and raw.created_at == raw.started_at
