@@ -15,6 +15,7 @@ from api.deps import ApiState, get_state
 from api.errors import error_response
 from api.job_events import WaitTimeout, job_events
 from api.schemas import PollRequest
+from llmpool.jobs import FINAL_STATES
 from llmpool.status_codes import http_status_for
 from workers.submit import prepare_job, submit_chat
 
@@ -39,6 +40,13 @@ def _failure(job_id: str, event: dict[str, Any]) -> JSONResponse:
     error = event.get("data") or {"type": "failed", "message": "job failed"}
     return error_response(http_status_for(str(error.get("type"))), error, job_id=job_id,
                           job_status=event.get("state"))
+
+
+def _from_record(job_id: str, record: dict[str, Any]) -> JSONResponse:
+    """A finished job answered again (a retried Idempotency-Key), from its stored record."""
+    if record["state"] == "succeeded":
+        return JSONResponse(_answer(job_id, record.get("result") or {}))
+    return _failure(job_id, {"state": record["state"], "data": record.get("error")})
 
 
 def _timeout(job_id: str) -> JSONResponse:
@@ -95,9 +103,13 @@ async def poll_requests(
 ) -> Response:
     wants_json = "application/json" in request.headers.get("accept", "")
     job = prepare_job(body.to_job(stream=not wants_json, now=time.time()), state.settings)
-    result, _created = await run_in_threadpool(
+    result, created = await run_in_threadpool(
         submit_chat, state.celery, state.jobs, job, job_id=idempotency_key)
     job_id = result.id
+    if not created:
+        known = await run_in_threadpool(state.jobs.get, job_id)
+        if known and known.get("state") in FINAL_STATES:  # its stream may be gone: answer from the record
+            return _from_record(job_id, known)
     events = job_events(state.aredis, state.keys.job_stream(job_id), until=(job.deadline or 0) + WAIT_GRACE)
     if not wants_json and await run_in_threadpool(_no_llm, state):
         return StreamingResponse(_waiting_stream(events), media_type="text/plain; charset=utf-8",

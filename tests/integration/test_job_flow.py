@@ -183,6 +183,23 @@ def test_idempotency_key_runs_the_job_once(stack: Stack) -> None:
     assert stack.llm_requests() == before + 1
 
 
+def test_a_retried_key_is_answered_from_the_record_after_the_stream_is_gone(stack: Stack) -> None:
+    first = stack.post({"message": "remember me"}, headers={"Idempotency-Key": "idem-2"})
+    assert first.status_code == 200
+    stack.redis.delete(stack.keys.job_stream("idem-2"))  # as after AGENT_STREAM_TTL
+    before = stack.llm_requests()
+    again = stack.post({"message": "remember me"}, headers={"Idempotency-Key": "idem-2"}, timeout=10)
+    assert again.status_code == 200 and again.json()["answer"] == first.json()["answer"]
+    assert stack.llm_requests() == before
+    stack.mock.set_fault("llm-a", "error400")
+    failed = stack.post({"message": "bad"}, headers={"Idempotency-Key": "idem-3"})
+    stack.mock.set_fault("llm-a", "none")
+    stack.redis.delete(stack.keys.job_stream("idem-3"))
+    replay = stack.post({"message": "bad"}, headers={"Idempotency-Key": "idem-3"}, timeout=10)
+    assert failed.status_code == replay.status_code == 400
+    assert replay.json()["error"]["type"] == "context_too_long"
+
+
 def test_expired_job_never_calls_the_llm(stack: Stack) -> None:
     before = stack.llm_requests()
     resp = stack.post({"message": "too late", "timeout": 0.001})
