@@ -24,6 +24,7 @@ from typing import Any, Literal
 import redis
 
 from llmpool.breaker import BreakerConfig, BreakerState, breaker_config, breaker_stats
+from llmpool.codec import as_text
 from llmpool.endpoints import Endpoint
 from llmpool.keys import Keys
 from llmpool.scripts import register
@@ -67,9 +68,6 @@ class Admission:
     retry_after: float  # seconds until it could pass (0 when allowed)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 class Admitter:
     """Admits and settles calls to endpoints; the only writer of breaker and admission keys."""
@@ -93,7 +91,7 @@ class Admitter:
         args = [job_id, max(0, tokens), lease, limits.max_concurrency, limits.rpm, limits.tpm, limits.burst,
                 limits.token_burst, limits.period, breaker.trial_lease, POLL_CAP, breaker.max_failures]
         allowed, trial, reason, retry = self._admit(keys=keys, args=args)
-        return Admission(bool(allowed), bool(trial), _text(reason), max(0.0, float(retry)))  # type: ignore[arg-type]
+        return Admission(bool(allowed), bool(trial), as_text(reason), max(0.0, float(retry)))  # type: ignore[arg-type]
 
     def settle(self, endpoint_id: str, job_id: str, *, outcome: Outcome, trial: bool, reserved_tokens: int,
                used_tokens: int | None, duration: float, limits: Limits, breaker: BreakerConfig) -> BreakerState:
@@ -107,7 +105,7 @@ class Admitter:
         args = [job_id, outcome, int(trial), max(0, reserved_tokens), used, limits.tpm, limits.period,
                 breaker.max_failures, breaker.window, breaker.failure_rate, breaker.min_calls,
                 breaker.open_wait, breaker.open_wait_max, BREAKER_TTL]
-        return _text(self._settle(keys=keys, args=args))  # type: ignore[return-value]
+        return as_text(self._settle(keys=keys, args=args))  # type: ignore[return-value]
 
     def pause(self, endpoint_id: str, seconds: float) -> None:
         """Deny every admit on the endpoint ("paused") for `seconds`, unless paused longer already."""
@@ -139,7 +137,7 @@ class Admitter:
         result = {}
         for n, endpoint_id in enumerate(endpoint_ids):
             fields, trial_ms, live, pause_ms = raw[1 + 4 * n: 5 + 4 * n]
-            flat = [_text(v) for v in fields]
+            flat = [as_text(v) for v in fields]
             stats = breaker_stats(dict(zip(flat[::2], flat[1::2], strict=True)), now=now,
                                   trial_left=max(0, int(trial_ms)) / 1000)
             stats.update(in_flight=int(live), paused_for=max(0, int(pause_ms)) / 1000)

@@ -1,7 +1,7 @@
-"""Endpoints: one OpenAI-compatible chat server each, and the static part of the fallback chain.
+"""Endpoints: one OpenAI-compatible chat server each, and the ones the settings name (cloud, container, local).
 
 An Endpoint holds no secret: which bearer it gets is decided from settings when a request is
-built (`llmpool.llm_client.build_request`), so endpoint records can be stored and shown freely.
+built (`llmpool.llm_request.build_request`), so endpoint records can be stored and shown freely.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from llmpool.settings import Settings
 
-__all__ = ["Endpoint", "cloud_endpoint", "container_endpoint", "local_endpoint", "static_chain"]
+__all__ = ["Endpoint", "cloud_endpoint", "container_endpoint", "local_endpoint"]
 
 Source = Literal["cloud", "container", "discovered", "openai", "ollama", "local"]
 # "vllm" bodies carry TT-Studio's sampling extras (top_k, stop, continuous usage); "openai" bodies
@@ -58,7 +58,8 @@ class Endpoint:
         return self.chat_url.rstrip("/")
 
 
-def _cloud(settings: Settings) -> Endpoint | None:
+def cloud_endpoint(settings: Settings) -> Endpoint | None:
+    """The cloud endpoint (CLOUD_CHAT_UI_URL), or None when no URL is set."""
     if settings.cloud_chat_ui_url is None:
         return None
     return Endpoint(
@@ -70,7 +71,8 @@ def _cloud(settings: Settings) -> Endpoint | None:
     )
 
 
-def _container(settings: Settings) -> Endpoint | None:
+def container_endpoint(settings: Settings) -> Endpoint | None:
+    """The container LLM_CONTAINER_NAME names (port 7000), or None when it is not set."""
     name = settings.llm_container_name
     if not name:
         return None
@@ -81,45 +83,10 @@ def _container(settings: Settings) -> Endpoint | None:
     )
 
 
-def _local(settings: Settings) -> Endpoint:
+def local_endpoint(settings: Settings) -> Endpoint:
+    """The host LLM at LOCAL_LLM_HOST:LOCAL_LLM_PORT."""
     base = f"http://{settings.local_llm_host}:{settings.local_llm_port}"
     return Endpoint(
         id="local", chat_url=base + CHAT_PATH, model=settings.local_model_name,
         model_name=settings.local_model_name, source="local", health_url=base + "/health",
     )
-
-
-def cloud_endpoint(settings: Settings) -> Endpoint | None:
-    """The cloud endpoint CLOUD_CHAT_UI_URL names, or None when it is not set."""
-    return _cloud(settings)
-
-
-def container_endpoint(settings: Settings) -> Endpoint | None:
-    """The container LLM_CONTAINER_NAME names (port 7000), or None when it is not set."""
-    return _container(settings)
-
-
-def local_endpoint(settings: Settings) -> Endpoint:
-    """The host LLM at LOCAL_LLM_HOST:LOCAL_LLM_PORT."""
-    return _local(settings)
-
-
-def static_chain(settings: Settings) -> list[Endpoint]:
-    """The endpoints settings name, in fallback order: cloud, container, local, cloud-last-resort.
-
-    Discovered containers slot in between the named container and the local host (next issue).
-    Cloud comes first only with USE_CLOUD_LLM and a token, as in the TT-Studio agent.
-    """
-    chain: list[Endpoint] = []
-    cloud = _cloud(settings)
-    cloud_first = settings.use_cloud_llm and settings.cloud_chat_ui_auth_token is not None
-    if cloud is not None and cloud_first:
-        chain.append(cloud)
-    container = _container(settings)
-    if container is not None:
-        chain.append(container)
-    if settings.agent_fallback_to_local:
-        chain.append(_local(settings))
-    if cloud is not None and not cloud_first and settings.agent_fallback_to_cloud:
-        chain.append(cloud)
-    return chain

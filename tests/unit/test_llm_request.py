@@ -6,7 +6,7 @@ import jwt
 import pytest
 
 from llmpool.auth import tt_studio_jwt
-from llmpool.endpoints import Endpoint, static_chain
+from llmpool.endpoints import Endpoint, container_endpoint
 from llmpool.llm_request import build_request
 from llmpool.schemas import parse_job
 from llmpool.settings import Settings
@@ -74,24 +74,8 @@ def test_headers_never_show_in_repr() -> None:
     assert "tok-secret" not in repr(req)
 
 
-CHAIN_CASES = [
-    ({}, ["local"]),
-    ({"agent_fallback_to_local": False}, []),
-    ({"llm_container_name": "llm1"}, ["container:llm1", "local"]),
-    ({"use_cloud_llm": True, "cloud_chat_ui_url": "https://c/x", "cloud_chat_ui_auth_token": "t"},
-     ["cloud", "local"]),
-    ({"use_cloud_llm": True, "cloud_chat_ui_url": "https://c/x"}, ["local"]),  # no token: not first
-    ({"agent_fallback_to_cloud": True, "cloud_chat_ui_url": "https://c/x", "llm_container_name": "n"},
-     ["container:n", "local", "cloud"]),
-]
-
-
-@pytest.mark.parametrize(("values", "ids"), CHAIN_CASES)
-def test_static_chain_order(values: dict, ids: list[str]) -> None:
-    assert [e.id for e in static_chain(Settings(**values))] == ids
-
-
 def test_container_endpoint_urls() -> None:
-    (container, _local) = static_chain(Settings(llm_container_name="llm1"))
+    container = container_endpoint(Settings(llm_container_name="llm1"))
+    assert container is not None
     assert container.chat_url == "http://llm1:7000/v1/chat/completions"
     assert container.health_url == "http://llm1:7000/health"
