@@ -29,7 +29,7 @@ from llmpool.selection import Selection
 from llmpool.settings import Settings, get_settings
 
 __all__ = ["Resources", "SelectionCache", "open_resources", "current", "close_resources", "forget_after_fork",
-           "reload_resources"]
+           "reload_resources", "peek"]
 
 
 def _nothing_in_flight(endpoint_ids: list[str]) -> dict[str, int]:
@@ -118,6 +118,11 @@ def open_resources(settings: Settings | None = None) -> Resources:
         if _current is None:
             _current = _build(settings or get_settings())
         return _current
+
+
+def peek() -> Resources | None:
+    """This process's clients if they were opened, without opening them."""
+    return _current
 
 
 def current() -> Resources:

@@ -52,7 +52,7 @@ def refresh_config(state: Any) -> dict[str, Any]:
 @signals.worker_shutdown.connect
 def _close(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None)
-    res = resources._current
+    res = resources.peek()
     if res is not None and hostname:
         res.redis.zrem(res.keys.workers(), hostname)
     resources.close_resources()
