@@ -42,26 +42,25 @@ NON_CHAT_TYPES = ["vlm", "tts", "embedding", "image_generation", "video_generati
                   "object_detection", "speech_recognition", "face_recognition", "cnn", "mock"]
 
 
-def entry(**changes: Any) -> dict[str, Any]:
-    """The reference entry with top-level `changes`; a value of ... removes the field."""
-    out = copy.deepcopy(REFERENCE)
+def _edited(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `base` with `changes`; a value of ... removes the field."""
+    out = copy.deepcopy(base)
     for key, value in changes.items():
         if value is ...:
             out.pop(key, None)
         else:
             out[key] = value
     return out
+
+
+def entry(**changes: Any) -> dict[str, Any]:
+    """The reference entry with top-level `changes`."""
+    return _edited(REFERENCE, changes)
 
 
 def impl(**changes: Any) -> dict[str, Any]:
-    """The reference model_impl with `changes`; a value of ... removes the field."""
-    out = copy.deepcopy(REFERENCE["model_impl"])
-    for key, value in changes.items():
-        if value is ...:
-            out.pop(key, None)
-        else:
-            out[key] = value
-    return out
+    """The reference model_impl with `changes`."""
+    return _edited(REFERENCE["model_impl"], changes)
 
 
 def one(raw: dict[str, Any]) -> Endpoint | None:
