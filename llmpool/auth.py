@@ -6,6 +6,8 @@ same PyJWT encoding, so the payload's key order and PyJWT's own encoding must no
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import jwt
 
 from llmpool.settings import Settings
@@ -15,8 +17,12 @@ __all__ = ["TT_STUDIO_JWT_PAYLOAD", "tt_studio_jwt", "container_bearer_token", "
 TT_STUDIO_JWT_PAYLOAD = {"team_id": "tenstorrent", "token_id": "debug-test"}
 
 
+@lru_cache(maxsize=4)
 def tt_studio_jwt(secret: str) -> str:
-    """PyJWT's HS256 encoding of the TT-Studio payload, no expiry, as the containers expect."""
+    """PyJWT's HS256 encoding of the TT-Studio payload, no expiry, as the containers expect.
+
+    Cached: the token has no expiry, so it is the same for every call with the same secret.
+    """
     return jwt.encode(dict(TT_STUDIO_JWT_PAYLOAD), secret, algorithm="HS256")
 
 
