@@ -15,6 +15,7 @@ from workers import resources
 
 log = logging.getLogger(__name__)
 HIDDEN = "<hidden>"
+WORKER_FORGET_SECONDS = 3600.0
 
 
 @signals.worker_init.connect
@@ -66,7 +67,12 @@ def _heartbeat(sender: Any = None, **_: Any) -> None:
         return
     res = resources.current()
     try:
-        res.redis.zadd(res.keys.workers(), {hostname: time.time()})
+        now = time.time()
+        pipe = res.redis.pipeline(transaction=False)
+        pipe.zadd(res.keys.workers(), {hostname: now})
+        # Killed workers never ZREM themselves: forget any silent for an hour.
+        pipe.zremrangebyscore(res.keys.workers(), "-inf", now - WORKER_FORGET_SECONDS)
+        pipe.execute()
     except Exception as exc:  # a heartbeat must never take the worker down
         log.warning("could not record heartbeat: %s", exc)
 
