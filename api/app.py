@@ -22,9 +22,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = settings_or_exit()
     logging.basicConfig(level=settings.log_level)
     print_issues_report_once(settings)
-    from workers import app as celery_app  # the publisher side of the same Celery app
-
-    app.state.llmpool = open_state(settings, celery_app)
+    app.state.llmpool = open_state(settings)
     try:
         yield
     finally:

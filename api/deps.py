@@ -10,13 +10,14 @@ from celery import Celery
 from fastapi import Request
 
 from llmpool.admission import Admitter
+from llmpool.client import Client, producer_config
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.llm_client import LLMClient, make_http_client
 from llmpool.registry import Registry
 from llmpool.settings import Settings
 
-__all__ = ["ApiState", "open_state", "get_state"]
+__all__ = ["ApiState", "open_state", "get_state", "control_app"]
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ApiState:
     redis: redis.Redis
     aredis: aioredis.Redis
     jobs: JobStore
+    client: Client
     celery: Celery
     registry: Registry
     llm: LLMClient
@@ -34,10 +36,20 @@ class ApiState:
     async def close(self) -> None:
         await self.aredis.aclose()
         self.redis.close()
+        self.client.close()
+        self.celery.close()
         self.llm.http.close()
 
 
-def open_state(settings: Settings, celery: Celery) -> ApiState:
+def control_app(settings: Settings) -> Celery:
+    """A producer-only Celery app for control tasks and broadcasts, with results (POST /refresh
+    waits for one); it imports no worker code."""
+    app = Celery("llmpool-api", set_as_current=False)
+    app.conf.update({**producer_config(settings), "result_backend": settings.redis_url})
+    return app
+
+
+def open_state(settings: Settings) -> ApiState:
     keys = Keys(settings.agent_redis_prefix)
     sync = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
                                 health_check_interval=30)
@@ -46,7 +58,8 @@ def open_state(settings: Settings, celery: Celery) -> ApiState:
                                      health_check_interval=30)
     jobs = JobStore(sync, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
     llm = LLMClient(make_http_client(settings, max_connections=20), settings)
-    return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs, celery=celery,
+    return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs,
+                    client=Client(settings=settings, connection=sync), celery=control_app(settings),
                     registry=Registry(sync, keys), llm=llm, admitter=Admitter(sync, keys))
 
 

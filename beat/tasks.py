@@ -2,47 +2,31 @@
 
 They run on workers from the `control` queue. Each pass holds a Redis lock, so two beats started
 by mistake, or a pass slower than its interval, never interleave: the second one just skips.
+Every write of endpoint health happens under the health lock, whichever pass makes it.
+Registered with `shared_task`: the Celery app lists this module in `include=`, so neither
+package imports the other's app.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from redis.exceptions import LockError
+from celery import shared_task
 
-from llmpool.codec import as_text
 from llmpool.discovery import discover_all
 from llmpool.health import Health, next_health
+from llmpool.locks import pass_lock
 from llmpool.polling import discovery_due
 from llmpool.prober import probe_all
 from llmpool.registry import Registry, merge_discovery
+from llmpool.resources import Resources, current
 from llmpool.selection import Selection
-from workers.celery_app import app
-from workers.resources import Resources, current
 
 __all__ = ["discover", "health_check", "refresh", "run_discovery", "run_health_pass"]
 
 log = logging.getLogger(__name__)
-LOCK_MARGIN = 30.0
-
-
-@contextmanager
-def _locked(res: Resources, name: str, hold: float) -> Iterator[bool]:
-    """A non-blocking Redis lock: yields False when another pass holds it."""
-    lock = res.redis.lock(res.keys.lock(name), timeout=hold + LOCK_MARGIN, blocking=False)
-    acquired = lock.acquire(blocking=False)
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            try:
-                lock.release()
-            except LockError:
-                log.warning("%s lock expired before the pass ended", name)
 
 
 def _summary(selection: Selection) -> dict[str, Any]:
@@ -72,14 +56,24 @@ def _probe(res: Resources, registry: Registry, ids: set[str] | None) -> dict[str
     return updated
 
 
+def _probe_new(res: Resources, registry: Registry, new: set[str]) -> None:
+    """Probe endpoints discovery just added, under the health lock: a health pass running now
+    would otherwise write the health it computed from an older snapshot over theirs."""
+    timeout = res.settings.agent_health_check_timeout
+    with pass_lock(res.redis, res.keys, "health", hold=timeout, wait=timeout + 1) as mine:
+        if mine:
+            _probe(res, registry, new)
+        else:  # the running health pass probes them, or the next one does
+            log.info("health pass busy: %d new endpoints are probed by it", len(new))
+
+
 def run_discovery(res: Resources, *, force: bool = False) -> dict[str, Any]:
     """One discovery pass: read every source, merge, probe what is new, reselect."""
     settings, registry = res.settings, res.registry
-    state_key = res.keys.discovery_state()
-    with _locked(res, "discovery", hold=settings.agent_health_check_timeout * 3 + 10) as mine:
+    with pass_lock(res.redis, res.keys, "discovery", hold=settings.agent_health_check_timeout * 3 + 10) as mine:
         if not mine:
             return {"skipped": "another discovery pass is running"}
-        state = {as_text(k): float(v) for k, v in res.redis.hgetall(state_key).items()}
+        state = registry.discovery_state()
         selection = registry.selection()
         due, why = discovery_due(settings, now=time.time(), last_run=state.get("last_run"),
                                  has_llm=bool(selection and selection.current),
@@ -94,10 +88,10 @@ def run_discovery(res: Resources, *, force: bool = False) -> dict[str, Any]:
         registry.write_records(merged)
         new = set(merged) - set(snap.health)
         if new and settings.agent_health_check_enabled:
-            _probe(res, registry, new)
+            _probe_new(res, registry, new)
         chosen = registry.recompute(settings, now=time.time())
         empty = 0 if chosen.current else int(state.get("empty_passes", 0)) + 1
-        res.redis.hset(state_key, mapping={"last_run": started, "empty_passes": empty})
+        registry.record_discovery_pass(started=started, empty_passes=empty)
         failed = {r.source: r.error for r in results if not r.ok}
         for source, error in failed.items():
             log.warning("discovery source %s unavailable: %s", source, error)
@@ -110,7 +104,7 @@ def run_health_pass(res: Resources) -> dict[str, Any]:
     settings = res.settings
     if not settings.agent_health_check_enabled:
         return {"skipped": "AGENT_HEALTH_CHECK_ENABLED is false"}
-    with _locked(res, "health", hold=settings.agent_health_check_timeout) as mine:
+    with pass_lock(res.redis, res.keys, "health", hold=settings.agent_health_check_timeout) as mine:
         if not mine:
             return {"skipped": "another health pass is running"}
         started = time.monotonic()
@@ -120,19 +114,19 @@ def run_health_pass(res: Resources) -> dict[str, Any]:
                 "states": {k: h.state for k, h in updated.items()}, **_summary(chosen)}
 
 
-@app.task(name="llmpool.control.discover")
+@shared_task(name="llmpool.control.discover")
 def discover(force: bool = False) -> dict[str, Any]:
     """Beat's discovery tick (it decides itself whether a pass is due)."""
     return run_discovery(current(), force=force)
 
 
-@app.task(name="llmpool.control.health_check")
+@shared_task(name="llmpool.control.health_check")
 def health_check() -> dict[str, Any]:
     """Beat's health tick."""
     return run_health_pass(current())
 
 
-@app.task(name="llmpool.control.refresh")
+@shared_task(name="llmpool.control.refresh")
 def refresh() -> dict[str, Any]:
     """Discovery and health now (POST /refresh): the old and new selection."""
     res = current()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from celery.result import ResultSet
 
-from llmpool.mock_llm import ContainerSpec, MockLLM, deploy_id
-from llmpool.redis_server import RedisServer
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
+from llmpool.dev.redis_server import RedisServer
 from tests.pool import start_pool
 
 RESULTS = Path(__file__).parent / "results"

@@ -11,17 +11,14 @@ from pathlib import Path
 
 import httpx
 import psutil
-import redis
 from celery import Celery
-from celery.result import ResultSet
+from celery.result import AsyncResult, ResultSet
 
-from llmpool.jobs import JobStore
-from llmpool.keys import Keys
-from llmpool.redis_server import RedisServer, free_port
+from llmpool.client import Client
+from llmpool.dev.redis_server import RedisServer, free_port
 from llmpool.settings import load_settings
 from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
 from workers.config import celery_config
-from workers.submit import prepare_job, submit_chat
 
 MESSAGE = "benchmark message"
 
@@ -98,13 +95,10 @@ def measure_llmpool(rig: Rig, jobs: int) -> Run:
     worker = start_worker(rig.tmp, rig.env(), name="bench", concurrency=rig.threads, loglevel="WARNING")
     try:
         app = rig.celery()
-        client = redis.Redis.from_url(rig.redis.url)
-        store = JobStore(client, Keys(), ttl=3600, stream_ttl=600)
-        settings = load_settings(redis_url=rig.redis.url)
+        client = Client(rig.redis.url)
 
         def one() -> object:
-            job = prepare_job({"messages": [{"role": "user", "content": MESSAGE}]}, settings)
-            return submit_chat(app, store, job)[0]
+            return AsyncResult(client.submit(MESSAGE).job_id, app=app)
 
         _timed(worker, [one] * 50, 60)  # warm up connections
         return _timed(worker, [one] * jobs, 600)

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM
 from llmpool.endpoints import Endpoint
-from llmpool.mock_llm import ContainerSpec, MockLLM
 from llmpool.prober import probe, probe_all
 
 RESULTS = Path(__file__).parent / "results"

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmpool.mock_llm import ContainerSpec, MockLLM
-from llmpool.redis_server import RedisServer
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM
+from llmpool.dev.redis_server import RedisServer
 from tests.pool import start_pool
 from tests.processes import ManagedProcess, clean_env, wait_for
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import redis
 
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
+from llmpool.dev.redis_server import RedisServer
 from llmpool.keys import Keys
-from llmpool.mock_llm import ContainerSpec, MockLLM, deploy_id
-from llmpool.redis_server import RedisServer
 from llmpool.registry import Registry
 from tests.processes import ManagedProcess, clean_env, start_beat, start_worker, wait_for
 

@@ -1,13 +1,18 @@
-"""The `llmpool` command: `up` (the whole dev stack), `mock-llm`, `status`, `check-config`."""
+"""The `llmpool` command: `status`, `check-config`, `jobs`; `up` and `mock-llm` come from llmpool.dev."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 
 from llmpool.errors import ConfigError
 
 __all__ = ["main"]
+
+# Subcommands that live outside the core (`up`, `mock-llm` in llmpool.dev) register here, so
+# the production CLI never imports the dev package.
+COMMANDS_GROUP = "llmpool.commands"
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -54,19 +59,49 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_jobs_show(args: argparse.Namespace) -> int:
+    import json
+
+    import redis
+
+    from llmpool.jobs import JobStore
+    from llmpool.keys import Keys
+    from llmpool.settings import load_settings
+
+    settings = load_settings()
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    store = JobStore(client, Keys(settings.agent_redis_prefix), ttl=settings.agent_result_ttl,
+                     stream_ttl=settings.agent_stream_ttl)
+    try:
+        record = store.get(args.job_id)
+    except redis.RedisError as exc:
+        print(f"llmpool: cannot read jobs at {settings.redis_url}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if record is None:
+        print(f"llmpool: no job with id {args.job_id}", file=sys.stderr)
+        return 1
+    print(json.dumps({"job_id": args.job_id, **record}, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmpool", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from llmpool import devstack, mock_llm
-
-    devstack.add_arguments(sub.add_parser("up", help="start Redis, worker, beat, API, Flower"))
-    mock_llm.add_arguments(sub.add_parser("mock-llm", help="run the mock OpenAI-compatible LLM"))
     status = sub.add_parser("status", help="the endpoint registry and selection as a table")
     status.add_argument("--json", action="store_true", help="print the rows as JSON")
     status.set_defaults(func=_cmd_status)
     check = sub.add_parser("check-config", help="validate settings and print the issues report")
     check.set_defaults(func=_cmd_check_config)
+    jobs = sub.add_parser("jobs", help="read job records").add_subparsers(dest="jobs_command", required=True)
+    show = jobs.add_parser("show", help="one job's record: state, attempts, history, result or error")
+    show.add_argument("job_id")
+    show.set_defaults(func=_cmd_jobs_show)
+    for command in sorted(entry_points(group=COMMANDS_GROUP), key=lambda c: c.name):
+        add_arguments = command.load()
+        add_arguments(sub.add_parser(command.name, help=(add_arguments.__doc__ or "").strip()))
     return parser
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "StreamCut", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
     "CallerError", "BadRequest", "ContextTooLong",
     "WaitError", "NoLLMAvailable", "Refused", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
+    "JobFailed", "JobNotFound", "ResultTimeout", "SubmitFailed", "error_from_dict",
 ]
 
 
@@ -137,3 +138,48 @@ class TooManyAttempts(LLMPoolError):
     """The job was delivered more often than AGENT_JOB_MAX_ATTEMPTS without finishing."""
 
     code = "too_many_attempts"
+
+
+class JobFailed(LLMPoolError):
+    """A job ended in failure for a reason this version does not know by name."""
+
+    code = "failed"
+
+
+# --- what a client of the pool meets ---
+class JobNotFound(LLMPoolError):
+    """No job has this id (never submitted, or its record expired)."""
+
+    code = "not_found"
+
+
+class ResultTimeout(LLMPoolError):
+    """The job had not finished when the caller stopped waiting; it may still finish later."""
+
+    code = "wait_timeout"
+
+
+class SubmitFailed(LLMPoolError):
+    """The job could not be handed to the broker; nothing will run it."""
+
+    code = "submit_failed"
+
+
+def _by_code() -> dict[str, type[LLMPoolError]]:
+    found: dict[str, type[LLMPoolError]] = {}
+    pending: list[type[LLMPoolError]] = [LLMPoolError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.code, cls)  # a branch's own code wins over a subclass sharing it
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def error_from_dict(data: dict[str, Any]) -> LLMPoolError:
+    """The error a job record stores (`to_dict()`), as an exception of its own class again."""
+    details = {k: v for k, v in data.items() if k not in ("type", "message")}
+    cls = _by_code().get(str(data.get("type")), JobFailed)
+    error = cls(str(data.get("message") or "job failed"), **details)
+    if cls is JobFailed and data.get("type"):
+        error.code = str(data["type"])  # keep the stored name even when this version lacks the class
+    return error

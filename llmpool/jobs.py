@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +21,8 @@ from llmpool.keys import Keys
 from llmpool.scripts import register
 
 __all__ = ["JobStore", "Claim", "EventPublisher", "decode_event", "FINAL_STATES"]
+
+READ_BLOCK_MS = 5000  # one blocking XREAD waits at most this long, so a reader notices its own limit
 
 FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
 Verdict = Literal["run", "done", "busy", "exhausted"]
@@ -87,6 +90,30 @@ class JobStore:
                 record[field] = float(record[field])
         record["attempts"] = int(record.get("attempts", 0))
         return record
+
+    def stream_key(self, job_id: str) -> str:
+        """The key of the job's event stream, for readers that XREAD it themselves (async ones)."""
+        return self.keys.job_stream(job_id)
+
+    def events(self, job_id: str, *, until: float) -> Iterator[dict[str, Any]]:
+        """Every event of the job's stream from its start, ending after `end`; `until` is unix time.
+
+        Raises TimeoutError when `until` passes first.
+        """
+        key, last_id = self.keys.job_stream(job_id), "0-0"
+        while True:
+            remaining = until - time.time()
+            if remaining <= 0:
+                raise TimeoutError(f"job {job_id} had not finished")
+            block = max(1, min(READ_BLOCK_MS, int(remaining * 1000)))
+            reply: Any = self.redis.xread({key: last_id}, block=block, count=100)
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    event = decode_event(fields)
+                    yield event
+                    if event.get("type") == "end":
+                        return
 
     def publisher(self, job_id: str, *, stream_tokens: bool) -> EventPublisher:
         return EventPublisher(self, job_id, stream_tokens=stream_tokens)

@@ -135,6 +135,13 @@ class Registry:
             mapping = {k: json.dumps(h.to_dict()) for k, h in health.items()}
             self.redis.hset(self.keys.health(), mapping=mapping)  # type: ignore[arg-type]
 
+    def discovery_state(self) -> dict[str, float]:
+        """When discovery last ran (`last_run`) and how many passes in a row found no LLM."""
+        return {as_text(k): float(v) for k, v in self.redis.hgetall(self.keys.discovery_state()).items()}
+
+    def record_discovery_pass(self, *, started: float, empty_passes: int) -> None:
+        self.redis.hset(self.keys.discovery_state(), mapping={"last_run": started, "empty_passes": empty_passes})
+
     def set_pin(self, endpoint_id: str | None) -> None:
         if endpoint_id is None:
             self.redis.delete(self.keys.pin())

@@ -13,7 +13,7 @@ import fakeredis
 import pytest
 import redis
 
-from llmpool.redis_server import RedisServer, find_redis_server
+from llmpool.dev.redis_server import RedisServer, find_redis_server
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

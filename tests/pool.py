@@ -10,15 +10,15 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from llmpool.admission import Admitter
+from llmpool.client import Client
+from llmpool.dev.mock_llm import MockLLM
+from llmpool.dev.redis_server import RedisServer
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
-from llmpool.mock_llm import MockLLM
-from llmpool.redis_server import RedisServer
 from llmpool.registry import Registry
 from llmpool.settings import load_settings
 from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
 from workers.config import celery_config
-from workers.submit import prepare_job, submit_chat
 
 __all__ = ["Pool", "start_pool"]
 
@@ -34,18 +34,16 @@ class Pool:
     store: JobStore
     admitter: Admitter
     registry: Registry
+    client: Client
 
     def submit(self, n: int, **job: object) -> list[AsyncResult]:
-        settings = load_settings(redis_url=self.server.url)
-        results = []
-        for i in range(n):
-            spec = {"messages": [{"role": "user", "content": f"job {i}"}], **job}
-            results.append(submit_chat(self.app, self.store, prepare_job(spec, settings))[0])
-        return results
+        """Submit `n` jobs through the public Client; Celery result handles to wait on them."""
+        return [AsyncResult(self.client.submit(f"job {i}", **job).job_id, app=self.app) for i in range(n)]
 
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
+        self.client.close()
 
 
 def start_pool(tmp: Path, server: RedisServer, mock: MockLLM, *, workers: int = 4, threads: int = 8,
@@ -66,4 +64,4 @@ def start_pool(tmp: Path, server: RedisServer, mock: MockLLM, *, workers: int = 
     app.conf.update(celery_config(load_settings(redis_url=server.url)))
     return Pool(server=server, mock=mock, tmp=tmp, env=env, workers=procs, app=app,
                 store=JobStore(client, keys, ttl=600, stream_ttl=600), admitter=Admitter(client, keys),
-                registry=registry)
+                registry=registry, client=Client(server.url))

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from llmpool.redis_server import free_port
+from llmpool.dev.redis_server import free_port
 from llmpool.settings import Settings
 
 __all__ = ["clean_env", "ManagedProcess", "start_worker", "start_api", "start_beat", "wait_for"]

@@ -1,4 +1,8 @@
-"""The Celery app: `celery -A workers worker|beat|flower` finds it as `workers.app`."""
+"""The Celery app: `celery -A workers worker|beat|flower` finds it as `workers.app`.
+
+Task modules are listed in `include=` (imported when a worker or beat starts), so the control
+tasks in `beat` register on this app without `beat` importing it.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,14 @@ from workers.config import celery_config
 
 __all__ = ["app", "create_app"]
 
+TASK_MODULES = ["workers.chat_task", "workers.signals", "beat.tasks"]
+
 
 def create_app() -> Celery:
     settings = settings_or_exit()
     # Worker, beat and Flower all load this app: the one place every Celery process passes at start.
     print_issues_report_once(settings)
-    celery = Celery("llmpool")
+    celery = Celery("llmpool", include=TASK_MODULES)
     celery.conf.update(celery_config(settings))
     celery.conf.beat_schedule = beat_schedule(settings)
     return celery

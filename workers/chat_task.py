@@ -7,16 +7,15 @@ import random
 import time
 from typing import Any, NoReturn
 
-from celery import Task
+from celery import Task, shared_task
 from celery.exceptions import Ignore
 
+from llmpool.deadlines import default_deadline
 from llmpool.errors import InvalidJob, JobExpired, LLMPoolError, NoLLMAvailable, Refused, TooManyAttempts
 from llmpool.jobs import Claim
+from llmpool.resources import Resources, current
 from llmpool.runner import run_chat, wait_delay
 from llmpool.schemas import ChatJob, Message, parse_job
-from workers.celery_app import app
-from workers.resources import Resources, current
-from workers.submit import default_deadline
 
 __all__ = ["chat"]
 
@@ -49,7 +48,7 @@ def _deadline(job: ChatJob, claim: Claim, res: Resources) -> float:
         return job.deadline
     if claim.deadline:
         return claim.deadline
-    return (claim.created_at or time.time()) + default_deadline(job, res.settings)
+    return (claim.created_at or time.time()) + default_deadline(job.priority, res.settings)
 
 
 def _messages_with_memory(job: ChatJob, res: Resources) -> ChatJob:
@@ -70,7 +69,7 @@ def _fail(res: Resources, job_id: str, exc: LLMPoolError) -> None:
     res.jobs.finish(job_id, state, exc.to_dict())
 
 
-@app.task(name="llmpool.chat", bind=True, base=ChatTask)
+@shared_task(name="llmpool.chat", bind=True, base=ChatTask)
 def chat(self: ChatTask, job: Any) -> dict[str, Any]:
     """Answer one chat job; the return value is the ChatResult as JSON."""
     res = current()

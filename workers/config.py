@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Queue
-
-from llmpool.schemas import QUEUES
+from llmpool.client import producer_config
 from llmpool.settings import Settings
 
 __all__ = ["celery_config"]
@@ -18,14 +16,9 @@ VISIBILITY_TIMEOUT = 3600
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
-        "broker_url": settings.redis_url,
+        **producer_config(settings),
         "result_backend": settings.redis_url,
-        "task_serializer": "json",
         "result_serializer": "json",
-        "accept_content": ["json"],
-        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
-        "task_default_queue": "chat.default",
-        "task_routes": {"llmpool.control.*": {"queue": "control"}},
         # Reliability: a job is acked only once it has finished, one message per free thread.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -36,17 +29,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "queue_order_strategy": "priority", "visibility_timeout": VISIBILITY_TIMEOUT,
         },
         "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
-        "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "result_backend_thread_safe": True,
         "result_expires": int(settings.agent_result_ttl),
         # Flower needs both kinds of events.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
         "worker_pool": settings.agent_worker_pool,
         "worker_concurrency": settings.agent_worker_concurrency,
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
-        "timezone": "UTC",
     }

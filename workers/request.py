@@ -6,19 +6,11 @@ from typing import Any
 
 from celery.worker.request import Request
 
-__all__ = ["ChatRequest", "HIDDEN_RESULT", "job_repr"]
+from llmpool.redaction import job_repr
+
+__all__ = ["ChatRequest", "HIDDEN_RESULT"]
 
 HIDDEN_RESULT = "<chat result hidden: GET /jobs/{id}>"
-
-
-def job_repr(job: Any) -> str:
-    """A description of a raw job argument that names no message text."""
-    if isinstance(job, dict):
-        messages = job.get("messages")
-        count = len(messages) if isinstance(messages, list) else "?"
-        extra = f", thread={job['thread_id']}" if isinstance(job.get("thread_id"), str) else ""
-        return f"<chat job: {count} messages, priority={job.get('priority', 'default')}{extra}>"
-    return "<chat job>"
 
 
 class ChatRequest(Request):

@@ -9,13 +9,13 @@ from typing import Any
 from celery import signals
 from celery.worker.control import control_command
 
+from llmpool import resources
 from llmpool.errors import ConfigError
+from llmpool.heartbeats import WorkerHeartbeats
 from llmpool.settings import get_settings
-from workers import resources
 
 log = logging.getLogger(__name__)
 HIDDEN = "<hidden>"
-WORKER_FORGET_SECONDS = 3600.0
 
 
 @signals.worker_init.connect
@@ -32,9 +32,8 @@ def _open_in_child(**_: Any) -> None:
 @signals.worker_ready.connect
 def _discover_at_start(sender: Any = None, **_: Any) -> None:
     """Fill the registry now instead of at beat's first tick, an interval later."""
-    from beat.tasks import discover
-
-    discover.apply_async(queue="control")
+    if sender is not None:
+        sender.app.send_task("llmpool.control.discover", queue="control")
 
 
 @control_command(args=[], signature="")  # type: ignore[misc]
@@ -55,7 +54,7 @@ def _close(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None)
     res = resources.peek()
     if res is not None and hostname:
-        res.redis.zrem(res.keys.workers(), hostname)
+        WorkerHeartbeats(res.redis, res.keys).forget(hostname)
     resources.close_resources()
 
 
@@ -67,12 +66,7 @@ def _heartbeat(sender: Any = None, **_: Any) -> None:
         return
     res = resources.current()
     try:
-        now = time.time()
-        pipe = res.redis.pipeline(transaction=False)
-        pipe.zadd(res.keys.workers(), {hostname: now})
-        # Killed workers never ZREM themselves: forget any silent for an hour.
-        pipe.zremrangebyscore(res.keys.workers(), "-inf", now - WORKER_FORGET_SECONDS)
-        pipe.execute()
+        WorkerHeartbeats(res.redis, res.keys).beat(hostname, now=time.time())
     except Exception as exc:  # a heartbeat must never take the worker down
         log.warning("could not record heartbeat: %s", exc)
 

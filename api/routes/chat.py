@@ -15,9 +15,9 @@ from api.deps import ApiState, get_state
 from api.errors import error_response
 from api.job_events import WaitTimeout, job_events
 from api.schemas import PollRequest
+from llmpool.deadlines import prepare_job
 from llmpool.jobs import FINAL_STATES
 from llmpool.status_codes import http_status_for
-from workers.submit import prepare_job, submit_chat
 
 router = APIRouter()
 
@@ -103,14 +103,13 @@ async def poll_requests(
 ) -> Response:
     wants_json = "application/json" in request.headers.get("accept", "")
     job = prepare_job(body.to_job(stream=not wants_json, now=time.time()), state.settings)
-    result, created = await run_in_threadpool(
-        submit_chat, state.celery, state.jobs, job, job_id=idempotency_key)
-    job_id = result.id
-    if not created:
+    submitted = await run_in_threadpool(state.client.submit, job, job_id=idempotency_key)
+    job_id = submitted.job_id
+    if not submitted.created:
         known = await run_in_threadpool(state.jobs.get, job_id)
         if known and known.get("state") in FINAL_STATES:  # its stream may be gone: answer from the record
             return _from_record(job_id, known)
-    events = job_events(state.aredis, state.keys.job_stream(job_id), until=(job.deadline or 0) + WAIT_GRACE)
+    events = job_events(state.aredis, state.jobs.stream_key(job_id), until=(job.deadline or 0) + WAIT_GRACE)
     if not wants_json and await run_in_threadpool(_no_llm, state):
         return StreamingResponse(_waiting_stream(events), media_type="text/plain; charset=utf-8",
                                  headers={"X-Job-Id": job_id})

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
+from llmpool.heartbeats import WorkerHeartbeats
 from llmpool.registry import Snapshot
 from llmpool.schemas import QUEUES
 from llmpool.status_view import current_llm, discovery_summary, effective_current, endpoint_rows, llm_info
@@ -24,7 +25,7 @@ def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
     snap = state.registry.snapshot()
     breakers = state.admitter.stats(list(snap.records))
     pipe = state.redis.pipeline(transaction=False)
-    pipe.zcount(state.keys.workers(), time.time() - WORKER_ALIVE_SECONDS, "+inf")
+    WorkerHeartbeats(state.redis, state.keys).count_alive(pipe, since=time.time() - WORKER_ALIVE_SECONDS)
     for queue in QUEUES:
         pipe.llen(state.keys.celery_queue(queue))
     workers, *depths = pipe.execute()

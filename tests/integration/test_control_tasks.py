@@ -8,9 +8,9 @@ import pytest
 
 from beat.schedule import beat_schedule
 from beat.tasks import run_discovery, run_health_pass
-from llmpool.mock_llm import ContainerSpec, MockLLM, deploy_id
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
+from llmpool.resources import Resources, SelectionCache, _build
 from llmpool.settings import Settings, load_settings
-from workers.resources import Resources, SelectionCache, _build
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from llmpool.redis_server import free_port
+from llmpool.dev.redis_server import free_port
 from tests.conftest import require_redis_binary
 
 READY_LINE = "llmpool is up"
@@ -129,7 +129,7 @@ def test_up_answers_a_chat_and_stops_cleanly(up: Up, stack_env: dict[str, str]):
     assert "You said: Hello" in response.text
     tree = up.descendants()
     names = " ".join(" ".join(p.cmdline()) for p in tree)
-    for part in ("redis-server", "mock-llm", "worker", "beat", "flower", "uvicorn"):
+    for part in ("redis-server", "llmpool.dev.mock_llm", "worker", "beat", "flower", "uvicorn"):
         assert part in names, part
 
     up.proc.send_signal(signal.SIGTERM)

@@ -12,6 +12,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
+from llmpool.dev.redis_server import free_port
 from llmpool.discovery import (
     SourceResult,
     discover_all,
@@ -20,8 +22,6 @@ from llmpool.discovery import (
     read_openai_server,
 )
 from llmpool.keys import Keys
-from llmpool.mock_llm import ContainerSpec, MockLLM, deploy_id
-from llmpool.redis_server import free_port
 from llmpool.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)

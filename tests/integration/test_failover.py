@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from celery.result import AsyncResult, ResultSet
 
-from llmpool.mock_llm import ContainerSpec, MockLLM, deploy_id
-from llmpool.redis_server import RedisServer
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
+from llmpool.dev.redis_server import RedisServer
 from tests.pool import Pool, start_pool
 from tests.processes import wait_for
 

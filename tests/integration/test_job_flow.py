@@ -12,9 +12,10 @@ import jwt
 import pytest
 import redis
 
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM
+from llmpool.dev.redis_server import RedisServer, free_port
+from llmpool.jobs import JobStore
 from llmpool.keys import Keys
-from llmpool.mock_llm import ContainerSpec, MockLLM
-from llmpool.redis_server import RedisServer, free_port
 from llmpool.schemas import QUEUES
 from tests.processes import ManagedProcess, clean_env, start_api, start_worker
 
@@ -241,23 +242,32 @@ def test_job_keys_left_behind_are_only_ours_and_expire(stack: Stack) -> None:
     assert stack.redis.ttl(stack.keys.job_stream(job_id)) > 0
 
 
-def test_submit_from_python_with_celery(stack: Stack) -> None:
-    """A backend service submits through Celery directly and reads the result from the backend."""
+def test_submit_from_python_with_the_client(stack: Stack) -> None:
+    """A backend service submits with llmpool.Client and waits for the answer; no HTTP hop."""
+    from llmpool import Client
+
+    with Client(stack.redis_url) as client:
+        submitted = client.submit("from python", priority="high")
+        answer = client.result(submitted.job_id, timeout=20)
+        record = client.record(submitted.job_id)
+    assert submitted.created
+    assert answer.content == "Hello from llm-a! You said: from python"
+    assert answer.endpoint == "local"
+    assert record is not None and record["state"] == "succeeded" and record["queue"] == "chat.high"
+
+
+def test_a_plain_send_task_is_a_job_too(stack: Stack) -> None:
+    """A service that only speaks Celery publishes `llmpool.chat` by name; the job still gets a record."""
     from celery import Celery
 
-    from llmpool.jobs import JobStore
+    from llmpool.client import producer_config
     from llmpool.settings import load_settings
-    from workers.config import celery_config
-    from workers.submit import prepare_job, submit_chat
 
-    settings = load_settings(redis_url=stack.redis_url)
-    app = Celery("backend-service")
-    app.conf.update(celery_config(settings))
+    app = Celery("backend-service", set_as_current=False)
+    app.conf.update(producer_config(load_settings(redis_url=stack.redis_url)))
+    job_id = "plain-send-task"
+    app.send_task("llmpool.chat", args=[{"messages": [{"role": "user", "content": "plain"}]}], task_id=job_id)
     store = JobStore(stack.redis, stack.keys, ttl=600, stream_ttl=600)
-    job = prepare_job({"messages": [{"role": "user", "content": "from python"}], "priority": "high"},
-                      settings)
-    result, created = submit_chat(app, store, job)
-    assert created
-    answer = result.get(timeout=20)
-    assert answer["content"] == "Hello from llm-a! You said: from python"
-    assert answer["endpoint"] == "local"
+    events = list(store.events(job_id, until=time.time() + 20))
+    assert events[-1]["state"] == "succeeded"
+    assert events[-1]["data"]["content"] == "Hello from llm-a! You said: plain"

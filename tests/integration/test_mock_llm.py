@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llmpool.mock_llm import (
+from llmpool.dev.mock_llm import (
     BadConfig,
     Conflict,
     ContainerSpec,
@@ -28,7 +28,7 @@ from llmpool.mock_llm import (
     UnknownContainer,
     deploy_id,
 )
-from llmpool.redis_server import free_port
+from llmpool.dev.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

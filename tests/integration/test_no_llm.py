@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from llmpool.mock_llm import ContainerSpec, MockLLM
-from llmpool.redis_server import RedisServer
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM
+from llmpool.dev.redis_server import RedisServer
 from tests.processes import ManagedProcess, clean_env, start_api, start_beat, start_worker, wait_for
 
 

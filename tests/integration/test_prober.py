@@ -13,11 +13,11 @@ import httpx
 import pytest
 import uvicorn
 
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM
+from llmpool.dev.redis_server import free_port
 from llmpool.endpoints import Endpoint
 from llmpool.health import Health, next_health, probe_state
-from llmpool.mock_llm import ContainerSpec, MockLLM
 from llmpool.prober import probe, probe_all, probe_url_candidates, probes_in_flight
-from llmpool.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

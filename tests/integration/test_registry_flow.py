@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from llmpool.mock_llm import ContainerSpec, MockLLM, deploy_id
-from llmpool.redis_server import RedisServer
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
+from llmpool.dev.redis_server import RedisServer
 from tests.processes import ManagedProcess, clean_env, start_api, start_beat, start_worker, wait_for
 
 MAX_FAILURES = 2

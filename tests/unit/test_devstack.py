@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from llmpool.devstack import _ensure_redis, _log_to_stdout, _redact
-from llmpool.devstack.probes import api_probe, configured_llm, connect_host
-from llmpool.devstack.supervisor import StackAborted, Supervisor
-from llmpool.redis_server import free_port
+from llmpool.dev.redis_server import free_port
+from llmpool.dev.stack import _ensure_redis, _log_to_stdout, _redact
+from llmpool.dev.stack.probes import api_probe, configured_llm, connect_host
+from llmpool.dev.stack.supervisor import StackAborted, Supervisor
 from llmpool.settings import Settings
 
 CLOSED = f"http://127.0.0.1:{free_port()}"

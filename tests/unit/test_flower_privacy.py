@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from llmpool.deadlines import prepare_job
+from llmpool.redaction import job_repr
 from llmpool.settings import Settings
-from workers.request import job_repr
 from workers.signals import HIDDEN, _HideChatResults
-from workers.submit import prepare_job
 
 
 def test_job_repr_names_counts_not_text() -> None:

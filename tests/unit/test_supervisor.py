@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmpool.devstack.supervisor import StackAborted, Supervisor
+from llmpool.dev.stack.supervisor import StackAborted, Supervisor
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PDEATHSIG is Linux")
 
@@ -158,7 +158,7 @@ def test_children_die_when_the_supervisor_is_sigkilled(tmp_path: Path):
     script = f"""
     import os, sys
     from pathlib import Path
-    from llmpool.devstack.supervisor import Supervisor
+    from llmpool.dev.stack.supervisor import Supervisor
     sup = Supervisor()
     child = sup.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
                       env=dict(os.environ), log_dir=Path({str(tmp_path)!r}))

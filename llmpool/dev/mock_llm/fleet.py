@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from llmpool.mock_llm.container import Container
-from llmpool.mock_llm.state import BACKEND_FAULTS, BadConfig, Conflict, ContainerSpec, UnknownContainer
+from llmpool.dev.mock_llm.container import Container
+from llmpool.dev.mock_llm.state import BACKEND_FAULTS, BadConfig, Conflict, ContainerSpec, UnknownContainer
 
 __all__ = ["Fleet"]
 

@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from llmpool.mock_llm.container import Container
-from llmpool.mock_llm.faults import NoResponse, client_left
-from llmpool.mock_llm.fleet import Fleet
-from llmpool.mock_llm.state import BadConfig, Conflict, ContainerSpec, MockError, UnknownContainer, deploy_id
+from llmpool.dev.mock_llm.container import Container
+from llmpool.dev.mock_llm.faults import NoResponse, client_left
+from llmpool.dev.mock_llm.fleet import Fleet
+from llmpool.dev.mock_llm.state import BadConfig, Conflict, ContainerSpec, MockError, UnknownContainer, deploy_id
 
 __all__ = ["build_backend_app", "deployed_entry"]
 

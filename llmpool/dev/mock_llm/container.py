@@ -11,8 +11,8 @@ from typing import Any
 
 import uvicorn
 
-from llmpool.mock_llm.openai_app import build_app
-from llmpool.mock_llm.state import (
+from llmpool.dev.mock_llm.openai_app import build_app
+from llmpool.dev.mock_llm.state import (
     HEALTH_FAULTS,
     Conflict,
     ContainerSpec,
@@ -23,7 +23,7 @@ from llmpool.mock_llm.state import (
 
 __all__ = ["Container", "bind_socket", "serve_app", "stop_server", "url_host"]
 
-log = logging.getLogger("llmpool.mock_llm")
+log = logging.getLogger("llmpool.dev.mock_llm")
 
 START_TIMEOUT = 10.0
 # In-flight answers get this long when a container stops (refuse, remove, shutdown); then

@@ -15,10 +15,10 @@ Ollama: GET /api/tags and /api/version instead of /health, and no backend listin
 (chat completions only), last_authorization (of /v1/ requests), last_body, records.
 """
 
-from llmpool.mock_llm.cli import add_arguments, run
-from llmpool.mock_llm.control import MockControl, MockDriver
-from llmpool.mock_llm.server import MockLLM
-from llmpool.mock_llm.state import (
+from llmpool.dev.mock_llm.cli import add_arguments, run
+from llmpool.dev.mock_llm.control import MockControl, MockDriver
+from llmpool.dev.mock_llm.server import MockLLM
+from llmpool.dev.mock_llm.state import (
     BACKEND_FAULTS,
     FAULTS,
     FLAVORS,

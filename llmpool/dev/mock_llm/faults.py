@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from llmpool.mock_llm.replies import ChatRequest, Reply, context_length_message, error_body
-from llmpool.mock_llm.streaming import Timing, stream_body
+from llmpool.dev.mock_llm.replies import ChatRequest, Reply, context_length_message, error_body
+from llmpool.dev.mock_llm.streaming import Timing, stream_body
 
 if TYPE_CHECKING:
-    from llmpool.mock_llm.container import Container
+    from llmpool.dev.mock_llm.container import Container
 
 __all__ = [
     "DroppedResponse", "NoResponse", "chat_fault", "client_left", "hang", "health_fault", "keep",

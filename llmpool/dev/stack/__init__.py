@@ -15,7 +15,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from llmpool.auth import container_bearer_token
-from llmpool.devstack.probes import (
+from llmpool.dev.redis_server import RedisServer, redis_answers
+from llmpool.dev.stack.probes import (
     all_ready,
     api_probe,
     configured_llm,
@@ -24,8 +25,7 @@ from llmpool.devstack.probes import (
     http_status,
     is_local_host,
 )
-from llmpool.devstack.supervisor import StackAborted, Supervisor
-from llmpool.redis_server import RedisServer, redis_answers
+from llmpool.dev.stack.supervisor import StackAborted, Supervisor
 from llmpool.settings import Settings, issues_report, load_settings
 
 __all__ = ["add_arguments", "run"]
@@ -130,7 +130,7 @@ def _start_mock_llm(
     """Start the mock LLM as the local host LLM and wait for its /health; describe it."""
     port = settings.local_llm_port
     argv = [
-        sys.executable, "-m", "llmpool.cli", "mock-llm", "--host", "127.0.0.1",
+        sys.executable, "-m", "llmpool.dev.mock_llm", "--host", "127.0.0.1",
         "--port", str(port), "--control-port", "0", "--model", settings.local_model_name,
     ]
     mock_env = dict(env)

@@ -13,23 +13,23 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llmpool.mock_llm import faults
-from llmpool.mock_llm.replies import (
+from llmpool.dev.mock_llm import faults
+from llmpool.dev.mock_llm.replies import (
     InvalidRequest,
     completion,
     error_body,
     parse_chat_request,
     plan_reply,
 )
-from llmpool.mock_llm.state import MockError, deploy_id
-from llmpool.mock_llm.streaming import Timing, stream_body
+from llmpool.dev.mock_llm.state import MockError, deploy_id
+from llmpool.dev.mock_llm.streaming import Timing, stream_body
 
 if TYPE_CHECKING:
-    from llmpool.mock_llm.container import Container
+    from llmpool.dev.mock_llm.container import Container
 
 __all__ = ["build_app"]
 
-log = logging.getLogger("llmpool.mock_llm")
+log = logging.getLogger("llmpool.dev.mock_llm")
 CHAT_PATH = "/v1/chat/completions"
 OLLAMA_VERSION = "0.5.0"
 

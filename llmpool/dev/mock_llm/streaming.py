@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from llmpool.mock_llm.replies import ChatRequest, Reply, chunk, sse
+from llmpool.dev.mock_llm.replies import ChatRequest, Reply, chunk, sse
 
 __all__ = ["Timing", "stream_body"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from llmpool.mock_llm.state import BadConfig, Conflict, ContainerSpec, MockError, UnknownContainer
+from llmpool.dev.mock_llm.state import BadConfig, Conflict, ContainerSpec, MockError, UnknownContainer
 
 __all__ = ["MockControl", "MockDriver"]
 

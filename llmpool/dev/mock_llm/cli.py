@@ -10,13 +10,13 @@ import sys
 import threading
 from typing import Any
 
-from llmpool.mock_llm.container import bind_socket
-from llmpool.mock_llm.server import MockLLM
-from llmpool.mock_llm.state import ContainerSpec, MockError
+from llmpool.dev.mock_llm.container import bind_socket
+from llmpool.dev.mock_llm.server import MockLLM
+from llmpool.dev.mock_llm.state import ContainerSpec, MockError
 
 __all__ = ["add_arguments", "run"]
 
-log = logging.getLogger("llmpool.mock_llm")
+log = logging.getLogger("llmpool.dev.mock_llm")
 # Models the --extra-containers get, in order (name, Hugging Face id), for demos.
 EXTRA_MODELS = (
     ("Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"),

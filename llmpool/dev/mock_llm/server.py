@@ -14,15 +14,15 @@ from typing import Any, TypeVar
 
 import uvicorn
 
-from llmpool.mock_llm.backend import build_backend_app
-from llmpool.mock_llm.container import Container, bind_socket, serve_app, stop_server, url_host
-from llmpool.mock_llm.control import MockDriver
-from llmpool.mock_llm.fleet import Fleet
-from llmpool.mock_llm.state import ContainerSpec
+from llmpool.dev.mock_llm.backend import build_backend_app
+from llmpool.dev.mock_llm.container import Container, bind_socket, serve_app, stop_server, url_host
+from llmpool.dev.mock_llm.control import MockDriver
+from llmpool.dev.mock_llm.fleet import Fleet
+from llmpool.dev.mock_llm.state import ContainerSpec
 
 __all__ = ["MockLLM"]
 
-log = logging.getLogger("llmpool.mock_llm")
+log = logging.getLogger("llmpool.dev.mock_llm")
 T = TypeVar("T")
 CALL_TIMEOUT = 30.0
 

@@ -1,0 +1,170 @@
+"""The public Client: submit chat jobs, wait for their answers, stream their tokens, read records.
+
+The one core module that talks to Celery, and only as a producer: its Celery app has no worker
+signals, no beat schedule and no result backend (the job record is the one stored outcome).
+
+    from llmpool import Client
+    with Client("redis://localhost:6379/0") as client:
+        print(client.chat("Hello").content)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu import Queue
+
+from llmpool.deadlines import prepare_job
+from llmpool.errors import JobNotFound, ResultTimeout, error_from_dict
+from llmpool.jobs import FINAL_STATES, JobStore
+from llmpool.keys import Keys
+from llmpool.redaction import job_repr
+from llmpool.schemas import QUEUES, ChatJob, ChatResult, queue_for
+from llmpool.settings import Settings, get_settings, load_settings
+
+__all__ = ["Client", "JobEvent", "Submitted", "CHAT_TASK", "producer_config"]
+
+CHAT_TASK = "llmpool.chat"
+# Past a job's own deadline the worker still needs a moment to record why it failed.
+RESULT_GRACE = 10.0
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings every process that publishes needs; workers add their own on top."""
+    return {
+        "broker_url": settings.redis_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
+        "task_default_queue": "chat.default",
+        "task_routes": {"llmpool.control.*": {"queue": "control"}},
+        "broker_connection_retry_on_startup": True,
+        "task_send_sent_event": True,
+        "timezone": "UTC",
+    }
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `submit` did: the job's id, and False when the id (an idempotency key) was known."""
+
+    job_id: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job's stream: `token` (text), `reset` (drop what came before) or `end`."""
+
+    type: str
+    text: str = ""
+    state: str | None = None
+    data: dict[str, Any] | None = None
+
+
+class Client:
+    """A producer of chat jobs on one llmpool; needs only the Redis URL."""
+
+    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
+                 connection: redis.Redis | None = None) -> None:
+        """`connection`: a Redis client to share (the caller closes it); by default one of its own."""
+        if settings is None:
+            settings = load_settings(redis_url=redis_url) if redis_url else get_settings()
+        self.settings = settings
+        self.keys = Keys(settings.agent_redis_prefix)
+        self._owns_redis = connection is None
+        self.redis = connection or redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
+        self.jobs = JobStore(self.redis, self.keys, ttl=settings.agent_result_ttl,
+                             stream_ttl=settings.agent_stream_ttl)
+        self.celery = Celery("llmpool-client", set_as_current=False)
+        self.celery.conf.update(producer_config(settings))
+
+    def submit(self, job: ChatJob | Mapping[str, Any] | str, *, job_id: str | None = None,
+               **fields: Any) -> Submitted:
+        """Enqueue a job on its priority queue; `job_id` doubles as an idempotency key.
+
+        `job` is a ChatJob, its JSON form, or the text of one user message; `fields` add
+        ChatJob fields (priority, thread_id, ...). Raises InvalidJob before anything is stored.
+        """
+        prepared = prepare_job(_as_job_dict(job, fields) if not isinstance(job, ChatJob) else job,
+                               self.settings)
+        job_id = job_id or uuid.uuid4().hex
+        queue = queue_for(prepared.priority)
+        created = self.jobs.create(job_id, queue=queue, deadline=prepared.deadline or 0.0,
+                                   summary=prepared.summary())
+        if created:
+            payload = prepared.model_dump(mode="json", exclude_none=True)
+            self.celery.send_task(CHAT_TASK, args=[payload], task_id=job_id, queue=queue,
+                                  argsrepr=repr((job_repr(payload),)), kwargsrepr="{}")
+        return Submitted(job_id, created)
+
+    def record(self, job_id: str) -> dict[str, Any] | None:
+        """The job's record (state, attempts, endpoint, result or error), or None if unknown."""
+        return self.jobs.get(job_id)
+
+    def stream(self, job_id: str, *, timeout: float | None = None) -> Iterator[JobEvent]:
+        """The job's events as they come, from the start, ending with its `end` event."""
+        for event in self.jobs.events(job_id, until=self._until(job_id, timeout)):
+            yield JobEvent(type=str(event.get("type")), text=str(event.get("text", "")),
+                           state=event.get("state"), data=event.get("data"))
+
+    def result(self, job_id: str, *, timeout: float | None = None) -> ChatResult:
+        """Wait for the job's answer; raises its failure as the matching LLMPoolError.
+
+        `timeout` in seconds; by default the job's own deadline (plus a little grace).
+        Raises ResultTimeout if it has not finished by then, JobNotFound if the id is unknown.
+        """
+        record = self._known(job_id)
+        if record.get("state") not in FINAL_STATES:
+            try:
+                end = [e for e in self.jobs.events(job_id, until=self._until(job_id, timeout, record))
+                       if e.get("type") == "end"][-1]
+            except TimeoutError:
+                raise ResultTimeout(f"job {job_id} had not finished; it may still finish later",
+                                    job_id=job_id) from None
+            record = {"state": end.get("state"), "result": end.get("data"), "error": end.get("data")}
+        if record.get("state") == "succeeded":
+            return ChatResult.model_validate(record.get("result") or {})
+        raise error_from_dict(record.get("error") or {"type": record.get("state") or "failed"})
+
+    def chat(self, job: ChatJob | Mapping[str, Any] | str, *, timeout: float | None = None,
+             **fields: Any) -> ChatResult:
+        """Submit a job and wait for its answer."""
+        return self.result(self.submit(job, **fields).job_id, timeout=timeout)
+
+    def close(self) -> None:
+        if self._owns_redis:
+            self.redis.close()
+        self.celery.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _known(self, job_id: str) -> dict[str, Any]:
+        record = self.jobs.get(job_id)
+        if record is None:
+            raise JobNotFound(f"No job with id {job_id}", job_id=job_id)
+        return record
+
+    def _until(self, job_id: str, timeout: float | None, record: dict[str, Any] | None = None) -> float:
+        if timeout is not None:
+            return time.time() + timeout
+        deadline = (record or self._known(job_id)).get("deadline") or 0.0
+        return max(float(deadline), time.time()) + RESULT_GRACE
+
+
+def _as_job_dict(job: Mapping[str, Any] | str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    base: dict[str, Any] = {"messages": [{"role": "user", "content": job}]} if isinstance(job, str) else dict(job)
+    return {**base, **fields}
