@@ -22,14 +22,14 @@ from celery import Celery
 from kombu import Queue
 
 from llmpool.deadlines import prepare_job
-from llmpool.errors import JobNotFound, ResultTimeout, error_from_dict
+from llmpool.errors import JobNotFound, ResultTimeout, SubmitFailed, error_from_dict
 from llmpool.jobs import FINAL_STATES, JobStore
 from llmpool.keys import Keys
 from llmpool.redaction import job_repr
 from llmpool.schemas import QUEUES, ChatJob, ChatResult, queue_for
 from llmpool.settings import Settings, get_settings, load_settings
 
-__all__ = ["Client", "JobEvent", "Submitted", "CHAT_TASK", "producer_config"]
+__all__ = ["Client", "JobEvent", "Submitted", "CHAT_TASK", "producer_config", "publish_chat"]
 
 CHAT_TASK = "llmpool.chat"
 # Past a job's own deadline the worker still needs a moment to record why it failed.
@@ -49,6 +49,12 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "timezone": "UTC",
     }
+
+
+def publish_chat(app: Celery, job_id: str, queue: str, payload: Mapping[str, Any]) -> None:
+    """Put a chat job's message on its queue (task id = job id); raises what the broker raised."""
+    app.send_task(CHAT_TASK, args=[dict(payload)], task_id=job_id, queue=queue,
+                  argsrepr=repr((job_repr(payload),)), kwargsrepr="{}")
 
 
 @dataclass(frozen=True)
@@ -98,13 +104,27 @@ class Client:
                                self.settings)
         job_id = job_id or uuid.uuid4().hex
         queue = queue_for(prepared.priority)
+        payload = prepared.model_dump(mode="json", exclude_none=True)
         created = self.jobs.create(job_id, queue=queue, deadline=prepared.deadline or 0.0,
-                                   summary=prepared.summary())
+                                   summary=prepared.summary(), payload=payload)
         if created:
-            payload = prepared.model_dump(mode="json", exclude_none=True)
-            self.celery.send_task(CHAT_TASK, args=[payload], task_id=job_id, queue=queue,
-                                  argsrepr=repr((job_repr(payload),)), kwargsrepr="{}")
+            self._publish(job_id, queue, payload)
         return Submitted(job_id, created)
+
+    def _publish(self, job_id: str, queue: str, payload: dict[str, Any]) -> None:
+        """Publish, or undo the record: no half-submitted job is left behind."""
+        try:
+            publish_chat(self.celery, job_id, queue, payload)
+        except Exception as exc:
+            try:
+                self.jobs.abandon(job_id)
+            except redis.RedisError:  # the sweep publishes it once Redis answers again
+                pass
+            raise SubmitFailed(f"the broker did not take the job: {type(exc).__name__}", job_id=job_id) from exc
+        try:
+            self.jobs.published(job_id)
+        except redis.RedisError:  # the sweep publishes it again; the claim skips the duplicate
+            pass
 
     def record(self, job_id: str) -> dict[str, Any] | None:
         """The job's record (state, attempts, endpoint, result or error), or None if unknown."""

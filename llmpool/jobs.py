@@ -1,17 +1,22 @@
-"""Job state in Redis: the record of each chat job and the event stream its answer flows through.
+"""Job state in Redis: the record of each chat job, its history, and the stream its answer flows through.
 
-A job record is a hash (state, queue, attempts, lease, endpoint, result or error). Its stream
-carries `token` events (when the job streams), `reset` events (a restart on another endpoint:
-discard what you had) and exactly one final `end` event. A stream, not pub/sub, so a reader that
-attaches late still sees everything from the start.
+A job record is a hash (state, queue, payload, attempts, claims, calls, lease, result or error).
+Its stream carries `token` events (when the job streams), `reset` events (a restart on another
+endpoint or by another worker: discard what you had) and exactly one final `end` event. A stream,
+not pub/sub, so a reader that attaches late still sees everything from the start.
+
+Three sorted sets let the sweep find work no worker holds: `running` (lease expiry), `parked`
+(due time) and `unpublished` (jobs that may have no message on the broker). Every move between
+states is one Lua script, and every write of a run names its claim number, so a run whose lease
+lapsed and whose job was handed to another worker can no longer change it.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
@@ -20,14 +25,15 @@ from llmpool.codec import as_text
 from llmpool.keys import Keys
 from llmpool.scripts import register
 
-__all__ = ["JobStore", "Claim", "EventPublisher", "decode_event", "FINAL_STATES"]
-
-READ_BLOCK_MS = 5000  # one blocking XREAD waits at most this long, so a reader notices its own limit
+__all__ = ["JobStore", "Claim", "Recovered", "EventPublisher", "decode_event", "FINAL_STATES"]
 
 FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
 Verdict = Literal["run", "done", "busy", "exhausted"]
 STREAM_MAXLEN = 10_000
 FLUSH_INTERVAL = 0.05  # batch tokens for 50 ms: one XADD per batch, not per token
+READ_BLOCK_MS = 5000  # one blocking XREAD waits at most this long, so a reader notices its own limit
+FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "lease_until", "deadline", "due_at")
+INT_FIELDS = ("attempts", "claims", "calls")
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,21 @@ class Claim:
     verdict: Verdict
     attempts: int
     state: str
+    claim: int = 0  # this run's number; 0 when the delivery must not run the job
+    calls: int = 0  # LLM calls earlier runs of the job made (one call budget per job)
     created_at: float | None = None  # set when verdict is "run"
     deadline: float | None = None  # the deadline recorded at submission, if any
     started_at: float | None = None
 
+
+@dataclass(frozen=True)
+class Recovered:
+    """A job the sweep took back from a dead run, a due wait, or a lost publish."""
+
+    job_id: str
+    queue: str
+    payload: dict[str, Any]
+    why: str
 
 
 def decode_event(fields: dict[Any, Any]) -> dict[str, Any]:
@@ -49,46 +66,119 @@ def decode_event(fields: dict[Any, Any]) -> dict[str, Any]:
     return event
 
 
+def _number(raw: Any) -> float | None:
+    text = as_text(raw) if raw is not None else ""
+    return float(text) if text else None
+
+
 class JobStore:
-    """Reads and writes job records and job streams; the only writer of both."""
+    """Reads and writes job records, histories and streams; the only writer of all three."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, ttl: float, stream_ttl: float) -> None:
         self.redis = client
         self.keys = keys
         self.ttl = int(ttl)
         self.stream_ttl = int(stream_ttl)
-        self._claim = register(client, "job_claim")
-        self._create = register(client, "job_create")
-        self._release = register(client, "job_release")
+        self._scripts = {name: register(client, name) for name in (
+            "job_create", "job_abandon", "job_claim", "job_renew", "job_park", "job_finish", "job_recover")}
 
-    def create(self, job_id: str, *, queue: str, deadline: float, summary: str) -> bool:
-        """Record a submitted job; False when the id exists already (nothing is changed)."""
-        args = [queue, repr(deadline), summary, self.ttl]
-        return bool(self._create(keys=[self.keys.job(job_id)], args=args))
+    def create(self, job_id: str, *, queue: str, deadline: float, summary: str,
+               payload: Mapping[str, Any]) -> bool:
+        """Record a submitted job with its payload; False when the id exists already (nothing changes)."""
+        args = [job_id, queue, repr(deadline), summary, self.ttl, json.dumps(payload)]
+        return bool(self._scripts["job_create"](keys=[self.keys.job(job_id), self.keys.jobs_unpublished()],
+                                                args=args))
+
+    def published(self, job_id: str) -> None:
+        """The broker holds the job's message: the sweep need not publish it again."""
+        self.redis.zrem(self.keys.jobs_unpublished(), job_id)
+
+    def abandon(self, job_id: str) -> bool:
+        """Remove a job whose message could not be published (only if no worker claimed it)."""
+        return bool(self._scripts["job_abandon"](keys=[self.keys.job(job_id), self.keys.jobs_unpublished()],
+                                                 args=[job_id]))
 
     def claim(self, job_id: str, *, worker: str, lease: float, max_attempts: int) -> Claim:
         """Move a delivered job to running, or say why this delivery must not run it."""
-        reply = self._claim(keys=[self.keys.job(job_id)], args=[worker, lease, max_attempts, self.ttl])
-        times = [float(as_text(v)) if as_text(v) else None for v in reply[3:]] + [None] * 3
+        k = self.keys
+        reply = self._scripts["job_claim"](
+            keys=[k.job(job_id), k.jobs_running(), k.jobs_parked(), k.jobs_unpublished(), k.job_history(job_id)],
+            args=[job_id, worker, lease, max_attempts, self.ttl])
+        times = [_number(v) for v in reply[5:]] + [None] * 3
         return Claim(as_text(reply[0]), int(reply[1]), as_text(reply[2]),  # type: ignore[arg-type]
-                     created_at=times[0], deadline=times[1] or None, started_at=times[2])
+                     claim=int(reply[3]), calls=int(reply[4]), created_at=times[0], deadline=times[1] or None,
+                     started_at=times[2])
 
-    def release(self, job_id: str) -> bool:
-        """Hand a running job back to wait in its queue; False if it was not running."""
-        return bool(self._release(keys=[self.keys.job(job_id)], args=[self.ttl]))
+    def renew(self, held: Mapping[str, int], *, lease: float) -> set[str]:
+        """Extend the leases of the jobs this process runs (id -> claim); the ids it no longer holds."""
+        if not held:
+            return set()
+        ids = list(held)
+        args: list[Any] = [lease]
+        for job_id in ids:
+            args += [held[job_id], job_id]
+        keys = [self.keys.jobs_running(), *(self.keys.job(j) for j in ids)]
+        return {as_text(j) for j in self._scripts["job_renew"](keys=keys, args=args)}
+
+    def park(self, job_id: str, *, claim: int, delay: float, calls: int,
+             history: list[dict[str, Any]]) -> bool:
+        """Hand a running job back to wait in Redis for `delay` seconds; False if this run lost it."""
+        k = self.keys
+        keys = [k.job(job_id), k.jobs_running(), k.jobs_parked(), k.job_history(job_id)]
+        args = [job_id, claim, max(0.0, delay), calls, self.ttl, json.dumps(history)]
+        return bool(self._scripts["job_park"](keys=keys, args=args))
+
+    def finish(self, job_id: str, state: str, payload: dict[str, Any], *, claim: int | None = None,
+               calls: int = 0, history: list[dict[str, Any]] | None = None) -> bool:
+        """Final state, stored outcome and the `end` event at once; False if nothing was written
+        (the job was final already, or `claim` no longer holds it)."""
+        k = self.keys
+        keys = [k.job(job_id), k.job_stream(job_id), k.jobs_running(), k.jobs_parked(), k.jobs_unpublished(),
+                k.job_history(job_id)]
+        entry = {"event": state, "at": time.time(), **({"endpoint": payload["endpoint"]} if "endpoint" in payload
+                                                        else {"error": payload.get("type")})}
+        args = [job_id, "" if claim is None else claim, state, "result" if state == "succeeded" else "error",
+                json.dumps(payload), calls, self.ttl, self.stream_ttl, STREAM_MAXLEN,
+                json.dumps([*(history or []), entry])]
+        return bool(self._scripts["job_finish"](keys=keys, args=args))
+
+    def recover(self, *, limit: int, republish_grace: float) -> list[Recovered]:
+        """Take orphaned, due and unpublished jobs for the sweep to publish (each stays in
+        `unpublished` until `published` is called, so a sweep that dies here loses nothing)."""
+        k = self.keys
+        reply = self._scripts["job_recover"](
+            keys=[k.jobs_running(), k.jobs_parked(), k.jobs_unpublished()],
+            args=[k.job(""), k.job_history(""), limit, republish_grace, self.ttl])
+        flat = [as_text(v) for v in reply]
+        return [Recovered(flat[i], flat[i + 1], json.loads(flat[i + 2]), flat[i + 3]) for i in range(0, len(flat), 4)]
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are running, parked, and waiting for their message to be confirmed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in (self.keys.jobs_running(), self.keys.jobs_parked(), self.keys.jobs_unpublished()):
+            pipe.zcard(key)
+        running, parked, unpublished = pipe.execute()
+        return {"running": int(running), "parked": int(parked), "unpublished": int(unpublished)}
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.redis.hgetall(self.keys.job(job_id))
+        """The job's record with its history; None if unknown (the payload is not returned)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.job(job_id))
+        pipe.lrange(self.keys.job_history(job_id), 0, -1)
+        raw, history = pipe.execute()
         if not raw:
             return None
         record: dict[str, Any] = {as_text(k): as_text(v) for k, v in raw.items()}
-        for field in ("result", "error"):
-            if field in record:
-                record[field] = json.loads(record[field])
-        for field in ("created_at", "started_at", "finished_at", "lease_until", "deadline"):
-            if field in record:
-                record[field] = float(record[field])
-        record["attempts"] = int(record.get("attempts", 0))
+        record.pop("payload", None)
+        for name in ("result", "error"):
+            if name in record:
+                record[name] = json.loads(record[name])
+        for name in FLOAT_FIELDS:
+            if name in record:
+                record[name] = float(record[name])
+        for name in INT_FIELDS:
+            record[name] = int(record.get(name, 0))
+        record["history"] = [json.loads(as_text(h)) for h in history]
         return record
 
     def stream_key(self, job_id: str) -> str:
@@ -115,21 +205,8 @@ class JobStore:
                     if event.get("type") == "end":
                         return
 
-    def publisher(self, job_id: str, *, stream_tokens: bool) -> EventPublisher:
-        return EventPublisher(self, job_id, stream_tokens=stream_tokens)
-
-    def finish(self, job_id: str, state: str, payload: dict[str, Any], **fields: Any) -> None:
-        """Final state and its end event, in one MULTI: readers never see one without the other."""
-        field = "result" if state == "succeeded" else "error"
-        data = json.dumps(payload)
-        record = {"state": state, field: data, "finished_at": time.time(), **fields}
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.job(job_id), mapping=record)  # type: ignore[arg-type]  # redis-py types are invariant
-        pipe.expire(self.keys.job(job_id), self.ttl)
-        pipe.xadd(self.keys.job_stream(job_id), {"type": "end", "state": state, "data": data},
-                  maxlen=STREAM_MAXLEN, approximate=True)
-        pipe.expire(self.keys.job_stream(job_id), self.stream_ttl)
-        pipe.execute()
+    def publisher(self, job_id: str, *, stream_tokens: bool, claim: int | None = None) -> EventPublisher:
+        return EventPublisher(self, job_id, stream_tokens=stream_tokens, claim=claim)
 
     def append_events(self, job_id: str, events: list[dict[str, str]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -139,19 +216,25 @@ class JobStore:
         pipe.execute()
 
 
+@dataclass
 class EventPublisher:
-    """Collects one job's tokens and writes them to its stream in small batches."""
+    """Collects one run's tokens and writes them to the job's stream in small batches.
 
-    def __init__(self, store: JobStore, job_id: str, *, stream_tokens: bool) -> None:
-        self.store = store
-        self.job_id = job_id
-        self.stream_tokens = stream_tokens
-        self._buffer: list[str] = []
-        self._last_flush = time.monotonic()
-        self.published = 0  # token batches written: a restart after this needs a reset event
+    `lost` is set when the run no longer holds the job (its lease lapsed and another worker took
+    it): from then on nothing of this run reaches readers.
+    """
+
+    store: JobStore
+    job_id: str
+    stream_tokens: bool
+    claim: int | None = None
+    lost: bool = False
+    published: int = 0  # token batches written: a restart after this needs a reset event
+    _buffer: list[str] = field(default_factory=list)
+    _last_flush: float = field(default_factory=time.monotonic)
 
     def token(self, text: str) -> None:
-        if not self.stream_tokens:
+        if not self.stream_tokens or self.lost:
             return
         self._buffer.append(text)
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
@@ -159,7 +242,7 @@ class EventPublisher:
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
-        if not self._buffer:
+        if not self._buffer or self.lost:
             return
         text, self._buffer = "".join(self._buffer), []
         self.store.append_events(self.job_id, [{"type": "token", "text": text}])
@@ -168,11 +251,18 @@ class EventPublisher:
     def reset(self) -> None:
         """Tell readers to drop the partial answer: the job restarts on another endpoint."""
         self._buffer.clear()
-        if self.published:
+        if self.published and not self.lost:
             self.store.append_events(self.job_id, [{"type": "reset"}])
             self.published = 0
 
-    def end(self, state: str, payload: dict[str, Any], **fields: Any) -> None:
+    def restart(self) -> None:
+        """A new run of a job an earlier run may have streamed into: readers drop what came before."""
+        if self.stream_tokens and self.store.redis.xlen(self.store.stream_key(self.job_id)):
+            self.store.append_events(self.job_id, [{"type": "reset"}])
+
+    def end(self, state: str, payload: dict[str, Any], *, calls: int = 0,
+            history: list[dict[str, Any]] | None = None) -> bool:
+        """Finish the job; False if this run no longer held it (nothing was written)."""
         if state == "succeeded":
             self.flush()
-        self.store.finish(self.job_id, state, payload, **fields)
+        return self.store.finish(self.job_id, state, payload, claim=self.claim, calls=calls, history=history)

@@ -24,6 +24,22 @@ class Keys:
         """Stream: a job's tokens, reset markers and its final `end` event."""
         return f"{self.prefix}:stream:{job_id}"
 
+    def job_history(self, job_id: str) -> str:
+        """List: a job's attempt history as JSON entries (claims, calls, refusals, waits, recoveries)."""
+        return f"{self.prefix}:history:{job_id}"
+
+    def jobs_running(self) -> str:
+        """Sorted set: job id -> claim lease expiry, for every running job (the sweep's orphan list)."""
+        return f"{self.prefix}:jobs:running"
+
+    def jobs_parked(self) -> str:
+        """Sorted set: job id -> due time, for jobs waiting in Redis (no LLM, every endpoint refused)."""
+        return f"{self.prefix}:jobs:parked"
+
+    def jobs_unpublished(self) -> str:
+        """Sorted set: job id -> when it was last put on a queue, until the broker has its message."""
+        return f"{self.prefix}:jobs:unpublished"
+
     def conversation(self, thread_id: str) -> str:
         """List: the last messages of one thread, as JSON, oldest first."""
         return f"{self.prefix}:conv:{thread_id}"

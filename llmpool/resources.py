@@ -21,6 +21,7 @@ from llmpool.gate import RedisGate
 from llmpool.groups import order_candidates
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
+from llmpool.leases import LeaseKeeper
 from llmpool.llm_client import LLMClient, make_http_client
 from llmpool.registry import Registry
 from llmpool.runner import Gate
@@ -47,6 +48,7 @@ class Resources:
     conversations: ConversationStore
     registry: Registry
     selection_cache: SelectionCache
+    leases: LeaseKeeper
     gate: Gate | None = None
     in_flight: Callable[[list[str]], dict[str, int]] = _nothing_in_flight
 
@@ -56,6 +58,7 @@ class Resources:
                                 pinned=selection.pinned, in_flight=self.in_flight)
 
     def close(self) -> None:
+        self.leases.stop()
         self.http.close()
         self.redis.close()
 
@@ -99,10 +102,10 @@ def _build(settings: Settings) -> Resources:
     http = make_http_client(settings)
     registry = Registry(client, keys)
     admitter = Admitter(client, keys)
+    jobs = JobStore(client, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
     return Resources(
         settings=settings, keys=keys, redis=client, http=http, llm=LLMClient(http, settings),
-        jobs=JobStore(client, keys, ttl=settings.agent_result_ttl,
-                      stream_ttl=settings.agent_stream_ttl),
+        jobs=jobs, leases=LeaseKeeper(jobs, lease=settings.agent_job_lease),
         conversations=ConversationStore(
             client, keys, max_messages=settings.agent_conversation_max_messages,
             ttl=settings.agent_conversation_ttl),

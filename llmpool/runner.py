@@ -178,13 +178,17 @@ class _Run:
 def run_chat(
     job: ChatJob, *, job_id: str, candidates: list[Endpoint], client: LLMClient, publisher: EventPublisher,
     deadline: float, max_calls: int, gate: Gate | None = None, max_tokens: int = 2048,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = time.time, report: RunReport | None = None,
 ) -> tuple[ChatResult, RunReport]:
-    """Answer `job` from the first candidate that admits it and succeeds; `deadline` is unix time."""
+    """Answer `job` from the first candidate that admits it and succeeds; `deadline` is unix time.
+
+    `report`, when given, is filled in as the run goes, so the caller has it even when this raises.
+    """
     if not candidates:
         raise NoLLMAvailable("No LLM available: no endpoint is configured or selected")
     run = _Run(job=job, job_id=job_id, client=client, gate=gate or OpenGate(), publisher=publisher,
-               deadline=deadline, clock=clock, reserved=estimate_tokens(job, job.max_tokens or max_tokens))
+               deadline=deadline, clock=clock, reserved=estimate_tokens(job, job.max_tokens or max_tokens),
+               report=report if report is not None else RunReport())
     for endpoint in candidates:
         if run.report.calls >= max_calls:
             break

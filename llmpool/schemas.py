@@ -14,7 +14,8 @@ __all__ = ["Message", "ChatJob", "Usage", "Timings", "ChatResult", "Priority", "
 Priority = Literal["high", "default", "low"]
 CHAT_QUEUES = {"high": "chat.high", "default": "chat.default", "low": "chat.low"}
 # Consumption order matters: kombu's "priority" cycle reads queues in the order given to -Q.
-QUEUES = ("chat.high", "chat.default", "chat.low", "control")
+# Control first: the sweep, discovery and health must never wait behind a chat backlog.
+QUEUES = ("control", "chat.high", "chat.default", "chat.low")
 
 MAX_TEXT = 1_000_000
 ThreadId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@/-]+$")]

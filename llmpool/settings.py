@@ -105,7 +105,15 @@ class Settings(BaseSettings):
     agent_job_deadline: Seconds = 600  # default deadline of a chat.default job
     agent_job_deadline_high: Seconds = 120  # ... of a chat.high job (interactive: fail fast)
     agent_job_deadline_low: Seconds = 3600  # ... of a chat.low job (batch: wait long)
-    agent_job_max_attempts: Annotated[int, Field(ge=1)] = 3  # deliveries of one job
+    agent_job_max_attempts: Annotated[int, Field(ge=1)] = 3  # runs of one job cut short by a dead worker
+    # A running job's claim lease; its worker renews it every third of this while the job runs, and
+    # the sweep hands a job whose lease lapsed (its worker died) to another worker.
+    agent_job_lease: Annotated[float, Field(ge=3)] = 30
+    agent_sweep_interval: Seconds = 5  # how often the sweep looks for orphaned, due and unpublished jobs
+    # A job whose message the broker may never have received is published again after this.
+    agent_republish_after: Seconds = 10
+    # SIGTERM: running jobs get this long to finish before the worker hands them back.
+    agent_shutdown_grace: Annotated[float, Field(ge=0)] = 30
     agent_job_max_calls: Annotated[int, Field(ge=1)] = 3  # LLM calls (endpoints tried) per job
     agent_result_ttl: Seconds = 86400
     agent_stream_ttl: Seconds = 600

@@ -107,7 +107,7 @@ class ManagedProcess:
 
 def start_worker(
     tmp: Path, env: dict[str, str], *, name: str = "w1", concurrency: int = 8,
-    queues: str = "chat.high,chat.default,chat.low,control", timeout: float = 30.0,
+    queues: str = "control,chat.high,chat.default,chat.low", timeout: float = 30.0,
     loglevel: str = "INFO",
 ) -> ManagedProcess:
     """A real `celery worker` (threads pool); ready once its heartbeat is recorded in Redis."""

@@ -1,26 +1,40 @@
-"""The `llmpool.chat` task: decode, claim, run on the best endpoint, settle. Logic lives in llmpool."""
+"""The `llmpool.chat` task: decode, claim, run on the best endpoint, settle. Logic lives in llmpool.
+
+The claim is the one gate: a delivery runs the job only when it claims it. A delivery of a
+finished job answers with its real outcome; one of a job running elsewhere is acked (the running
+set brings the job back if that worker dies). A job that must wait is parked in Redis and the
+delivery ends: no thread, no unacked message and no worker memory hold a waiting job.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore
 
 from llmpool.deadlines import default_deadline
-from llmpool.errors import InvalidJob, JobExpired, LLMPoolError, NoLLMAvailable, Refused, TooManyAttempts
-from llmpool.jobs import Claim
+from llmpool.errors import (
+    AllEndpointsFailed,
+    InvalidJob,
+    JobExpired,
+    LLMPoolError,
+    NoLLMAvailable,
+    Refused,
+    TooManyAttempts,
+    error_from_dict,
+)
+from llmpool.jobs import Claim, EventPublisher
 from llmpool.resources import Resources, current
-from llmpool.runner import run_chat, wait_delay
+from llmpool.runner import RunReport, run_chat, wait_delay
 from llmpool.schemas import ChatJob, Message, parse_job
 
 __all__ = ["chat"]
 
 log = logging.getLogger(__name__)
-CLAIM_LEASE_MARGIN = 30.0  # a running job's claim outlives its longest call by this
 ADMISSION_JITTER = 0.25  # seconds: refused jobs that wait together come back spread out
 
 
@@ -28,19 +42,10 @@ class ChatTask(Task):
     Request = "workers.request:ChatRequest"
     # Our own errors are outcomes, not crashes: logged at INFO without a traceback.
     throws = (LLMPoolError,)
-    # Waiting jobs are re-queued as often as needed: the job's deadline bounds them, not a count.
-    # (retry(max_retries=None) does not mean "unlimited"; it falls back to this attribute.)
-    max_retries = None
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        """An unexpected crash still ends the job, so no reader waits for it forever."""
-        if isinstance(exc, LLMPoolError):
-            return
-        res = current()
-        record = res.jobs.get(task_id) or {}
-        if record.get("state") not in ("succeeded", "failed", "expired", "cancelled"):
-            res.jobs.finish(task_id, "failed", {"type": "internal_error",
-                                                "message": f"worker error: {type(exc).__name__}"})
+
+class Parked(Exception):
+    """The job waits in Redis; this delivery is done with it."""
 
 
 def _deadline(job: ChatJob, claim: Claim, res: Resources) -> float:
@@ -64,9 +69,22 @@ def _remember(job: ChatJob, content: str, res: Resources) -> None:
         res.conversations.append(job.thread_id, [*turn, {"role": "assistant", "content": content}])
 
 
-def _fail(res: Resources, job_id: str, exc: LLMPoolError) -> None:
-    state = "expired" if isinstance(exc, JobExpired) else "failed"
-    res.jobs.finish(job_id, state, exc.to_dict())
+def _history(report: RunReport) -> list[dict[str, Any]]:
+    now = time.time()
+    failed = [{"event": "call_failed", "at": now, "endpoint": f.get("endpoint"), "error": f.get("type"),
+               "message": f.get("message")} for f in report.failures]
+    refused = [{"event": "refused", "at": now, "endpoint": r.get("endpoint"), "reason": r.get("reason")}
+               for r in report.refusals]
+    return failed + refused
+
+
+def _outcome_of_finished(res: Resources, job_id: str, state: str) -> dict[str, Any]:
+    """A duplicate delivery of a finished job ends as that job did: its failure stays a failure."""
+    log.info("job %s already %s: duplicate delivery answered from its record", job_id, state)
+    record = res.jobs.get(job_id) or {}
+    if state == "succeeded":
+        return dict(record.get("result") or {})
+    raise error_from_dict(record.get("error") or {"type": state, "message": f"job {state}"})
 
 
 @shared_task(name="llmpool.chat", bind=True, base=ChatTask)
@@ -77,74 +95,101 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
     try:
         parsed = parse_job(job)
     except InvalidJob as exc:
-        _fail(res, job_id, exc)
+        res.jobs.finish(job_id, "failed", exc.to_dict())
         raise
-    lease = min(res.settings.agent_request_timeout, res.settings.agent_job_deadline) + CLAIM_LEASE_MARGIN
-    claim = res.jobs.claim(job_id, worker=self.request.hostname or "?", lease=lease,
+    claim = res.jobs.claim(job_id, worker=self.request.hostname or "?", lease=res.settings.agent_job_lease,
                            max_attempts=res.settings.agent_job_max_attempts)
     if claim.verdict == "done":
-        log.info("job %s already %s: duplicate delivery skipped", job_id, claim.state)
-        record = res.jobs.get(job_id) or {}
-        return record.get("result") or {}
+        return _outcome_of_finished(res, job_id, claim.state)
     if claim.verdict == "busy":
-        log.info("job %s is running elsewhere: duplicate delivery dropped", job_id)
+        log.info("job %s is running elsewhere: this copy is acked; the sweep recovers it if that run dies", job_id)
         raise Ignore()
     if claim.verdict == "exhausted":
-        too_many = TooManyAttempts(f"job was delivered {claim.attempts} times without finishing")
-        _fail(res, job_id, too_many)
+        too_many = TooManyAttempts(f"job was run {claim.attempts} times and its worker died each time")
+        res.jobs.finish(job_id, "failed", too_many.to_dict())
         raise too_many
-    return _run(self, res, job_id, parsed, claim)
-
-
-def _requeue(task: ChatTask, res: Resources, job_id: str, delay: float, why: str) -> NoReturn:
-    """Put the job back in its queue for `delay` seconds: a waiting job holds no worker thread."""
-    res.jobs.release(job_id)
-    log.info("job %s waits %.2fs: %s (wait %d)", job_id, delay, why, task.request.retries + 1)
-    raise task.retry(countdown=delay)
-
-
-def _wait_for_llm(task: ChatTask, res: Resources, job_id: str, deadline: float) -> NoReturn:
-    """No LLM is selected: look again after a short, growing backoff."""
-    delay = wait_delay(task.request.retries, random.random())
-    if time.time() + delay >= deadline:
-        raise NoLLMAvailable("No LLM available before the job's deadline")
-    res.selection_cache.invalidate()
-    _requeue(task, res, job_id, delay, "no LLM selected")
-
-
-def _wait_for_admission(task: ChatTask, res: Resources, job_id: str, deadline: float, refused: Refused) -> NoReturn:
-    """Every endpoint refused (busy, rate-limited, breaker open): come back when one could pass."""
-    delay = refused.retry_after + random.uniform(0, ADMISSION_JITTER)
-    if time.time() + delay >= deadline:
-        raise JobExpired("the job's deadline passed while every endpoint refused it",
-                         refusals=refused.details.get("refusals"))
-    reasons = sorted({str(r["reason"]) for r in refused.details.get("refusals", [])})
-    _requeue(task, res, job_id, delay, "refused: " + ", ".join(reasons))
-
-
-def _run(task: ChatTask, res: Resources, job_id: str, job: ChatJob, claim: Claim) -> dict[str, Any]:
-    publisher = res.jobs.publisher(job_id, stream_tokens=job.stream)
+    publisher = res.jobs.publisher(job_id, stream_tokens=parsed.stream, claim=claim.claim)
+    res.leases.hold(job_id, publisher)
     try:
-        deadline = _deadline(job, claim, res)
-        if time.time() >= deadline:
-            raise JobExpired("the job's deadline passed before a worker took it")
-        selection = res.selection_cache.get()
-        if selection is None or not selection.order:
-            _wait_for_llm(task, res, job_id, deadline)
-        try:
-            result, _ = run_chat(
-                _messages_with_memory(job, res), job_id=job_id, candidates=res.candidates(selection, job),
-                client=res.llm, publisher=publisher, deadline=deadline, gate=res.gate,
-                max_calls=res.settings.agent_job_max_calls,
-            )
-        except Refused as refused:
-            _wait_for_admission(task, res, job_id, deadline, refused)
-    except LLMPoolError as exc:
-        _fail(res, job_id, exc)
-        raise
+        return _run(res, job_id, parsed, claim, publisher)
+    except Parked:
+        raise Ignore() from None
+    finally:
+        res.leases.drop(job_id)
+
+
+def _park(res: Resources, job_id: str, claim: Claim, report: RunReport, *, delay: float, reason: str) -> Parked:
+    entry = {"event": "parked", "at": time.time(), "reason": reason, "delay": round(delay, 3)}
+    if not res.jobs.park(job_id, claim=claim.claim, delay=delay, calls=report.calls,
+                         history=[*_history(report), entry]):
+        log.warning("job %s: lease lost before it could be parked", job_id)
+    log.info("job %s waits %.2fs in Redis: %s", job_id, delay, reason)
+    return Parked()
+
+
+def _wait_or_fail(res: Resources, job_id: str, claim: Claim, report: RunReport, deadline: float,
+                  exc: NoLLMAvailable | Refused) -> Parked:
+    """No LLM selected, or every endpoint refused: park until it may pass, or fail at the deadline."""
+    if isinstance(exc, Refused):
+        delay = exc.retry_after + random.uniform(0, ADMISSION_JITTER)
+        reasons = sorted({str(r["reason"]) for r in exc.details.get("refusals", [])})
+        why = "refused: " + ", ".join(reasons)
+        late: LLMPoolError = JobExpired("the job's deadline passed while every endpoint refused it",
+                                        refusals=exc.details.get("refusals"))
+    else:
+        delay = wait_delay(max(0, claim.claim - 1), random.random())
+        why = "no LLM selected"
+        late = NoLLMAvailable("No LLM available before the job's deadline")
+        res.selection_cache.invalidate()
+    if time.time() + delay >= deadline:
+        raise late
+    return _park(res, job_id, claim, report, delay=delay, reason=why)
+
+
+def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: EventPublisher,
+          report: RunReport, deadline: float) -> dict[str, Any]:
+    if time.time() >= deadline:
+        raise JobExpired("the job's deadline passed before a worker took it")
+    calls_left = res.settings.agent_job_max_calls - claim.calls
+    if calls_left <= 0:
+        raise AllEndpointsFailed(f"the job used all {claim.calls} of its LLM calls in earlier runs")
+    selection = res.selection_cache.get()
+    if selection is None or not selection.order:
+        raise NoLLMAvailable("No LLM selected yet")
+    result, _ = run_chat(
+        _messages_with_memory(job, res), job_id=job_id, candidates=res.candidates(selection, job),
+        client=res.llm, publisher=publisher, deadline=deadline, gate=res.gate, max_calls=calls_left,
+        report=report,
+    )
     if claim.started_at and claim.created_at:
         result.timings.queued = max(0.0, claim.started_at - claim.created_at)
-    payload = result.model_dump(mode="json")
-    publisher.end("succeeded", payload, endpoint=result.endpoint)
-    _remember(job, result.content, res)
+    return result.model_dump(mode="json")
+
+
+def _run(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: EventPublisher) -> dict[str, Any]:
+    report = RunReport()
+    deadline = _deadline(job, claim, res)
+    if claim.claim > 1:
+        publisher.restart()  # an earlier run may have streamed part of an answer
+    try:
+        try:
+            payload = _call(res, job_id, job, claim, publisher, report, deadline)
+        except (NoLLMAvailable, Refused) as waiting:
+            if isinstance(waiting, NoLLMAvailable) and report.calls:
+                raise
+            raise _wait_or_fail(res, job_id, claim, report, deadline, waiting) from None
+    except Parked:
+        raise
+    except LLMPoolError as exc:
+        state = "expired" if isinstance(exc, JobExpired) else "failed"
+        publisher.end(state, exc.to_dict(), calls=report.calls, history=_history(report))
+        raise
+    except Exception as exc:
+        error = {"type": "internal_error", "message": f"worker error: {type(exc).__name__}"}
+        publisher.end("failed", error, calls=report.calls, history=_history(report))
+        raise
+    if not publisher.lost:
+        _remember(job, payload["content"], res)  # memory first: a client's next turn must see this one
+    if not publisher.end("succeeded", payload, calls=report.calls, history=_history(report)):
+        log.warning("job %s: finished by another run; this answer is dropped", job_id)
     return payload

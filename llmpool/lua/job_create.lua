@@ -1,11 +1,15 @@
 -- Record a newly submitted job, unless one with this id exists (an idempotency key reused).
--- KEYS[1] job hash.  ARGV: queue, deadline, summary, ttl seconds.  Returns 1 if created, else 0.
+-- KEYS: job hash, unpublished zset.  ARGV: job id, queue, deadline, summary, ttl seconds, payload JSON.
+-- Returns 1 if created, else 0. The job stays in `unpublished` until its message is confirmed
+-- on the broker, so a crash between this and the publish is repaired by the sweep.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-redis.call('HSET', KEYS[1], 'state', 'queued', 'queue', ARGV[1], 'deadline', ARGV[2],
-           'summary', ARGV[3], 'created_at', now, 'attempts', 0)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[1], 'state', 'queued', 'queue', ARGV[2], 'deadline', ARGV[3],
+           'summary', ARGV[4], 'created_at', string.format('%.6f', now), 'attempts', 0, 'claims', 0,
+           'calls', 0, 'payload', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
 return 1

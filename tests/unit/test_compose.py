@@ -18,7 +18,7 @@ from llmpool.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 LLMPOOL_SERVICES = ("worker", "beat", "api", "flower")
-QUEUES = "chat.high,chat.default,chat.low,control"
+QUEUES = "control,chat.high,chat.default,chat.low"
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|KEY", re.IGNORECASE)
 # The TT-Studio agent's variables (Settings lists them first, before REDIS_URL): all pass through.
 _FIELDS = list(Settings.model_fields)

@@ -13,6 +13,10 @@ PRODUCTION = ("llmpool", "workers", "beat", "api")
 OWNERS = {
     "job": {"llmpool/jobs.py"},
     "job_stream": {"llmpool/jobs.py"},
+    "job_history": {"llmpool/jobs.py"},
+    "jobs_running": {"llmpool/jobs.py"},
+    "jobs_parked": {"llmpool/jobs.py"},
+    "jobs_unpublished": {"llmpool/jobs.py"},
     "conversation": {"llmpool/conversations.py"},
     "workers": {"llmpool/heartbeats.py"},
     "endpoints": {"llmpool/registry.py"},

@@ -30,7 +30,7 @@ from llmpool.settings import Settings, issues_report, load_settings
 
 __all__ = ["add_arguments", "run"]
 
-QUEUES = "chat.high,chat.default,chat.low,control"  # -Q order is priority order (kombu >= 5.7)
+QUEUES = "control,chat.high,chat.default,chat.low"  # -Q order is priority order (kombu >= 5.7)
 READY_LINE = "llmpool is up"
 
 

@@ -1,0 +1,70 @@
+"""One heartbeat per worker process renews the claim leases of every job the process runs.
+
+A running job's claim is short (AGENT_JOB_LEASE, ~30 s), so a job whose worker died is found by
+the sweep within that time; a live job's claim never lapses however long it runs, because this
+thread renews all of them in one round trip every third of a lease. A job the renewal reports as
+lost (its lease lapsed, e.g. while Redis was away, and the sweep handed it to another worker) is
+marked so its run writes nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from llmpool.jobs import EventPublisher, JobStore
+
+__all__ = ["LeaseKeeper"]
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """The jobs this process holds (id -> claim and publisher), renewed by one daemon thread."""
+
+    def __init__(self, store: JobStore, *, lease: float, wait: Callable[[float], bool] | None = None) -> None:
+        self.store = store
+        self.lease = lease
+        self.every = lease / 3
+        self._held: dict[str, EventPublisher] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wait = wait or self._stop.wait
+        self._thread: threading.Thread | None = None
+
+    def hold(self, job_id: str, publisher: EventPublisher) -> None:
+        with self._lock:
+            self._held[job_id] = publisher
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="llmpool-leases", daemon=True)
+                self._thread.start()
+
+    def drop(self, job_id: str) -> None:
+        with self._lock:
+            self._held.pop(job_id, None)
+
+    def held(self) -> dict[str, int]:
+        with self._lock:
+            return {job_id: p.claim or 0 for job_id, p in self._held.items()}
+
+    def renew_once(self) -> set[str]:
+        """Renew every held lease now; marks and returns the jobs this process lost."""
+        lost = self.store.renew(self.held(), lease=self.lease)
+        with self._lock:
+            for job_id in lost:
+                publisher = self._held.get(job_id)
+                if publisher is not None and not publisher.lost:
+                    log.warning("job %s: lease lost (another worker has it now); this run stops writing", job_id)
+                    publisher.lost = True
+        return lost
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._wait(self.every):
+            try:
+                self.renew_once()
+            except Exception as exc:  # Redis away: keep trying; the sweep decides what lapsed
+                log.warning("could not renew job leases: %s", exc)
