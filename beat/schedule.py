@@ -1,4 +1,4 @@
-"""What beat schedules: discovery, health checks and the job sweep, on the `control` queue."""
+"""What beat schedules: discovery and health checks, on the `control` queue (workers sweep on their own)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ def _entry(task: str, every: float) -> dict[str, Any]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """The periodic tasks, every one with `expires` below its interval."""
-    schedule = {"llmpool-discovery": _entry("llmpool.control.discover", discovery_every(settings)),
-                "llmpool-sweep": _entry("llmpool.control.sweep", settings.agent_sweep_interval)}
+    schedule = {"llmpool-discovery": _entry("llmpool.control.discover", discovery_every(settings))}
     if settings.agent_health_check_enabled:
         schedule["llmpool-health"] = _entry("llmpool.control.health_check",
                                             settings.agent_health_check_interval)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from celery import Task, shared_task
@@ -25,6 +24,7 @@ from llmpool.prober import probe_all
 from llmpool.registry import Registry, merge_discovery
 from llmpool.resources import Resources, current
 from llmpool.selection import Selection
+from llmpool.sweep import run_sweep
 
 __all__ = ["discover", "health_check", "refresh", "sweep", "run_discovery", "run_health_pass", "run_sweep"]
 
@@ -116,34 +116,9 @@ def run_health_pass(res: Resources) -> dict[str, Any]:
                 "states": {k: h.state for k, h in updated.items()}, **_summary(chosen)}
 
 
-SWEEP_BATCH = 500  # jobs handed back per pass at most; the next pass takes the rest
-
-
-def run_sweep(res: Resources, publish: Callable[[str, str, dict[str, Any]], None]) -> dict[str, Any]:
-    """Hand back to their queues: running jobs whose lease lapsed (dead worker), parked jobs that are
-    due, and jobs whose message may never have reached the broker. One pass at a time, fleet-wide."""
-    settings = res.settings
-    with pass_lock(res.redis, res.keys, "sweep", hold=settings.agent_sweep_interval) as mine:
-        if not mine:
-            return {"skipped": "another sweep is running"}
-        recovered = res.jobs.recover(limit=SWEEP_BATCH, republish_grace=settings.agent_republish_after)
-        counts: dict[str, int] = {}
-        for job in recovered:
-            try:
-                publish(job.job_id, job.queue, job.payload)
-            except Exception as exc:  # stays unpublished: the next pass tries again
-                log.warning("sweep could not publish job %s: %s", job.job_id, exc)
-                continue
-            res.jobs.published(job.job_id)
-            counts[job.why] = counts.get(job.why, 0) + 1
-            if job.why != "due":
-                log.warning("sweep: job %s handed back to %s (%s)", job.job_id, job.queue, job.why)
-        return {"recovered": counts, **res.jobs.counts()}
-
-
 @shared_task(name="llmpool.control.sweep", bind=True)
 def sweep(self: Task) -> dict[str, Any]:
-    """Beat's sweep tick."""
+    """One sweep now (every worker also sweeps on its own thread; the lock makes them take turns)."""
     return run_sweep(current(), lambda job_id, queue, payload: publish_chat(self.app, job_id, queue, payload))
 
 

@@ -152,6 +152,14 @@ class JobStore:
         flat = [as_text(v) for v in reply]
         return [Recovered(flat[i], flat[i + 1], json.loads(flat[i + 2]), flat[i + 3]) for i in range(0, len(flat), 4)]
 
+    def next_due(self) -> float:
+        """The unix time at which the sweep next has work: a parked job due or a lease lapsing."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(self.keys.jobs_parked(), 0, 0, withscores=True)
+        pipe.zrange(self.keys.jobs_running(), 0, 0, withscores=True)
+        firsts = [float(reply[0][1]) for reply in pipe.execute() if reply]
+        return min(firsts, default=float("inf"))
+
     def counts(self) -> dict[str, int]:
         """How many jobs are running, parked, and waiting for their message to be confirmed."""
         pipe = self.redis.pipeline(transaction=False)

@@ -10,9 +10,11 @@ from celery import signals
 from celery.worker.control import control_command
 
 from llmpool import resources
+from llmpool.client import publish_chat
 from llmpool.errors import ConfigError
 from llmpool.heartbeats import WorkerHeartbeats
 from llmpool.settings import get_settings
+from llmpool.sweep import Sweeper
 
 log = logging.getLogger(__name__)
 HIDDEN = "<hidden>"
@@ -34,6 +36,20 @@ def _discover_at_start(sender: Any = None, **_: Any) -> None:
     """Fill the registry now instead of at beat's first tick, an interval later."""
     if sender is not None:
         sender.app.send_task("llmpool.control.discover", queue="control")
+
+
+_sweeper: Sweeper | None = None
+
+
+@signals.worker_ready.connect
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    """Recovery must not depend on beat, nor on this worker's consumer still hearing the broker."""
+    global _sweeper
+    if sender is None or _sweeper is not None:
+        return
+    app = sender.app
+    _sweeper = Sweeper(resources.current, lambda job_id, queue, payload: publish_chat(app, job_id, queue, payload))
+    _sweeper.start()
 
 
 @control_command(args=[], signature="")  # type: ignore[misc]

@@ -1,0 +1,76 @@
+"""The sweep: hands back to their queues the jobs no worker holds.
+
+Running jobs whose lease lapsed (their worker died), parked jobs that are due, and jobs whose
+message may never have reached the broker are published again from their stored payload, to
+their own priority queue. One pass at a time fleet-wide (a Redis lock); every worker process
+runs a sweeper thread, so recovery needs neither beat nor a consumer that still hears the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from llmpool.locks import pass_lock
+from llmpool.resources import Resources
+
+__all__ = ["run_sweep", "Sweeper", "Publish", "SWEEP_BATCH"]
+
+log = logging.getLogger(__name__)
+SWEEP_BATCH = 500  # jobs handed back per pass at most; the next pass takes the rest
+LOCK_SECONDS = 5.0  # a sweeper killed mid-pass delays the next pass this long at most
+MIN_NAP = 0.05
+Publish = Callable[[str, str, dict[str, Any]], None]  # (job id, queue, payload)
+
+
+def run_sweep(res: Resources, publish: Publish) -> dict[str, Any]:
+    """One pass; skipped when another process is sweeping."""
+    settings = res.settings
+    with pass_lock(res.redis, res.keys, "sweep", hold=LOCK_SECONDS, margin=0) as mine:
+        if not mine:
+            return {"skipped": "another sweep is running"}
+        recovered = res.jobs.recover(limit=SWEEP_BATCH, republish_grace=settings.agent_republish_after)
+        counts: dict[str, int] = {}
+        for job in recovered:
+            try:
+                publish(job.job_id, job.queue, job.payload)
+            except Exception as exc:  # stays unpublished: the next pass tries again
+                log.warning("sweep could not publish job %s: %s", job.job_id, exc)
+                continue
+            res.jobs.published(job.job_id)
+            counts[job.why] = counts.get(job.why, 0) + 1
+            if job.why != "due":
+                log.warning("sweep: job %s handed back to %s (%s)", job.job_id, job.queue, job.why)
+        return {"recovered": counts, **res.jobs.counts()}
+
+
+class Sweeper:
+    """A daemon thread that sweeps every AGENT_SWEEP_INTERVAL seconds."""
+
+    def __init__(self, resources: Callable[[], Resources], publish: Publish) -> None:
+        self._resources = resources
+        self._publish = publish
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="llmpool-sweeper", daemon=True)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        nap = self._resources().settings.agent_sweep_interval
+        while not self._stop.wait(nap):
+            res = self._resources()
+            nap = res.settings.agent_sweep_interval
+            try:
+                run_sweep(res, self._publish)
+                # Wake when the next parked job is due or lease lapses, not a whole interval later.
+                nap = max(MIN_NAP, min(nap, res.jobs.next_due() - time.time()))
+            except Exception as exc:  # Redis away: the next pass tries again
+                log.warning("sweep failed: %s", exc)

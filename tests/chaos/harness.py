@@ -1,0 +1,105 @@
+"""A real stack for chaos tests: redis-server (AOF on), worker processes, the mock LLM, the Client.
+
+Every job submitted is counted, and `ledger` says where each one ended: answered, failed with a
+stated reason, or not finished. Each job's stream is read to check no answer was published twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from llmpool.client import Client
+from llmpool.dev.mock_llm import MockLLM
+from llmpool.dev.redis_server import RedisServer
+from llmpool.jobs import FINAL_STATES, JobStore, decode_event
+from llmpool.keys import Keys
+from tests.processes import ManagedProcess, start_worker, wait_for
+
+__all__ = ["Chaos", "Ledger"]
+
+
+@dataclass
+class Ledger:
+    answered: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # job id -> error type
+    unfinished: list[str] = field(default_factory=list)
+    double_ends: list[str] = field(default_factory=list)  # more than one end event in a stream
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def recovered(self) -> list[str]:
+        """Jobs the sweep handed back at least once (their worker died, or Redis lost them)."""
+        return [j for j, h in self.histories.items() if any(e.get("event") == "lease_lapsed" for e in h)]
+
+    def summary(self) -> str:
+        return (f"answered={len(self.answered)} failed={dict(Counter(self.failed.values()))} "
+                f"unfinished={len(self.unfinished)} double_ends={len(self.double_ends)} "
+                f"recovered={len(self.recovered())}")
+
+
+@dataclass
+class Chaos:
+    tmp: Path
+    server: RedisServer
+    mock: MockLLM
+    env: dict[str, str]
+    workers: list[ManagedProcess] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.client = Client(self.server.url)
+        self.redis = redis.Redis.from_url(self.server.url)
+        self.store = JobStore(self.redis, Keys(), ttl=600, stream_ttl=600)
+
+    def worker(self, name: str, *, concurrency: int = 8, **env: object) -> ManagedProcess:
+        merged = {**self.env, **{k.upper(): str(v) for k, v in env.items()}}
+        proc = start_worker(self.tmp, merged, name=name, concurrency=concurrency, loglevel="INFO")
+        self.workers.append(proc)
+        return proc
+
+    def submit(self, n: int, **fields: Any) -> list[str]:
+        ids = [self.client.submit(f"chaos {len(self.submitted) + i}", stream=True, **fields).job_id
+               for i in range(n)]
+        self.submitted += ids
+        return ids
+
+    def running_on(self, worker: ManagedProcess) -> int:
+        hostname = worker.argv[worker.argv.index("-n") + 1]
+        return sum(1 for j in self.submitted if (self.store.get(j) or {}).get("worker") == hostname
+                   and (self.store.get(j) or {}).get("state") == "running")
+
+    def wait_finished(self, timeout: float) -> float:
+        """Seconds until every submitted job was final (raises after `timeout`)."""
+        started = time.monotonic()
+        wait_for(lambda: all((self.store.get(j) or {}).get("state") in FINAL_STATES for j in self.submitted),
+                 timeout=timeout, what="every job to finish", interval=0.25)
+        return time.monotonic() - started
+
+    def ledger(self) -> Ledger:
+        out = Ledger()
+        for job_id in self.submitted:
+            record = self.store.get(job_id) or {}
+            out.histories[job_id] = record.get("history", [])
+            ends = [e for _i, f in self.redis.xrange(self.store.stream_key(job_id))
+                    if (e := decode_event(f)).get("type") == "end"]
+            if len(ends) > 1:
+                out.double_ends.append(job_id)
+            state = record.get("state")
+            if state == "succeeded":
+                out.answered.append(job_id)
+            elif state in FINAL_STATES:
+                out.failed[job_id] = str((record.get("error") or {}).get("type"))
+            else:
+                out.unfinished.append(job_id)
+        return out
+
+    def close(self) -> None:
+        for proc in self.workers:
+            proc.stop()
+        self.client.close()
+        self.redis.close()
