@@ -1,11 +1,12 @@
-"""Breaker, concurrency leases, GCRA rates and pauses: the Lua scripts against fakeredis and a real Redis.
+"""Breaker, concurrency leases, GCRA rates and pauses: the Lua scripts on fakeredis (here) and on a real
+Redis (tests/integration/test_real_redis_admission.py runs these very tests).
 
-Times are short (tens of milliseconds) so the suite stays fast; every wait is measured by Redis.
+Every wait is measured by Redis' clock. Here that clock is frozen (conftest `clock`): it moves only
+by `clock.sleep`, so the numbers asserted are exact whatever the machine's load. `clock.within(s)`
+marks steps that must land within `s` seconds of Redis time for the assertions after it to hold.
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import redis
@@ -16,6 +17,7 @@ from llmpool.endpoints import Endpoint
 from llmpool.errors import ConfigError
 from llmpool.keys import Keys
 from llmpool.settings import load_settings
+from tests.conftest import Clock
 
 KEYS = Keys("t")
 E = "ep1"
@@ -93,28 +95,34 @@ def test_failure_rate_opens_only_with_enough_calls(adm: Admitter) -> None:
     assert states == ["closed", "closed", "closed", "closed", "open"]
 
 
-def test_failure_window_forgets_old_calls(adm: Admitter) -> None:
+def test_failure_window_forgets_old_calls(adm: Admitter, clock: Clock) -> None:
     rate = BreakerConfig(max_failures=100, window=0.3, failure_rate=0.5, min_calls=3, open_wait=1)
     call(adm, "old1", "failure", breaker=rate)
     call(adm, "old2", "failure", breaker=rate)
-    time.sleep(0.35)
-    states = [call(adm, f"new{n}", o, breaker=rate) for n, o in enumerate(["success", "success", "failure"])]
+    clock.sleep(0.35)
+    with clock.within(0.3):  # the new calls, and their count, in one window
+        states = [call(adm, f"new{n}", o, breaker=rate) for n, o in enumerate(["success", "success", "failure"])]
+        counted = stats(adm)
     assert states == ["closed", "closed", "closed"]  # 1 of 3 in the window, not 3 of 5
-    assert (stats(adm)["calls"], stats(adm)["failures"]) == (3, 1)
+    assert (counted["calls"], counted["failures"]) == (3, 1)
 
 
-def test_open_breaker_denies_until_its_wait_is_over(adm: Admitter) -> None:
+def test_open_breaker_denies_until_its_wait_is_over(adm: Admitter, clock: Clock) -> None:
     slow = BreakerConfig(max_failures=1, open_wait=0.3)
-    trip(adm, slow)
-    denied = admit(adm, "j", breaker=slow)
+    with clock.within(0.1):
+        trip(adm, slow)
+        denied = admit(adm, "j", breaker=slow)
+        retry_in = stats(adm)["retry_in"]
     assert (denied.allowed, denied.trial, denied.reason) == (False, False, "open")
     assert 0.2 < denied.retry_after <= 0.3
-    assert 0.2 < stats(adm)["retry_in"] <= 0.3
+    assert 0.2 < retry_in <= 0.3
+    clock.sleep(0.31)
+    assert admit(adm, "j", breaker=slow).trial
 
 
-def test_half_open_lets_exactly_one_trial_through(adm: Admitter) -> None:
+def test_half_open_lets_exactly_one_trial_through(adm: Admitter, clock: Clock) -> None:
     trip(adm)
-    time.sleep(0.06)
+    clock.sleep(0.06)
     assert stats(adm)["state"] == "half_open"
     first = admit(adm, "t1")
     assert (first.allowed, first.trial, first.reason) == (True, True, "ok")
@@ -127,12 +135,12 @@ def test_half_open_lets_exactly_one_trial_through(adm: Admitter) -> None:
     assert stats(adm)["trial_in_flight"] is True
 
 
-def test_trial_success_closes_and_resets_the_wait(adm: Admitter) -> None:
+def test_trial_success_closes_and_resets_the_wait(adm: Admitter, clock: Clock) -> None:
     trip(adm)
-    time.sleep(0.06)
+    clock.sleep(0.06)
     assert call(adm, "trial1", "failure") == "open"
     assert stats(adm)["open_wait"] == 0.1
-    time.sleep(0.11)
+    clock.sleep(0.11)
     assert call(adm, "trial2", "success") == "closed"
     s = stats(adm)
     assert (s["state"], s["open_wait"], s["consecutive_failures"], s["calls"], s["trips"]) == (
@@ -143,29 +151,33 @@ def test_trial_success_closes_and_resets_the_wait(adm: Admitter) -> None:
     assert stats(adm)["open_wait"] == 0.05
 
 
-def test_failed_trials_double_the_wait_up_to_the_cap(adm: Admitter) -> None:
+def test_failed_trials_double_the_wait_up_to_the_cap(adm: Admitter, clock: Clock) -> None:
     capped = BreakerConfig(max_failures=1, open_wait=0.02, open_wait_max=0.05)
     trip(adm, capped)
     waits = []
     for n in range(3):
-        time.sleep(stats(adm)["open_wait"] + 0.01)
+        clock.sleep(stats(adm)["open_wait"] + 0.01)
         assert call(adm, f"trial{n}", "failure", breaker=capped) == "open"
         waits.append(stats(adm)["open_wait"])
     assert waits == [0.04, 0.05, 0.05]
     assert stats(adm)["trips"] == 4
 
 
-def test_an_expired_trial_lease_frees_the_trial(adm: Admitter) -> None:
+def test_an_expired_trial_lease_frees_the_trial(adm: Admitter, clock: Clock) -> None:
     short = BreakerConfig(max_failures=1, open_wait=0.02, trial_lease=0.2)
     trip(adm, short)
-    time.sleep(0.03)
-    assert admit(adm, "dead", breaker=short).trial
-    assert admit(adm, "next", breaker=short).reason == "trial_busy"
-    time.sleep(0.21)  # the trial's worker died: its lease runs out
-    assert admit(adm, "next", breaker=short).trial
-    # The dead trial's late answer cannot move the breaker: another job holds the trial now.
-    assert settle(adm, "dead", "failure", trial=True, breaker=short) == "half_open"
-    assert settle(adm, "next", "success", trial=True, breaker=short) == "closed"
+    clock.sleep(0.03)
+    with clock.within(0.2):  # inside the dead trial's lease
+        assert admit(adm, "dead", breaker=short).trial
+        busy = admit(adm, "next", breaker=short)
+    assert busy.reason == "trial_busy"
+    clock.sleep(0.21)  # the trial's worker died: its lease runs out
+    with clock.within(0.2):  # inside the new trial's lease
+        assert admit(adm, "next", breaker=short).trial
+        # The dead trial's late answer cannot move the breaker: another job holds the trial now.
+        late = settle(adm, "dead", "failure", trial=True, breaker=short)
+        closed = settle(adm, "next", "success", trial=True, breaker=short)
+    assert (late, closed) == ("half_open", "closed")
 
 
 def test_neutral_outcome_charges_nothing(adm: Admitter) -> None:
@@ -176,9 +188,9 @@ def test_neutral_outcome_charges_nothing(adm: Admitter) -> None:
     assert call(adm, "f3", "failure") == "open"
 
 
-def test_neutral_trial_releases_the_trial_without_deciding(adm: Admitter) -> None:
+def test_neutral_trial_releases_the_trial_without_deciding(adm: Admitter, clock: Clock) -> None:
     trip(adm)
-    time.sleep(0.06)
+    clock.sleep(0.06)
     assert call(adm, "trial", "neutral") == "half_open"
     s = stats(adm)
     assert (s["state"], s["trips"], s["open_wait"], s["trial_in_flight"]) == ("half_open", 1, 0.05, False)
@@ -216,12 +228,13 @@ def test_concurrency_cap_and_release(adm: Admitter) -> None:
     assert adm.in_flight([E, "idle"]) == {E: 2, "idle": 0}
 
 
-def test_an_expired_lease_gives_its_slot_back(adm: Admitter) -> None:
+def test_an_expired_lease_gives_its_slot_back(adm: Admitter, clock: Clock) -> None:
     one = Limits(max_concurrency=1, period=1)
-    assert admit(adm, "killed", limits=one, lease=0.1).allowed
-    full = admit(adm, "j2", limits=one)
+    with clock.within(0.1):  # inside the first lease
+        assert admit(adm, "killed", limits=one, lease=0.1).allowed
+        full = admit(adm, "j2", limits=one)
     assert full.reason == "concurrency" and 0 < full.retry_after <= 0.1
-    time.sleep(0.11)
+    clock.sleep(0.11)
     assert adm.in_flight([E]) == {E: 0}  # expired leases are not counted, even before removal
     assert admit(adm, "j2", limits=one).allowed
 
@@ -233,128 +246,148 @@ def test_the_same_job_admitted_twice_holds_one_slot(adm: Admitter) -> None:
     assert admit(adm, "j2", limits=two).allowed
 
 
-def test_refreshing_a_lease_keeps_a_long_call_its_slot(adm: Admitter, client: redis.Redis) -> None:
-    assert admit(adm, "long", lease=0.1).allowed
-    assert adm.refresh_lease(E, "long", 5.0)
-    time.sleep(0.15)
-    assert adm.in_flight([E]) == {E: 1}
-    assert 4 < client.pttl(KEYS.leases(E)) / 1000 <= 5
+def test_refreshing_a_lease_keeps_a_long_call_its_slot(adm: Admitter, client: redis.Redis, clock: Clock) -> None:
+    with clock.within(1.0):  # the refreshed 5 s lease is read before 1 s of it has gone
+        with clock.within(0.1):  # refreshed inside the 0.1 s lease
+            assert admit(adm, "long", lease=0.1).allowed
+            assert adm.refresh_lease(E, "long", 5.0)
+        clock.sleep(0.15)
+        assert adm.in_flight([E]) == {E: 1}
+        left = client.pttl(KEYS.leases(E)) / 1000
+    assert 4 < left <= 5
     assert admit(adm, "late", lease=0.05).allowed
-    time.sleep(0.06)
+    clock.sleep(0.06)
     assert not adm.refresh_lease(E, "late", 5.0)  # expired: its slot may be someone else's now
     assert adm.in_flight([E]) == {E: 1}
 
 
-def test_refreshing_the_trial_keeps_it(adm: Admitter, client: redis.Redis) -> None:
+def test_refreshing_the_trial_keeps_it(adm: Admitter, clock: Clock) -> None:
     short = BreakerConfig(max_failures=1, open_wait=0.02, trial_lease=0.2)
     trip(adm, short)
-    time.sleep(0.03)
-    assert admit(adm, "trial", breaker=short).trial
-    assert adm.refresh_lease(E, "trial", 5.0)
-    time.sleep(0.21)
+    clock.sleep(0.03)
+    with clock.within(0.2):  # refreshed inside the 0.2 s trial lease
+        assert admit(adm, "trial", breaker=short).trial
+        assert adm.refresh_lease(E, "trial", 5.0)
+    clock.sleep(0.21)
     assert admit(adm, "other", breaker=short).reason == "trial_busy"
 
 
 # --- rate limits (GCRA) ----------------------------------------------------------------------
 
-def test_rpm_lets_a_burst_through_then_spaces_calls(adm: Admitter) -> None:
+def test_rpm_lets_a_burst_through_then_spaces_calls(adm: Admitter, clock: Clock) -> None:
     rpm = Limits(rpm=5, burst=2, period=1)  # one call per 0.2 s, two at once
-    assert [admit(adm, f"j{n}", limits=rpm).allowed for n in range(2)] == [True, True]
-    denied = admit(adm, "j2", limits=rpm)
+    with clock.within(0.1):
+        burst = [admit(adm, f"j{n}", limits=rpm).allowed for n in range(2)]
+        denied = admit(adm, "j2", limits=rpm)
+    assert burst == [True, True]
     assert (denied.allowed, denied.reason) == (False, "rpm")
     assert 0.1 < denied.retry_after <= 0.2
-    time.sleep(denied.retry_after)
-    assert admit(adm, "j2", limits=rpm).allowed
-    assert admit(adm, "j3", limits=rpm).reason == "rpm"
+    clock.sleep(denied.retry_after)
+    with clock.within(0.2):  # the next one is spaced 0.2 s after this one
+        assert admit(adm, "j2", limits=rpm).allowed
+        spaced = admit(adm, "j3", limits=rpm)
+    assert spaced.reason == "rpm"
 
 
-def test_tpm_reserves_and_settles_with_real_usage(adm: Admitter) -> None:
+def test_tpm_reserves_and_settles_with_real_usage(adm: Admitter, clock: Clock) -> None:
     tpm = Limits(tpm=1000, burst=10, period=10)  # 10 ms per token, burst 100 tokens (1 s)
     assert tpm.token_burst == 100
-    assert admit(adm, "j1", limits=tpm, tokens=80).allowed
-    denied = admit(adm, "j2", limits=tpm, tokens=30)
+    with clock.within(0.1):
+        assert admit(adm, "j1", limits=tpm, tokens=80).allowed
+        denied = admit(adm, "j2", limits=tpm, tokens=30)
+        settle(adm, "j1", "success", limits=tpm, reserved=80, used=10)  # 70 tokens come back
+        assert admit(adm, "j2", limits=tpm, tokens=30).allowed
+        settle(adm, "j2", "success", limits=tpm, reserved=30, used=130)  # an overrun is charged
+        over = admit(adm, "j3", limits=tpm, tokens=1)
     assert denied.reason == "tpm" and 0 < denied.retry_after <= 0.1
-    settle(adm, "j1", "success", limits=tpm, reserved=80, used=10)  # 70 tokens come back
-    assert admit(adm, "j2", limits=tpm, tokens=30).allowed
-    settle(adm, "j2", "success", limits=tpm, reserved=30, used=130)  # an overrun is charged
-    over = admit(adm, "j3", limits=tpm, tokens=1)
     assert over.reason == "tpm" and 0.3 < over.retry_after <= 0.41  # 10 + 130 + 1 - 100 tokens
 
 
-def test_a_call_bigger_than_the_token_burst_passes_when_idle(adm: Admitter) -> None:
+def test_a_call_bigger_than_the_token_burst_passes_when_idle(adm: Admitter, clock: Clock) -> None:
     tpm = Limits(tpm=1000, burst=2, period=1)  # no rpm: token burst = 2/100 of the tpm
     assert tpm.token_burst == 20
-    assert admit(adm, "big", limits=tpm, tokens=500).allowed
-    after = admit(adm, "small", limits=tpm, tokens=1)
+    with clock.within(0.18):
+        assert admit(adm, "big", limits=tpm, tokens=500).allowed
+        after = admit(adm, "small", limits=tpm, tokens=1)
     assert after.reason == "tpm" and 0.3 < after.retry_after <= 0.481  # charged in full
 
 
-def test_pause_denies_every_admit_until_it_ends(adm: Admitter) -> None:
-    adm.pause(E, 0.3)
-    adm.pause(E, 0.05)  # a shorter Retry-After never cuts a longer pause
-    paused = admit(adm, "j1")
+def test_pause_denies_every_admit_until_it_ends(adm: Admitter, clock: Clock) -> None:
+    with clock.within(0.1):
+        adm.pause(E, 0.3)
+        adm.pause(E, 0.05)  # a shorter Retry-After never cuts a longer pause
+        paused = admit(adm, "j1")
+        paused_for = stats(adm)["paused_for"]
     assert (paused.allowed, paused.reason) == (False, "paused") and 0.2 < paused.retry_after <= 0.3
-    assert 0.2 < stats(adm)["paused_for"] <= 0.3
+    assert 0.2 < paused_for <= 0.3
     assert admit(adm, "j1", endpoint="other").allowed
-    time.sleep(0.31)
+    clock.sleep(0.31)
     assert admit(adm, "j1").allowed
 
 
 # --- all or nothing --------------------------------------------------------------------------
 
-def test_a_rate_refusal_takes_no_trial_and_no_lease(adm: Admitter, client: redis.Redis) -> None:
+def test_a_rate_refusal_takes_no_trial_and_no_lease(adm: Admitter, client: redis.Redis, clock: Clock) -> None:
     one = Limits(max_concurrency=5, rpm=1, burst=1, period=1)
     fragile = BreakerConfig(max_failures=1, open_wait=0.02)
-    assert admit(adm, "j0", limits=one, breaker=fragile).allowed
-    settle(adm, "j0", "failure", limits=one, breaker=fragile)
-    time.sleep(0.03)
-    refused = admit(adm, "j1", limits=one, breaker=fragile)
+    with clock.within(1.0):  # the next call comes inside the rate's 1 s
+        assert admit(adm, "j0", limits=one, breaker=fragile).allowed
+        settle(adm, "j0", "failure", limits=one, breaker=fragile)
+        clock.sleep(0.03)
+        refused = admit(adm, "j1", limits=one, breaker=fragile)
     assert (refused.allowed, refused.trial, refused.reason) == (False, False, "rpm")
     assert not client.exists(KEYS.breaker_trial(E), KEYS.leases(E))
     assert stats(adm)["state"] == "half_open" and not stats(adm)["trial_in_flight"]
 
 
-def test_a_token_or_slot_refusal_takes_no_request_token(adm: Admitter, client: redis.Redis) -> None:
-    lim = Limits(max_concurrency=1, rpm=10, tpm=100, burst=2, period=1)  # token burst 20
-    assert admit(adm, "j0", limits=lim, tokens=20).allowed
-    rpm_tat = client.get(KEYS.rate(E, "rpm"))
-    assert admit(adm, "j1", limits=lim, tokens=1).reason == "concurrency"
-    settle(adm, "j0", "success", limits=lim, reserved=20, used=20)
-    assert admit(adm, "j1", limits=lim, tokens=1).reason == "tpm"
+def test_a_token_or_slot_refusal_takes_no_request_token(adm: Admitter, client: redis.Redis, clock: Clock) -> None:
+    lim = Limits(max_concurrency=1, rpm=10, tpm=100, burst=2, period=10)  # token burst 20, 0.1 s a token
+    with clock.within(0.1):  # the token burst is spent for 0.1 s
+        assert admit(adm, "j0", limits=lim, tokens=20).allowed
+        rpm_tat = client.get(KEYS.rate(E, "rpm"))
+        slot = admit(adm, "j1", limits=lim, tokens=1)
+        settle(adm, "j0", "success", limits=lim, reserved=20, used=20)
+        token = admit(adm, "j1", limits=lim, tokens=1)
+    assert (slot.reason, token.reason) == ("concurrency", "tpm")
     assert client.get(KEYS.rate(E, "rpm")) == rpm_tat
     assert adm.in_flight([E]) == {E: 0}
 
 
-def test_refusals_report_the_first_cause_and_the_longest_wait(adm: Admitter) -> None:
+def test_refusals_report_the_first_cause_and_the_longest_wait(adm: Admitter, clock: Clock) -> None:
     rpm = Limits(rpm=1, burst=1, period=1)
-    admit(adm, "j0", limits=rpm)
-    adm.pause(E, 0.2)
-    refused = admit(adm, "j1", limits=rpm)
+    with clock.within(0.1):
+        admit(adm, "j0", limits=rpm)
+        adm.pause(E, 0.2)
+        refused = admit(adm, "j1", limits=rpm)
     assert refused.reason == "paused" and 0.9 < refused.retry_after <= 1.0
 
 
 # --- stats and keys --------------------------------------------------------------------------
 
-def test_keys_left_behind_are_ours_and_expire(adm: Admitter, client: redis.Redis) -> None:
-    lim = Limits(max_concurrency=2, rpm=60, tpm=6000, period=1)
-    ticket = admit(adm, "j1", limits=lim, tokens=100)
+def test_keys_left_behind_are_ours_and_expire(adm: Admitter, client: redis.Redis, clock: Clock) -> None:
+    lim = Limits(max_concurrency=2, rpm=60, tpm=6000, period=10)  # 1/6 s a call, 1/600 s a token
+    with clock.within(0.08):  # before the rate keys expire (the tpm one after 50 tokens: 1/12 s)
+        ticket = admit(adm, "j1", limits=lim, tokens=100)
+        admitted = {k.decode() for k in client.keys("*")}
+        settle(adm, "j1", "success", limits=lim, reserved=100, used=50)
+        settled = {k.decode() for k in client.keys("*")}
+        ttls = [client.pttl(k) for k in client.keys("*")]
     assert ticket.allowed
-    assert {k.decode() for k in client.keys("*")} == {
-        KEYS.leases(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm")}
-    settle(adm, "j1", "success", limits=lim, reserved=100, used=50)
-    assert {k.decode() for k in client.keys("*")} == {KEYS.breaker(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm")}
-    assert all(client.pttl(k) > 0 for k in client.keys("*"))
-    time.sleep(0.1)  # both rate keys expire once their theoretical arrival time has passed
+    assert admitted == {KEYS.leases(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm")}
+    assert settled == {KEYS.breaker(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm")}
+    assert len(ttls) == 3 and all(ttl > 0 for ttl in ttls)
+    clock.sleep(0.2)  # both rate keys expire once their theoretical arrival time has passed
     assert {k.decode() for k in client.keys("*")} == {KEYS.breaker(E)}
     adm.reset(E)
     assert client.keys("*") == []
 
 
-def test_stats_of_several_endpoints_in_one_call(adm: Admitter) -> None:
+def test_stats_of_several_endpoints_in_one_call(adm: Admitter, clock: Clock) -> None:
     trip(adm, BreakerConfig(open_wait=10))
     admit(adm, "busy", endpoint="ep2")
-    adm.pause("ep2", 1)
-    every = adm.stats([E, "ep2", "never"])
+    with clock.within(0.1):
+        adm.pause("ep2", 1)
+        every = adm.stats([E, "ep2", "never"])
     assert every[E]["state"] == "open" and every[E]["failures"] == 3
     assert (every["ep2"]["state"], every["ep2"]["in_flight"]) == ("closed", 1)
     assert 0.9 < every["ep2"]["paused_for"] <= 1

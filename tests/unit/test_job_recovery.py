@@ -1,14 +1,14 @@
-"""Leases, parking, fencing and the sweep's recovery step of the job store (fakeredis and real Redis)."""
+"""Leases, parking, fencing and the sweep's recovery step of the job store, on fakeredis with a frozen
+clock (conftest `clock`); tests/integration/test_real_redis_job_recovery.py runs them on a real Redis."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import redis
 
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
+from tests.conftest import Clock
 
 KEYS = Keys("t")
 PAYLOAD = {"messages": [{"role": "user", "content": "hi"}], "priority": "high"}
@@ -24,14 +24,15 @@ def _submitted(store: JobStore, job_id: str) -> None:
     store.published(job_id)
 
 
-def test_a_parked_job_comes_back_to_its_own_queue_when_due(store: JobStore) -> None:
+def test_a_parked_job_comes_back_to_its_own_queue_when_due(store: JobStore, clock: Clock) -> None:
     _submitted(store, "p1")
     claim = store.claim("p1", worker="w1", lease=30, max_attempts=3)
-    assert store.park("p1", claim=claim.claim, delay=0.05, calls=2, history=[{"event": "refused"}])
-    assert store.recover(limit=10, republish_grace=60) == []  # not due yet
+    with clock.within(0.05):
+        assert store.park("p1", claim=claim.claim, delay=0.05, calls=2, history=[{"event": "refused"}])
+        assert store.recover(limit=10, republish_grace=60) == []  # not due yet
     record = store.get("p1")
     assert record is not None and (record["state"], record["attempts"], record["calls"]) == ("waiting", 0, 2)
-    time.sleep(0.1)
+    clock.sleep(0.1)
     [back] = store.recover(limit=10, republish_grace=60)
     assert (back.job_id, back.queue, back.payload, back.why) == ("p1", "chat.high", PAYLOAD, "due")
     assert store.counts() == {"running": 0, "parked": 0, "unpublished": 1}  # until its publish is confirmed
@@ -40,13 +41,14 @@ def test_a_parked_job_comes_back_to_its_own_queue_when_due(store: JobStore) -> N
     assert (again.verdict, again.calls, again.claim) == ("run", 2, 2)  # one call budget across runs
 
 
-def test_a_lapsed_lease_is_an_orphan_and_a_renewed_one_is_not(store: JobStore) -> None:
+def test_a_lapsed_lease_is_an_orphan_and_a_renewed_one_is_not(store: JobStore, clock: Clock) -> None:
     _submitted(store, "a")
     _submitted(store, "b")
-    a = store.claim("a", worker="dead", lease=0.05, max_attempts=3)
-    b = store.claim("b", worker="alive", lease=0.05, max_attempts=3)
-    assert store.renew({"b": b.claim}, lease=30) == set()
-    time.sleep(0.1)
+    with clock.within(0.05):  # renewed inside its first lease
+        a = store.claim("a", worker="dead", lease=0.05, max_attempts=3)
+        b = store.claim("b", worker="alive", lease=0.05, max_attempts=3)
+        assert store.renew({"b": b.claim}, lease=30) == set()
+    clock.sleep(0.1)
     recovered = store.recover(limit=10, republish_grace=60)
     assert [(r.job_id, r.why) for r in recovered] == [("a", "lease_lapsed")]
     assert store.get("a")["state"] == "queued"  # type: ignore[index]
@@ -54,10 +56,10 @@ def test_a_lapsed_lease_is_an_orphan_and_a_renewed_one_is_not(store: JobStore) -
     assert a.claim == 1
 
 
-def test_a_run_that_lost_its_job_can_no_longer_change_it(store: JobStore) -> None:
+def test_a_run_that_lost_its_job_can_no_longer_change_it(store: JobStore, clock: Clock) -> None:
     _submitted(store, "f")
     old = store.claim("f", worker="w1", lease=0.05, max_attempts=3)
-    time.sleep(0.1)
+    clock.sleep(0.1)
     store.recover(limit=10, republish_grace=60)
     new = store.claim("f", worker="w2", lease=30, max_attempts=3)
     assert store.renew({"f": old.claim}, lease=30) == {"f"}

@@ -1,14 +1,14 @@
-"""The job store and its Lua scripts, run against fakeredis and a real Redis alike."""
+"""The job store and its Lua scripts, on fakeredis with a frozen clock (conftest `clock`); the very same
+tests run on a real Redis in tests/integration/test_real_redis_jobs.py."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import redis
 
 from llmpool.jobs import JobStore, decode_event
 from llmpool.keys import Keys
+from tests.conftest import Clock
 
 KEYS = Keys("t")
 
@@ -43,12 +43,12 @@ def test_claim_runs_once_then_skips_duplicates(store: JobStore) -> None:
     assert (done.verdict, done.state) == ("done", "succeeded")
 
 
-def test_expired_lease_is_taken_over_and_attempts_are_capped(store: JobStore) -> None:
+def test_expired_lease_is_taken_over_and_attempts_are_capped(store: JobStore, clock: Clock) -> None:
     assert store.claim("j2", worker="w1", lease=0.001, max_attempts=2).verdict == "run"
-    time.sleep(0.01)
+    clock.sleep(0.01)
     second = store.claim("j2", worker="w2", lease=0.001, max_attempts=2)
     assert (second.verdict, second.attempts) == ("run", 2)
-    time.sleep(0.01)
+    clock.sleep(0.01)
     third = store.claim("j2", worker="w3", lease=60, max_attempts=2)
     assert (third.verdict, third.attempts, third.claim) == ("exhausted", 2, 0)
     assert store.finish("j2", "failed", {"type": "too_many_attempts", "message": "m"})  # the task ends it

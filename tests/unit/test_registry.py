@@ -1,4 +1,4 @@
-"""The registry's Redis side, against fakeredis and a real Redis alike."""
+"""The registry's Redis side, on fakeredis; tests/integration/test_real_redis_registry.py runs these on a real Redis."""
 
 from __future__ import annotations
 
