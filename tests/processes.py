@@ -108,11 +108,11 @@ class ManagedProcess:
 def start_worker(
     tmp: Path, env: dict[str, str], *, name: str = "w1", concurrency: int = 8,
     queues: str = "control,chat.high,chat.default,chat.low", timeout: float = 30.0,
-    loglevel: str = "INFO",
+    loglevel: str = "INFO", pool: str = "threads",
 ) -> ManagedProcess:
-    """A real `celery worker` (threads pool); ready once its heartbeat is recorded in Redis."""
+    """A real `celery worker` (threads pool by default); ready once its heartbeat is recorded in Redis."""
     hostname = f"{name}@{os.uname().nodename}-{os.getpid()}"
-    argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", "threads",
+    argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", pool,
             "-c", str(concurrency), "-Q", queues, "-n", hostname, "-E", "--without-gossip",
             "--without-mingle", "--loglevel", loglevel]
     proc = ManagedProcess(f"worker {name}", argv, env, tmp / f"worker-{name}.log").start()

@@ -11,6 +11,7 @@ from celery import Celery
 from beat.schedule import beat_schedule
 from llmpool.settings import print_issues_report_once, settings_or_exit
 from workers.config import celery_config
+from workers.pool_safety import ThreadPoolSafetyNet
 
 __all__ = ["app", "create_app"]
 
@@ -24,6 +25,7 @@ def create_app() -> Celery:
     celery = Celery("llmpool", include=TASK_MODULES)
     celery.conf.update(celery_config(settings))
     celery.conf.beat_schedule = beat_schedule(settings)
+    celery.steps["worker"].add(ThreadPoolSafetyNet)
     return celery
 
 

@@ -30,7 +30,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
         "broker_connection_max_retries": None,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Cancelling on connection loss helps neither pool: the threads pool cannot cancel (it logs
+        # NotImplementedError), and prefork kills jobs whose messages then return only after the
+        # visibility timeout. Our claim leases and the sweep recover what a lost connection strands.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # A result write during a Redis outage waits for Redis instead of raising out of the tracer
+        # (with the threads pool that raise leaks the worker slot; see workers/pool_safety.py).
+        "result_backend_always_retry": True,
+        "result_backend_max_sleep_between_retries_ms": 1000,
         "result_backend_thread_safe": True,
         "result_expires": int(settings.agent_result_ttl),
         # Flower needs both kinds of events.

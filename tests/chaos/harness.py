@@ -56,9 +56,9 @@ class Chaos:
         self.redis = redis.Redis.from_url(self.server.url)
         self.store = JobStore(self.redis, Keys(), ttl=600, stream_ttl=600)
 
-    def worker(self, name: str, *, concurrency: int = 8, **env: object) -> ManagedProcess:
+    def worker(self, name: str, *, concurrency: int = 8, pool: str = "threads", **env: object) -> ManagedProcess:
         merged = {**self.env, **{k.upper(): str(v) for k, v in env.items()}}
-        proc = start_worker(self.tmp, merged, name=name, concurrency=concurrency, loglevel="INFO")
+        proc = start_worker(self.tmp, merged, name=name, concurrency=concurrency, loglevel="INFO", pool=pool)
         self.workers.append(proc)
         return proc
 
