@@ -1,4 +1,7 @@
-"""The dev stack's supervisor, on small Python children: output, ordered stop, no orphans."""
+"""The dev stack's supervisor, on small Python children: output, ordered stop, no orphans.
+
+What it does without children is in tests/unit/test_supervisor.py.
+"""
 
 from __future__ import annotations
 
@@ -126,31 +129,10 @@ def test_watch_returns_0_after_a_requested_stop(supervisor: Supervisor, tmp_path
     assert supervisor.watch() == 0
 
 
-def test_wait_for_times_out_naming_what_is_missing(supervisor: Supervisor):
-    with pytest.raises(StackAborted, match="api not ready after 0s: no /status") as err:
-        supervisor.wait_for("api", lambda: "no /status", timeout=0.3)
-    assert err.value.code == 1
-
-
-def test_wait_for_stops_early_with_code_0_when_asked(supervisor: Supervisor):
-    supervisor.stop_requested.set()
-    with pytest.raises(StackAborted) as err:
-        supervisor.wait_for("api", lambda: "no /status", timeout=30)
-    assert err.value.code == 0
-
-
 def test_wait_for_stops_early_when_a_child_dies(supervisor: Supervisor, tmp_path: Path):
     supervisor.start("crashy", py("raise SystemExit(5)"), env=dict(os.environ), log_dir=tmp_path)
     with pytest.raises(StackAborted, match="crashy exited with code 5"):
         supervisor.wait_for("api", lambda: "no /status", timeout=30)
-
-
-def test_prefix_is_colored_only_when_asked(tmp_path: Path):
-    colored, plain = io.StringIO(), io.StringIO()
-    Supervisor(out=colored, color=True).say("hi", name="api")
-    Supervisor(out=plain, color=False).say("hi", name="api")
-    assert colored.getvalue().startswith("\033[") and colored.getvalue().endswith("hi\n")
-    assert plain.getvalue() == "api      | hi\n"
 
 
 @linux_only

@@ -1,19 +1,28 @@
-"""docker-compose.yml: the structure production relies on, and that docker-compose accepts it."""
+"""docker-compose.yml and the image: the structure production relies on, and what it means to llmpool.
+
+Beyond the structure: every variable compose passes is a setting llmpool reads, its defaults are
+llmpool's own defaults once parsed, the worker consumes the queues the code routes to, and the
+image installs every program a service runs. That each command starts and passes its healthcheck
+(and that docker-compose accepts the file) is tests/integration/test_compose.py.
+"""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
-import subprocess
+import tomllib
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from llmpool.settings import Settings
+from llmpool.schemas import QUEUES as CODE_QUEUES
+from llmpool.settings import Settings, load_settings
+from tests.processes import OUR_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -57,7 +66,7 @@ def test_every_service_but_beat_has_a_healthcheck(compose: dict[str, Any], name:
 def test_worker_consumes_the_four_queues_in_priority_order(compose: dict[str, Any]):
     command = argv(compose["services"]["worker"])
     assert command[:4] == ["celery", "-A", "workers", "worker"]
-    assert command[command.index("-Q") + 1] == QUEUES
+    assert command[command.index("-Q") + 1] == QUEUES == ",".join(CODE_QUEUES)  # every queue the code routes to
     assert "-E" in command  # Flower needs the task events
     node = command[command.index("-n") + 1]
     assert node == "worker@%h"
@@ -111,15 +120,77 @@ def test_the_image_runs_as_non_root():
     assert ".env" in (ROOT / ".dockerignore").read_text().split()
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "demo"]])
-def test_docker_compose_accepts_it(profile: list[str]):
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("docker-compose is missing under CI (.ci/run installs it)")
-        pytest.skip("docker-compose is not installed")
-    result = subprocess.run(
-        [binary, "-f", str(COMPOSE), *profile, "config", "-q"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+# --- what the file means to llmpool ------------------------------------------------------------
+
+INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
+
+
+def defaults(environment: dict[str, Any]) -> dict[str, str]:
+    """The environment compose gives a service when neither the shell nor .env sets a variable."""
+    resolved = {}
+    for var, value in environment.items():
+        text = str(value)
+        assert "$" not in INTERPOLATION.sub("", text), f"{var}: only ${{VAR}} and ${{VAR:-default}} are resolved here"
+        resolved[var] = INTERPOLATION.sub(lambda m: m["default"] or "", text)
+    return resolved
+
+
+@pytest.mark.parametrize("name", LLMPOOL_SERVICES)
+def test_every_variable_compose_passes_is_a_setting_llmpool_reads(compose: dict[str, Any], name: str):
+    # Settings ignores unknown variables, so a misspelt one here would be dropped without a word.
+    passed = set(compose["services"][name]["environment"])
+    assert not {var for var in passed if var.lower() not in Settings.model_fields}
+
+
+def test_compose_defaults_parse_to_llmpools_own_defaults(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path):
+    for name in OUR_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env
+    for var, value in defaults(compose["services"]["worker"]["environment"]).items():
+        monkeypatch.setenv(var, value)
+    from_compose = load_settings().model_dump()
+    own = Settings(_env_file=None).model_dump()  # type: ignore[call-arg]
+    assert from_compose.pop("redis_url") == "redis://redis:6379/0"
+    own.pop("redis_url")
+    assert from_compose == own
+
+
+def _programs(service: dict[str, Any]) -> list[list[str]]:
+    """The command lines a service runs: its command and its healthcheck."""
+    lines = [argv(service)]
+    test = (service.get("healthcheck") or {}).get("test") or []
+    if test[:1] == ["CMD"]:
+        lines.append([str(part) for part in test[1:]])
+    elif test[:1] == ["CMD-SHELL"]:
+        lines.append(shlex.split(test[1]))
+    return lines
+
+
+def _base_distributions() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {canonicalize_name(project["name"])} | {
+        canonicalize_name(Requirement(spec).name) for spec in project["dependencies"]}
+
+
+def _provider(group: str, name: str) -> str | None:
+    found = [ep for ep in entry_points(group=group, name=name) if ep.dist is not None]
+    return canonicalize_name(found[0].dist.name) if found else None  # type: ignore[union-attr]
+
+
+def test_the_image_installs_every_program_a_service_runs(compose: dict[str, Any]):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    # `pip install .`: the base dependencies only, no extra (test, dev and local stay out of the image).
+    assert re.search(r"^RUN pip install \.\s", dockerfile, re.MULTILINE)
+    base = _base_distributions()
+    for name in (*LLMPOOL_SERVICES, "mock-llm"):
+        for line in _programs(compose["services"][name]):
+            program = line[0]
+            if program == "python":
+                continue  # the healthchecks' one-liners use the standard library only
+            assert _provider("console_scripts", program) in base, f"{name}: {program}"
+            if program == "celery":  # a subcommand celery does not have itself comes from a plugin
+                sub = line[3]
+                assert sub in ("worker", "beat", "inspect") or _provider("celery.commands", sub) in base, (name, sub)
+            if program == "llmpool":
+                assert _provider("llmpool.commands", line[1]) in base, (name, line[1])

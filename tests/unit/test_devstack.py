@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakeredis import TcpFakeServer
 
 from llmpool.dev.redis_server import free_port
 from llmpool.dev.stack import _ensure_redis, _log_to_stdout, _redact
@@ -116,10 +117,20 @@ def test_api_is_ready_only_with_a_live_worker(fake: Callable[[Routes], Fake]):
     assert "does not answer" in (api_probe(CLOSED)() or "")
 
 
-def test_an_answering_redis_is_used_as_it_is(redis_url: str, tmp_path: Path):
+@pytest.fixture
+def answering_redis() -> Iterator[str]:
+    """A Redis answering on a local port: fakeredis' TCP server, in a thread of this process."""
+    server = TcpFakeServer(("127.0.0.1", 0))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"redis://127.0.0.1:{server.server_address[1]}/0"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_answering_redis_is_used_as_it_is(answering_redis: str, tmp_path: Path):
     supervisor = Supervisor(out=io.StringIO())
-    described = _ensure_redis(supervisor, settings(redis_url=redis_url), data_dir=tmp_path, env={})
-    assert described == f"{redis_url} (already running)"
+    described = _ensure_redis(supervisor, settings(redis_url=answering_redis), data_dir=tmp_path, env={})
+    assert described == f"{answering_redis} (already running)"
     assert supervisor.children == []
 
 
