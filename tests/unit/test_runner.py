@@ -1,13 +1,21 @@
-"""run_chat's decisions, with a scripted client: which endpoint answers, what ends the job."""
+"""run_chat's decisions, with a scripted client: which endpoint answers, what ends the job.
+
+The publisher batches tokens for 50 ms (llmpool.jobs.FLUSH_INTERVAL) by the clock llmpool.jobs
+reads; here that is the test's frozen clock, so a batch ends exactly where the script pauses.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
-import fakeredis
 import pytest
+import redis
 
+import llmpool.jobs
 from llmpool.completion import Completion
 from llmpool.endpoints import Endpoint
 from llmpool.errors import (
@@ -27,6 +35,7 @@ from llmpool.keys import Keys
 from llmpool.llm_client import CallOutcome
 from llmpool.runner import estimate_tokens, run_chat
 from llmpool.schemas import parse_job
+from tests.conftest import FrozenClock
 
 JOB = parse_job({"messages": [{"role": "user", "content": "q"}], "stream": True})
 
@@ -39,8 +48,10 @@ def ep(name: str) -> Endpoint:
 class ScriptedClient:
     """Answers per endpoint id: a text, or an error to raise after emitting some tokens."""
 
-    def __init__(self, script: dict[str, str | tuple[LLMPoolError, list[str]]]) -> None:
+    def __init__(self, script: dict[str, str | tuple[LLMPoolError, list[str]]],
+                 pause: Callable[[float], None] | None = None) -> None:
         self.script = script
+        self.pause = pause  # how a "<pause>" token waits
         self.calls: list[str] = []
 
     def chat(self, endpoint, job, *, budget, on_token):  # noqa: ANN001 - same shape as LLMClient
@@ -50,7 +61,8 @@ class ScriptedClient:
             error, tokens = step
             for token in tokens:
                 if token == "<pause>":
-                    time.sleep(0.06)  # past the publisher's 50 ms batch: what came before is out
+                    assert self.pause is not None
+                    self.pause(0.06)  # past the publisher's 50 ms batch: what came before is out
                     continue
                 on_token(token)
             raise error
@@ -60,13 +72,29 @@ class ScriptedClient:
         return CallOutcome(done, ttft=0.1, total=0.5)
 
 
+class _BatchTime(ModuleType):
+    """The `time` module as llmpool.jobs sees it: monotonic time is the frozen clock's."""
+
+    def __init__(self, clock: FrozenClock) -> None:
+        super().__init__("time")
+        self._clock = clock
+
+    def monotonic(self) -> float:
+        return self._clock.time()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 @pytest.fixture
-def store() -> JobStore:
-    return JobStore(fakeredis.FakeRedis(), Keys("t"), ttl=60, stream_ttl=60)
+def store(any_redis: redis.Redis, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> JobStore:
+    monkeypatch.setattr(llmpool.jobs, "time", _BatchTime(clock))
+    return JobStore(any_redis, Keys("t"), ttl=60, stream_ttl=60)
 
 
 def run(store: JobStore, client: ScriptedClient, names: list[str], **kw):  # noqa: ANN201
     publisher = store.publisher("j", stream_tokens=True)
+    publisher.flush()  # nothing to write yet: it starts the publisher's first batch on the frozen clock
     options = {"deadline": time.time() + 60, "max_calls": 3, **kw}
     return run_chat(JOB, job_id="j", candidates=[ep(n) for n in names], client=client,  # type: ignore[arg-type]
                     publisher=publisher, **options), publisher
@@ -80,9 +108,11 @@ def test_first_endpoint_answers(store: JobStore) -> None:
     assert client.calls == ["a"] and report.failures == []
 
 
-def test_retryable_failure_moves_to_the_next_endpoint_and_resets_the_stream(store: JobStore) -> None:
+def test_retryable_failure_moves_to_the_next_endpoint_and_resets_the_stream(
+    store: JobStore, clock: FrozenClock
+) -> None:
     cut = StreamCut("cut", endpoint="a")
-    client = ScriptedClient({"a": (cut, ["<pause>", "par", "tial"]), "b": "whole"})
+    client = ScriptedClient({"a": (cut, ["<pause>", "par", "tial"]), "b": "whole"}, pause=clock.sleep)
     (result, report), publisher = run(store, client, ["a", "b"])
     publisher.flush()
     assert (result.endpoint, result.attempts) == ("b", 2)
