@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 500  # jobs handed back per pass at most; the next pass takes the rest
 LOCK_SECONDS = 5.0  # a sweeper killed mid-pass delays the next pass this long at most
 MIN_NAP = 0.05
+RETRY_SKIPPED = 0.25
 Publish = Callable[[str, str, dict[str, Any]], None]  # (job id, queue, payload)
 
 
@@ -48,29 +49,54 @@ def run_sweep(res: Resources, publish: Publish) -> dict[str, Any]:
 
 
 class Sweeper:
-    """A daemon thread that sweeps every AGENT_SWEEP_INTERVAL seconds."""
+    """A daemon thread that sweeps when the next job is due (fleet-wide, read from Redis), at least
+    every AGENT_SWEEP_INTERVAL; `nudge` wakes it early for a job this process just parked."""
 
     def __init__(self, resources: Callable[[], Resources], publish: Publish) -> None:
         self._resources = resources
         self._publish = publish
-        self._stop = threading.Event()
+        self._wake_at = 0.0
+        self._lock = threading.Lock()
+        self._nudged = threading.Event()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="llmpool-sweeper", daemon=True)
 
     def start(self) -> Sweeper:
         self._thread.start()
         return self
 
+    def nudge(self, at: float) -> None:
+        """Make sure a pass runs at unix time `at` (a job this process parked is due then)."""
+        with self._lock:
+            self._wake_at = min(self._wake_at, at)
+        self._nudged.set()
+
     def stop(self) -> None:
-        self._stop.set()
+        self._stopped = True
+        self._nudged.set()
 
     def _run(self) -> None:
-        nap = self._resources().settings.agent_sweep_interval
-        while not self._stop.wait(nap):
-            res = self._resources()
-            nap = res.settings.agent_sweep_interval
-            try:
-                run_sweep(res, self._publish)
-                # Wake when the next parked job is due or lease lapses, not a whole interval later.
-                nap = max(MIN_NAP, min(nap, res.jobs.next_due() - time.time()))
-            except Exception as exc:  # Redis away: the next pass tries again
-                log.warning("sweep failed: %s", exc)
+        while not self._stopped:
+            interval = self._resources().settings.agent_sweep_interval
+            with self._lock:
+                wake_at = min(self._wake_at, time.time() + interval)
+            if self._nudged.wait(max(0.0, wake_at - time.time())):
+                self._nudged.clear()  # a nudge: work out the wake time again
+                continue
+            with self._lock:
+                self._wake_at = float("inf")
+            self._pass()
+
+    def _pass(self) -> None:
+        res = self._resources()
+        try:
+            outcome = run_sweep(res, self._publish)
+            # Wake when the next parked job is due or lease lapses anywhere in the fleet.
+            next_due = res.jobs.next_due()
+            if "skipped" in outcome:  # another process is sweeping: look again shortly
+                next_due = min(next_due, time.time() + RETRY_SKIPPED)
+        except Exception as exc:  # Redis away: the next pass tries again
+            log.warning("sweep failed: %s", exc)
+            next_due = time.time() + RETRY_SKIPPED
+        with self._lock:
+            self._wake_at = min(self._wake_at, max(next_due, time.time() + MIN_NAP))

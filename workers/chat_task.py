@@ -31,6 +31,7 @@ from llmpool.jobs import Claim, EventPublisher
 from llmpool.resources import Resources, current
 from llmpool.runner import RunReport, run_chat, wait_delay
 from llmpool.schemas import ChatJob, Message, parse_job
+from workers.signals import sweeper
 
 __all__ = ["chat"]
 
@@ -45,7 +46,11 @@ class ChatTask(Task):
 
 
 class Parked(Exception):
-    """The job waits in Redis; this delivery is done with it."""
+    """The job waits in Redis until `due` (unix time); this delivery is done with it."""
+
+    def __init__(self, due: float) -> None:
+        super().__init__(due)
+        self.due = due
 
 
 def _deadline(job: ChatJob, claim: Claim, res: Resources) -> float:
@@ -112,7 +117,8 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
     res.leases.hold(job_id, publisher)
     try:
         return _run(res, job_id, parsed, claim, publisher)
-    except Parked:
+    except Parked as parked:
+        sweeper(self.app).nudge(parked.due)
         raise Ignore() from None
     finally:
         res.leases.drop(job_id)
@@ -124,7 +130,7 @@ def _park(res: Resources, job_id: str, claim: Claim, report: RunReport, *, delay
                          history=[*_history(report), entry]):
         log.warning("job %s: lease lost before it could be parked", job_id)
     log.info("job %s waits %.2fs in Redis: %s", job_id, delay, reason)
-    return Parked()
+    return Parked(time.time() + delay)
 
 
 def _wait_or_fail(res: Resources, job_id: str, claim: Claim, report: RunReport, deadline: float,

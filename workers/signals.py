@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -39,17 +40,31 @@ def _discover_at_start(sender: Any = None, **_: Any) -> None:
 
 
 _sweeper: Sweeper | None = None
+_sweeper_lock = threading.Lock()
+
+
+def sweeper(app: Any) -> Sweeper:
+    """This process's sweeper, started on first use (prefork children start their own)."""
+    global _sweeper
+    with _sweeper_lock:
+        if _sweeper is None:
+            _sweeper = Sweeper(resources.current,
+                               lambda job_id, queue, payload: publish_chat(app, job_id, queue, payload)).start()
+        return _sweeper
 
 
 @signals.worker_ready.connect
 def _start_sweeper(sender: Any = None, **_: Any) -> None:
     """Recovery must not depend on beat, nor on this worker's consumer still hearing the broker."""
+    if sender is not None:
+        sweeper(sender.app)
+
+
+@signals.worker_process_init.connect
+def _no_inherited_sweeper(**_: Any) -> None:
+    """A forked child has the parent's Sweeper object but not its thread."""
     global _sweeper
-    if sender is None or _sweeper is not None:
-        return
-    app = sender.app
-    _sweeper = Sweeper(resources.current, lambda job_id, queue, payload: publish_chat(app, job_id, queue, payload))
-    _sweeper.start()
+    _sweeper = None
 
 
 @control_command(args=[], signature="")  # type: ignore[misc]
