@@ -26,6 +26,10 @@ class ChatRequest(Request):
         kwargs = self._kwargs if isinstance(self._kwargs, dict) else {}
         return repr({k: job_repr(v) for k, v in kwargs.items()})
 
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        """What `inspect active`/`reserved` answer (Flower's worker page): the summaries, safe or not."""
+        return {**super().info(safe=safe), "args": self.argsrepr, "kwargs": self.kwargsrepr}
+
     def send_event(self, type: str, **fields: Any) -> None:
         if type == "task-succeeded":
             fields["result"] = HIDDEN_RESULT.replace("{id}", str(self.id))
