@@ -42,8 +42,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": int(settings.agent_result_ttl),
         # Flower needs both kinds of events.
         "worker_send_task_events": True,
-        "worker_pool": settings.agent_worker_pool,
-        "worker_concurrency": settings.agent_worker_concurrency,
+        # No worker_pool / worker_concurrency here: Celery cannot tell an explicit `-P prefork` from
+        # its default and lets a configured pool win over it, so `-P prefork` silently ran threads.
+        # `llmpool up` and compose pass -P and -c from AGENT_WORKER_POOL / AGENT_WORKER_CONCURRENCY.
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
     }

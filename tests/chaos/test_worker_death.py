@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from llmpool.client import Client
@@ -117,3 +118,24 @@ def test_a_failed_publish_leaves_no_half_submitted_job(chaos: Chaos) -> None:
     chaos.worker("w1", concurrency=2)
     assert chaos.client.submit("retried", job_id="retry-me").created  # the retried key submits afresh
     assert chaos.client.result("retry-me", timeout=30).content.endswith("You said: retried")
+
+
+@pytest.mark.timeout(150)
+def test_sigkill_of_a_prefork_pool_child_mid_job(chaos: Chaos) -> None:
+    """The common prefork fault: one child dies, the worker lives on and replaces it."""
+    worker = chaos.worker("forked", concurrency=4, pool="prefork")
+    chaos.submit(4)
+    _running(chaos, worker, 4)
+    children = psutil.Process(worker.pid).children(recursive=True)
+    assert len(children) == 4  # a real prefork pool (a configured pool once overrode `-P prefork`)
+    killed_at = time.monotonic()
+    children[0].send_signal(signal.SIGKILL)
+    chaos.wait_finished(timeout=RECOVERY_BOUND + LLM_SECONDS)
+    slowest = time.monotonic() - killed_at
+    assert worker.alive()
+    ledger = chaos.ledger()
+    assert (len(ledger.answered), ledger.failed, ledger.unfinished, ledger.double_ends) == (4, {}, [], []), \
+        ledger.summary()
+    assert len(ledger.recovered()) == 1  # only the killed child's job ran twice
+    assert chaos.mock.stats("llm")["chat_requests"] == 5
+    print(f"\n[chaos] prefork child SIGKILL: 4 submitted, {ledger.summary()}, slowest {slowest:.1f}s")
