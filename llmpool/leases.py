@@ -48,6 +48,18 @@ class LeaseKeeper:
         with self._lock:
             return {job_id: p.claim or 0 for job_id, p in self._held.items()}
 
+    def hand_back_all(self, reason: str) -> list[str]:
+        """Give every held job back to the fleet now (parked, due at once); their runs stop writing."""
+        with self._lock:
+            held = list(self._held.items())
+        handed = []
+        for job_id, publisher in held:
+            entry = {"event": "handed_back", "reason": reason}
+            if self.store.park(job_id, claim=publisher.claim or 0, delay=0, calls=0, history=[entry]):
+                publisher.lost = True
+                handed.append(job_id)
+        return handed
+
     def renew_once(self) -> set[str]:
         """Renew every held lease now; marks and returns the jobs this process lost."""
         lost = self.store.renew(self.held(), lease=self.lease)

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     agent_sweep_interval: Seconds = 5  # how often the sweep looks for orphaned, due and unpublished jobs
     # A job whose message the broker may never have received is published again after this.
     agent_republish_after: Seconds = 10
+    # SIGTERM (warm shutdown): running jobs get this long to finish; then they are handed back for
+    # another worker, at once rather than when their lease lapses.
+    agent_shutdown_grace: Annotated[float, Field(ge=0)] = 30
     agent_job_max_calls: Annotated[int, Field(ge=1)] = 3  # LLM calls (endpoints tried) per job
     agent_result_ttl: Seconds = 86400
     agent_stream_ttl: Seconds = 600

@@ -79,6 +79,23 @@ def refresh_config(state: Any) -> dict[str, Any]:
     return {"ok": "settings reloaded", "priority_models": settings.agent_priority_models}
 
 
+@signals.worker_shutting_down.connect
+def _hand_back_after_grace(how: str | None = None, **_: Any) -> None:
+    """Warm shutdown: running jobs may finish within AGENT_SHUTDOWN_GRACE; the rest go back at once."""
+    res = resources.peek()
+    if res is None or str(how).lower() != "warm":
+        return
+
+    def hand_back() -> None:
+        handed = res.leases.hand_back_all("worker stopping")
+        if handed:
+            log.warning("shutdown grace over: %d running jobs handed back to the fleet", len(handed))
+
+    timer = threading.Timer(res.settings.agent_shutdown_grace, hand_back)
+    timer.daemon = True
+    timer.start()
+
+
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _close(sender: Any = None, **_: Any) -> None:

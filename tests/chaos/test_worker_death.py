@@ -139,3 +139,23 @@ def test_sigkill_of_a_prefork_pool_child_mid_job(chaos: Chaos) -> None:
     assert len(ledger.recovered()) == 1  # only the killed child's job ran twice
     assert chaos.mock.stats("llm")["chat_requests"] == 5
     print(f"\n[chaos] prefork child SIGKILL: 4 submitted, {ledger.summary()}, slowest {slowest:.1f}s")
+
+
+@pytest.mark.timeout(150)
+def test_sigterm_hands_back_jobs_that_outlast_the_grace(chaos: Chaos) -> None:
+    chaos.mock.configure("llm", ttft=8)
+    leaving = chaos.worker("leaving", concurrency=4, agent_shutdown_grace=1)
+    chaos.submit(2)
+    _running(chaos, leaving, 2)
+    chaos.worker("staying", concurrency=4)
+    stopped_at = time.monotonic()
+    leaving.kill(signal.SIGTERM)
+    wait_for(lambda: all(any(e.get("event") == "handed_back" for e in (chaos.store.get(j) or {})["history"])
+                         for j in chaos.submitted), timeout=10, what="both jobs handed back")
+    handed_after = time.monotonic() - stopped_at
+    chaos.wait_finished(timeout=60)
+    ledger = chaos.ledger()
+    assert (len(ledger.answered), ledger.failed, ledger.double_ends) == (2, {}, []), ledger.summary()
+    assert all((chaos.store.get(j) or {})["worker"].startswith("staying@") for j in chaos.submitted)
+    assert handed_after < 8  # handed back after the grace, not when the leaving run ended
+    print(f"\n[chaos] SIGTERM past the grace: 2 submitted, {ledger.summary()}, handed back after {handed_after:.1f}s")

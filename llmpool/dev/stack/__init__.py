@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long to wait for the API to see a worker and for Flower (default 60)",
     )
     parser.add_argument(
-        "--stop-timeout", type=float, default=10.0, metavar="SECONDS",
-        help="how long each part gets to stop after SIGTERM before SIGKILL (default 10)",
+        "--stop-timeout", type=float, default=None, metavar="SECONDS",
+        help="how long each part gets to stop after SIGTERM before SIGKILL (default: AGENT_SHUTDOWN_GRACE + 5, at least 10)",
     )
     parser.set_defaults(func=run)
 
@@ -64,8 +64,15 @@ def run(args: argparse.Namespace) -> int:
         return exc.code
     finally:
         if supervisor.children:
-            supervisor.stop_all(timeout=args.stop_timeout)
+            supervisor.stop_all(timeout=_stop_timeout(args, settings))
             supervisor.say("all stopped")
+
+
+def _stop_timeout(args: argparse.Namespace, settings: Settings) -> float:
+    """What each part gets after SIGTERM: the worker needs its shutdown grace and a little more."""
+    if args.stop_timeout is not None:
+        return float(args.stop_timeout)
+    return max(10.0, settings.agent_shutdown_grace + 5)
 
 
 def _start_stack(supervisor: Supervisor, settings: Settings, *, ready_timeout: float) -> str:
