@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stop-timeout", type=float, default=None, metavar="SECONDS",
-        help="how long each part gets to stop after SIGTERM before SIGKILL (default: AGENT_SHUTDOWN_GRACE + 5, at least 10)",
+        help="seconds each part gets after SIGTERM before SIGKILL (default: AGENT_SHUTDOWN_GRACE + 5, min 10)",
     )
     parser.set_defaults(func=run)
 
