@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     # SIGTERM (warm shutdown): running jobs get this long to finish; then they are handed back for
     # another worker, at once rather than when their lease lapses.
     agent_shutdown_grace: Annotated[float, Field(ge=0)] = 30
+    # A worker with free slots while its queues have held messages this long stops itself for its
+    # supervisor to restart (a deaf consumer); 0 turns the watch off.
+    agent_deaf_after: Annotated[float, Field(ge=0)] = 60
     agent_job_max_calls: Annotated[int, Field(ge=1)] = 3  # LLM calls (endpoints tried) per job
     agent_result_ttl: Seconds = 86400
     agent_stream_ttl: Seconds = 600

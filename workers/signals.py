@@ -16,6 +16,7 @@ from llmpool.errors import ConfigError
 from llmpool.heartbeats import WorkerHeartbeats
 from llmpool.settings import get_settings
 from llmpool.sweep import Sweeper
+from workers.watchdog import DeafWatch
 
 log = logging.getLogger(__name__)
 HIDDEN = "<hidden>"
@@ -58,6 +59,17 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
     """Recovery must not depend on beat, nor on this worker's consumer still hearing the broker."""
     if sender is not None:
         sweeper(sender.app)
+
+
+@signals.worker_ready.connect
+def _watch_for_deafness(sender: Any = None, **_: Any) -> None:
+    """The queues this worker was started with, watched even if its consumer drops one."""
+    res = resources.peek()
+    if sender is None or res is None or not res.settings.agent_deaf_after:
+        return
+    queues = [q.name for q in sender.task_consumer.queues]
+    DeafWatch(res.redis, queues=queues, slots=sender.pool.num_processes,
+              after=res.settings.agent_deaf_after).start()
 
 
 @signals.worker_process_init.connect
