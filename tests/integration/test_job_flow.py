@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from llmpool.dev.redis_server import RedisServer, free_port
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.schemas import QUEUES
-from tests.processes import ManagedProcess, clean_env, start_api, start_worker
+from llmpool.settings import Settings
+from tests.processes import ManagedProcess, clean_env, start_api, start_worker, wait_for
 
 SECRET = "integration-jwt-secret-0123456789abcdef"
 EXPECTED_BEARER = "Bearer " + jwt.encode({"team_id": "tenstorrent", "token_id": "debug-test"}, SECRET,
@@ -235,11 +237,40 @@ def test_unknown_job_is_404(stack: Stack) -> None:
     assert httpx.get(stack.api + "/jobs/nope", timeout=5).status_code == 404
 
 
+# Keys that exist only while something is under way: a pass lock, kombu's unacked messages.
+TRANSIENT = ("llmpool:lock:", "unacked")
+# Keys of the pool itself, whatever jobs ran: Celery's and kombu's, and ours.
+POOL_KEY = re.compile(r"^(llmpool:|_kombu\.binding|celery-task-meta-|unacked|chat\.|control$)")
+
+
+def _settled(stack: Stack) -> bool:
+    """No message unacked (a job's result is stored before its ack) and no job running."""
+    return not stack.redis.exists("unacked", stack.keys.jobs_running())
+
+
+def _keys(stack: Stack) -> set[str]:
+    return {k.decode() for k in stack.redis.scan_iter("*") if not k.decode().startswith(TRANSIENT)}
+
+
 def test_job_keys_left_behind_are_only_ours_and_expire(stack: Stack) -> None:
+    """As arq's tests do: the exact set of keys one finished job leaves in Redis, each with its TTL."""
+    wait_for(lambda: _settled(stack), timeout=20, what="earlier jobs to settle")
+    before = _keys(stack)
     resp = stack.post({"message": "keys"})
+    assert resp.status_code == 200, resp.text
     job_id = resp.json()["job_id"]
-    assert stack.redis.ttl(stack.keys.job(job_id)) > 0
-    assert stack.redis.ttl(stack.keys.job_stream(job_id)) > 0
+    wait_for(lambda: _settled(stack), timeout=20, what="the job to be acked")
+    after = _keys(stack)
+    k = stack.keys
+    assert after - before == {k.job(job_id), k.job_stream(job_id), k.job_history(job_id), f"celery-task-meta-{job_id}"}
+    assert before - after == set()  # and it took none away
+    result_ttl = Settings.model_fields["agent_result_ttl"].default  # the worker runs on the defaults
+    stream_ttl = Settings.model_fields["agent_stream_ttl"].default
+    for key, longest in ((k.job(job_id), result_ttl), (k.job_history(job_id), result_ttl),
+                         (f"celery-task-meta-{job_id}", result_ttl), (k.job_stream(job_id), stream_ttl)):
+        assert 0 < stack.redis.ttl(key) <= longest, key
+    assert not stack.redis.exists(k.jobs_parked(), k.jobs_unpublished())  # no recovery entry is left either
+    assert {key for key in after if not POOL_KEY.match(key)} == set()
 
 
 def test_submit_from_python_with_the_client(stack: Stack) -> None:
