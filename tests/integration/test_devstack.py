@@ -157,3 +157,36 @@ def test_a_bad_setting_exits_2_and_starts_nothing(tmp_path: Path, stack_env: dic
     assert result.returncode == 2, result.stdout + result.stderr
     assert "AGENT_HEALTH_CHECK_INTERVAL" in result.stderr
     assert not (tmp_path / "data").exists()  # no Redis, no logs: nothing was started
+
+
+def _part(up: Up, *words: str) -> psutil.Process:
+    return next(p for p in up.descendants() if _alive(p) and all(w in " ".join(p.cmdline()) for w in words))
+
+
+@pytest.mark.timeout(240)
+def test_up_restarts_a_killed_worker_and_its_embedded_redis(up: Up, stack_env: dict[str, str]):
+    up.wait_ready()
+    api = f"http://127.0.0.1:{stack_env['AGENT_API_PORT']}"
+
+    def chat(text: str) -> httpx.Response:
+        return httpx.post(f"{api}/poll_requests", json={"message": text},
+                          headers={"Accept": "application/json"}, timeout=60)
+
+    _part(up, "celery", "worker").kill()
+    deadline = time.monotonic() + 30
+    while not any("worker exited with code -9; restarting it" in line for line in up.lines):
+        assert time.monotonic() < deadline, up.tail()
+        time.sleep(0.2)
+    assert chat("after the worker").status_code == 200
+    _part(up, "redis-server").kill()
+    deadline = time.monotonic() + 30
+    while not any("redis exited with code -9; restarting it" in line for line in up.lines):
+        assert time.monotonic() < deadline, up.tail()
+        time.sleep(0.2)
+    for _ in range(60):  # the API answers 503 until Redis is back, then the job runs
+        response = chat("after redis")
+        if response.status_code != 503:
+            break
+        time.sleep(0.5)
+    assert response.status_code == 200, response.text
+    assert up.proc.poll() is None  # the stack stayed up throughout

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmpool.dev.stack.supervisor import StackAborted, Supervisor
+from llmpool.dev.stack.supervisor import RESTART_LIMIT, StackAborted, Supervisor
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PDEATHSIG is Linux")
 
@@ -114,13 +115,37 @@ def test_a_grandchild_left_in_the_group_is_killed(
     assert wait_until(lambda: not _alive(grandchild))
 
 
-def test_watch_reports_a_child_that_exits_on_its_own(
+def test_watch_gives_up_on_a_child_that_keeps_exiting(
     supervisor: Supervisor, out: io.StringIO, tmp_path: Path
 ):
     supervisor.start("steady", py(POLITE), env=dict(os.environ), log_dir=tmp_path)
     supervisor.start("crashy", py("raise SystemExit(3)"), env=dict(os.environ), log_dir=tmp_path)
     assert supervisor.watch() == 1
-    assert "crashy exited with code 3; stopping everything" in out.getvalue()
+    text = out.getvalue()
+    assert text.count("crashy exited with code 3; restarting it") == RESTART_LIMIT
+    assert f"crashy exited {RESTART_LIMIT + 1} times within 60s; giving up" in text
+
+
+def test_watch_restarts_a_child_that_exits_on_its_own(
+    supervisor: Supervisor, out: io.StringIO, tmp_path: Path
+):
+    marker = tmp_path / "ran-once"
+    once = f"""
+    import pathlib, time
+    marker = pathlib.Path({str(marker)!r})
+    if not marker.exists():
+        marker.touch()
+        raise SystemExit(4)
+    print("second run", flush=True)
+    time.sleep(60)
+    """
+    child = supervisor.start("flaky", py(once), env=dict(os.environ), log_dir=tmp_path)
+    first_pid = child.process.pid  # type: ignore[union-attr]
+    threading.Timer(3.0, supervisor.stop_requested.set).start()
+    assert supervisor.watch() == 0
+    assert "flaky exited with code 4; restarting it" in out.getvalue()
+    assert "second run" in out.getvalue()
+    assert child.process is not None and child.process.pid != first_pid and child.exit_code is None
 
 
 def test_watch_returns_0_after_a_requested_stop(supervisor: Supervisor, tmp_path: Path):

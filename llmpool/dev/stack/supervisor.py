@@ -27,6 +27,8 @@ PR_SET_PDEATHSIG = 1
 # The signal a child gets when we die: SIGTERM lets Redis flush its AOF and Celery hand back its
 # unacked jobs, and a Celery prefork parent stops its own pool children on it.
 DEATH_SIGNAL = signal.SIGTERM
+RESTART_LIMIT = 5  # restarts of one part within RESTART_WINDOW before the stack gives up
+RESTART_WINDOW = 60.0
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
@@ -77,6 +79,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.stop_requested = threading.Event()
         self._write_lock = threading.Lock()
+        self._restarts: dict[str, list[float]] = {}  # child name -> monotonic times of its restarts
 
     # --- output ---
 
@@ -113,22 +116,46 @@ class Supervisor:
 
     def start(self, name: str, argv: list[str], *, env: dict[str, str], log_dir: Path) -> Child:
         """Start one child in its own session; must run on the main thread (see below)."""
+        log_dir.mkdir(parents=True, exist_ok=True)
+        child = Child(name=name, argv=argv, env=env, log_path=log_dir / f"{name}.log")
+        self._spawn(child)
+        self.children.append(child)
+        return child
+
+    def _spawn(self, child: Child) -> None:
         # PDEATHSIG fires when the *thread* that forked the child exits, so children are
         # started from the main thread, which lives as long as we do.
         assert threading.current_thread() is threading.main_thread()
-        log_dir.mkdir(parents=True, exist_ok=True)
-        child = Child(name=name, argv=argv, env=env, log_path=log_dir / f"{name}.log")
         child.process = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            child.argv, env=child.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()),
         )
-        self.children.append(child)
         child.reader = threading.Thread(
-            target=self._forward, args=(child,), name=f"forward-{name}", daemon=True
+            target=self._forward, args=(child,), name=f"forward-{child.name}", daemon=True
         )
         child.reader.start()
-        return child
+
+    def restart_exited(self) -> bool:
+        """Start again every part that exited on its own (a worker that stopped itself, Redis from
+        its AOF); False when one exits too often (RESTART_LIMIT in RESTART_WINDOW seconds)."""
+        for child in self.children:
+            code = child.exit_code
+            if code is None:
+                continue
+            now = time.monotonic()
+            recent = [t for t in self._restarts.get(child.name, []) if now - t < RESTART_WINDOW]
+            if len(recent) >= RESTART_LIMIT:
+                self.say(f"{child.name} exited {len(recent) + 1} times within {RESTART_WINDOW:.0f}s; giving up")
+                return False
+            self._restarts[child.name] = [*recent, now]
+            self.say(f"{child.name} exited with code {code}; restarting it")
+            if child.reader is not None:
+                child.reader.join(timeout=2.0)
+            if child.process is not None:
+                _signal_group(child.process.pid, signal.SIGKILL)  # whatever it left in its group
+            self._spawn(child)
+        return True
 
     def first_exited(self) -> Child | None:
         return next((c for c in self.children if c.exit_code is not None), None)
@@ -154,10 +181,12 @@ class Supervisor:
             self.stop_requested.wait(0.25)
 
     def watch(self) -> int:
-        """Block until a stop is requested (0) or a child exits on its own (1)."""
+        """Block until a stop is requested (0), restarting parts that exit, unless one keeps
+        exiting (1)."""
         try:
             while not self.stop_requested.wait(0.25):
-                self.check_running()
+                if not self.restart_exited():
+                    raise StackAborted("a part keeps exiting")
         except StackAborted as exc:
             self.say(f"{exc}; stopping everything")
             return exc.code
