@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -101,27 +100,39 @@ RUN = 6.0
 
 def _hammer(url: str, barrier: Any, results: Any) -> None:
     adm = _admitter(url)
-    admitted: list[float] = []
+    admitted: list[tuple[float, float]] = []
     barrier.wait()
     end, n = time.time() + RUN, 0
     while time.time() < end:
         n += 1
+        sent = time.time()
         ticket = adm.admit(E, f"{os.getpid()}-{n}", tokens=0, limits=RATE, breaker=FRAGILE, lease=5)
         if ticket.allowed:
-            admitted.append(time.time())
+            admitted.append((sent, time.time()))  # Redis decided in between
         else:
             time.sleep(min(ticket.retry_after, 0.002))  # hammer, but leave Redis some CPU
     results.put(admitted)
 
 
+def busiest_window(admitted: list[tuple[float, float]], period: float) -> int:
+    """The most admissions Redis surely decided inside one window of `period`.
+
+    A process can be descheduled between Redis' answer and reading its own clock, so an
+    admission's time is only known to lie between sending the call and reading the answer; it
+    counts for a window only when that whole span lies inside it (a lower bound of the truth).
+    """
+    return max(sum(1 for sent, answered in admitted if start <= sent and answered <= start + period)
+               for start, _ in admitted)
+
+
 def test_a_rate_limit_holds_across_four_processes(redis_url: str) -> None:
     barrier = CTX.Barrier(PROCS, timeout=30)
-    times = sorted(t for admitted in _run(_hammer, redis_url, barrier) for t in admitted)
+    admitted = sorted(span for spans in _run(_hammer, redis_url, barrier) for span in spans)
     # Any window of one period: at most limit + burst.
-    busiest = max(bisect_left(times, t + RATE.period) - i for i, t in enumerate(times))
+    busiest = busiest_window(admitted, RATE.period)
     assert busiest <= RATE.rpm + RATE.burst, busiest
     expected = RATE.rpm * RUN / RATE.period + RATE.burst
-    assert abs(len(times) - expected) <= 0.05 * expected, (len(times), expected)
+    assert abs(len(admitted) - expected) <= 0.05 * expected, (len(admitted), expected)
 
 
 # --- a concurrency cap shared by 4 processes ----------------------------------------------------
@@ -157,10 +168,14 @@ def test_a_concurrency_cap_is_never_exceeded(redis_url: str) -> None:
     assert _admitter(redis_url).in_flight([E]) == {E: 0}
 
 
+# Long enough that the kill, the reaping and the next admit fit inside it on a loaded machine.
+DOOMED_LEASE = 1.0
+
+
 def _grab_and_hang(url: str, count: int, ready: Any) -> None:
     adm = _admitter(url)
     for n in range(count):
-        assert adm.admit(E, f"doomed-{n}", tokens=0, limits=CAP, breaker=FRAGILE, lease=0.5).allowed
+        assert adm.admit(E, f"doomed-{n}", tokens=0, limits=CAP, breaker=FRAGILE, lease=DOOMED_LEASE).allowed
     ready.set()
     time.sleep(60)
 
@@ -174,6 +189,6 @@ def test_a_killed_process_leases_come_back(redis_url: str) -> None:
     proc.join(timeout=10)
     adm = _admitter(redis_url)
     refused = adm.admit(E, "survivor", tokens=0, limits=CAP, breaker=FRAGILE, lease=5)
-    assert refused.reason == "concurrency" and 0 < refused.retry_after <= 0.5
+    assert refused.reason == "concurrency" and 0 < refused.retry_after <= DOOMED_LEASE
     time.sleep(refused.retry_after + 0.01)
     assert adm.admit(E, "survivor", tokens=0, limits=CAP, breaker=FRAGILE, lease=5).allowed
