@@ -4,7 +4,8 @@ A running job's claim is short (AGENT_JOB_LEASE, ~30 s), so a job whose worker d
 the sweep within that time; a live job's claim never lapses however long it runs, because this
 thread renews all of them in one round trip every third of a lease. A job the renewal reports as
 lost (its lease lapsed, e.g. while Redis was away, and the sweep handed it to another worker) is
-marked so its run writes nothing more.
+marked so its run writes nothing more. The same thread renews the endpoint concurrency leases of
+the process's calls in flight, so a killed worker's slots come back within a lease too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from llmpool.admission import Admitter
 from llmpool.jobs import EventPublisher, JobStore
 
 __all__ = ["LeaseKeeper"]
@@ -23,11 +25,14 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     """The jobs this process holds (id -> claim and publisher), renewed by one daemon thread."""
 
-    def __init__(self, store: JobStore, *, lease: float, wait: Callable[[float], bool] | None = None) -> None:
+    def __init__(self, store: JobStore, *, lease: float, admitter: Admitter | None = None,
+                 wait: Callable[[float], bool] | None = None) -> None:
         self.store = store
+        self.admitter = admitter
         self.lease = lease
         self.every = lease / 3
         self._held: dict[str, EventPublisher] = {}
+        self._calls: set[tuple[str, str]] = set()  # (endpoint id, job id) of calls in flight
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wait = wait or self._stop.wait
@@ -36,9 +41,22 @@ class LeaseKeeper:
     def hold(self, job_id: str, publisher: EventPublisher) -> None:
         with self._lock:
             self._held[job_id] = publisher
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="llmpool-leases", daemon=True)
-                self._thread.start()
+            self._start()
+
+    def hold_call(self, endpoint_id: str, job_id: str) -> None:
+        """An admitted call: its concurrency lease is renewed until `drop_call`."""
+        with self._lock:
+            self._calls.add((endpoint_id, job_id))
+            self._start()
+
+    def drop_call(self, endpoint_id: str, job_id: str) -> None:
+        with self._lock:
+            self._calls.discard((endpoint_id, job_id))
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="llmpool-leases", daemon=True)
+            self._thread.start()
 
     def drop(self, job_id: str) -> None:
         with self._lock:
@@ -63,6 +81,11 @@ class LeaseKeeper:
     def renew_once(self) -> set[str]:
         """Renew every held lease now; marks and returns the jobs this process lost."""
         lost = self.store.renew(self.held(), lease=self.lease)
+        with self._lock:
+            calls = list(self._calls)
+        for endpoint_id, job_id in calls:
+            if self.admitter is not None:
+                self.admitter.refresh_lease(endpoint_id, job_id, self.lease)
         with self._lock:
             for job_id in lost:
                 publisher = self._held.get(job_id)

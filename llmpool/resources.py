@@ -103,14 +103,15 @@ def _build(settings: Settings) -> Resources:
     registry = Registry(client, keys)
     admitter = Admitter(client, keys)
     jobs = JobStore(client, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
+    leases = LeaseKeeper(jobs, lease=settings.agent_job_lease, admitter=admitter)
     return Resources(
         settings=settings, keys=keys, redis=client, http=http, llm=LLMClient(http, settings),
-        jobs=jobs, leases=LeaseKeeper(jobs, lease=settings.agent_job_lease),
+        jobs=jobs, leases=leases,
         conversations=ConversationStore(
             client, keys, max_messages=settings.agent_conversation_max_messages,
             ttl=settings.agent_conversation_ttl),
         registry=registry, selection_cache=SelectionCache(registry),
-        gate=RedisGate(admitter, settings), in_flight=admitter.in_flight,
+        gate=RedisGate(admitter, settings, leases=leases), in_flight=admitter.in_flight,
     )
 
 

@@ -14,6 +14,7 @@ from llmpool.client import Client
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM
 from llmpool.dev.redis_server import RedisServer, free_port
 from llmpool.errors import SubmitFailed
+from llmpool.keys import Keys
 from tests.chaos.harness import Chaos
 from tests.processes import clean_env, wait_for
 
@@ -59,6 +60,8 @@ def test_sigkill_of_a_worker_running_jobs(chaos: Chaos) -> None:
     assert sorted(ledger.recovered()) == sorted(chaos.submitted)  # all eight were on the killed worker
     # each recovered job cost two LLM calls: the one the kill cut, and the one that answered
     assert chaos.mock.stats("llm")["chat_requests"] == 16
+    # the killed worker's endpoint slots came back within a lease, not after its longest call
+    wait_for(lambda: chaos.redis.zcard(Keys().leases("local")) == 0, timeout=LEASE + 2, what="slots back")
     print(f"\n[chaos] worker SIGKILL: 8 submitted, {ledger.summary()}, slowest recovery {slowest:.1f}s")
 
 
