@@ -12,7 +12,15 @@ import pytest
 
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM
 from llmpool.dev.redis_server import RedisServer
+from llmpool.runner import wait_delay
 from tests.processes import ManagedProcess, clean_env, start_api, start_beat, start_worker, wait_for
+
+# A job with no LLM waits in Redis and comes back when its wait is over; if that is just before its
+# deadline, it comes back after it and ends `expired` (a race of the worker's, not of this test).
+# A deadline shorter than the shortest first wait makes the job's first run decide: it cannot wait,
+# so it fails with no_llm_available at once. That holds while the job reaches a worker within this
+# time (tens of milliseconds, even on a loaded machine).
+BEFORE_FIRST_WAIT = wait_delay(0, 0.0) - 0.005
 
 
 @dataclass
@@ -56,7 +64,7 @@ def test_status_says_initializing_in_the_tt_studio_shape(stack: Stack) -> None:
 
 def test_a_job_past_its_deadline_without_an_llm_fails_clearly(stack: Stack) -> None:
     started = time.monotonic()
-    resp = httpx.post(stack.api + "/poll_requests", json={"message": "anyone?", "timeout": 2},
+    resp = httpx.post(stack.api + "/poll_requests", json={"message": "anyone?", "timeout": BEFORE_FIRST_WAIT},
                       headers={"Accept": "application/json"}, timeout=30)
     assert resp.status_code == 503
     assert resp.json()["error"] == {"type": "no_llm_available",
@@ -65,7 +73,7 @@ def test_a_job_past_its_deadline_without_an_llm_fails_clearly(stack: Stack) -> N
 
 
 def test_a_streaming_client_gets_the_tt_studio_waiting_line_then_the_outcome(stack: Stack) -> None:
-    with httpx.stream("POST", stack.api + "/poll_requests", json={"message": "hello?", "timeout": 1.5},
+    with httpx.stream("POST", stack.api + "/poll_requests", json={"message": "hello?", "timeout": BEFORE_FIRST_WAIT},
                       timeout=30) as resp:
         assert resp.status_code == 200
         text = "".join(resp.iter_text())
