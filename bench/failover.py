@@ -12,8 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from celery.result import ResultSet
-
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
 from llmpool.dev.redis_server import RedisServer
 from tests.pool import start_pool
@@ -23,7 +21,8 @@ DURATION, RATE, DIE_AT, RECOVER_AT, BIN = 12.0, 20.0, 3.0, 8.0, 0.5
 PRIMARY, BACKUP = deploy_id("primary"), deploy_id("backup")
 
 
-def _drive(pool, mock) -> list[tuple[float, object]]:  # noqa: ANN001
+def _drive(pool, mock) -> list[tuple[float, dict]]:  # noqa: ANN001
+    """Submit at RATE for DURATION; (submit time, final record) of every job."""
     jobs, died, recovered, t0 = [], False, False, time.time()
     while (at := time.time() - t0) < DURATION:
         if at >= DIE_AT and not died:
@@ -34,35 +33,34 @@ def _drive(pool, mock) -> list[tuple[float, object]]:  # noqa: ANN001
             recovered = True
         jobs.append((at, pool.submit(1)[0]))
         time.sleep(max(0.0, (len(jobs) / RATE) - (time.time() - t0)))
-    ResultSet([r for _, r in jobs]).join(timeout=120, propagate=False)
-    return jobs
+    records = pool.finished([job_id for _, job_id in jobs], timeout=120)
+    return [(at, record) for (at, _), record in zip(jobs, records, strict=True)]
 
 
-def _latency(pool, jobs: list[tuple[float, object]], start: float, end: float) -> dict[str, float]:  # noqa: ANN001
+def _latency(jobs: list[tuple[float, dict]], start: float, end: float) -> dict[str, float]:
     """Seconds from submission to answer for the jobs submitted in [start, end)."""
     spans = []
-    for at, result in jobs:
-        record = pool.store.get(result.id) if start <= at < end else None
-        if record and record.get("finished_at"):
+    for at, record in jobs:
+        if start <= at < end and record.get("finished_at"):
             spans.append(record["finished_at"] - record["created_at"])
     spans.sort()
     return {"p50": round(spans[len(spans) // 2], 3), "p95": round(spans[int(len(spans) * 0.95)], 3),
             "max": round(spans[-1], 3)} if spans else {}
 
 
-def _failed_calls(jobs: list[tuple[float, object]]) -> list[float]:
+def _failed_calls(jobs: list[tuple[float, dict]]) -> list[float]:
     """When each failed call happened (submit time of a job that needed more than one call)."""
-    return [round(at, 2) for at, r in jobs if r.state == "SUCCESS" and r.result["attempts"] > 1]
+    return [round(at, 2) for at, r in jobs if r.get("state") == "succeeded" and r["result"]["attempts"] > 1]
 
 
-def _timeline(jobs: list[tuple[float, object]]) -> list[dict[str, object]]:
+def _timeline(jobs: list[tuple[float, dict]]) -> list[dict[str, object]]:
     bins: dict[float, dict[str, int]] = {}
-    for at, result in jobs:
+    for at, record in jobs:
         row = bins.setdefault(round(at - at % BIN, 1), {"primary": 0, "backup": 0, "failed": 0})
-        if result.state != "SUCCESS":
+        if record.get("state") != "succeeded":
             row["failed"] += 1
         else:
-            row["primary" if result.result["endpoint"] == PRIMARY else "backup"] += 1
+            row["primary" if record["result"]["endpoint"] == PRIMARY else "backup"] += 1
     return [{"t": t, **row} for t, row in sorted(bins.items())]
 
 
@@ -76,12 +74,12 @@ def main() -> None:
         try:
             jobs = _drive(pool, mock)
             stats = pool.admitter.stats([PRIMARY])[PRIMARY]
-            latency = {"before_death": _latency(pool, jobs, 0, DIE_AT),
-                       "during_outage": _latency(pool, jobs, DIE_AT, RECOVER_AT),
-                       "after_recovery": _latency(pool, jobs, RECOVER_AT, DURATION)}
+            latency = {"before_death": _latency(jobs, 0, DIE_AT),
+                       "during_outage": _latency(jobs, DIE_AT, RECOVER_AT),
+                       "after_recovery": _latency(jobs, RECOVER_AT, DURATION)}
         finally:
             pool.stop()
-    lost = sum(1 for _, r in jobs if r.state != "SUCCESS")
+    lost = sum(1 for _, r in jobs if r.get("state") != "succeeded")
     failed = _failed_calls(jobs)
     report = {"jobs": len(jobs), "jobs_lost": lost, "max_failures": 3,
               "failed_calls_on_primary": len(failed), "failed_call_times_s": failed,

@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import psutil
 from celery import Celery
-from celery.result import AsyncResult, ResultSet
+from celery.result import ResultSet
 
 from llmpool.client import Client
 from llmpool.dev.redis_server import RedisServer, free_port
+from llmpool.errors import LLMPoolError
 from llmpool.settings import load_settings
 from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
 from workers.config import celery_config
@@ -73,7 +74,20 @@ class Rig:
 
 
 def _wait_all(results: list, timeout: float) -> list[str]:
-    """Block until every result is ready; returns why each failed one did."""
+    """Block until every job is done; returns why each failed one did.
+
+    llmpool jobs are job ids read through the Client (the job record is their one stored outcome);
+    the bare baseline's are Celery results.
+    """
+    if results and isinstance(results[0], tuple):
+        client, until = results[0][0], time.time() + timeout
+        reasons = []
+        for _client, job_id in results:
+            try:
+                client.result(job_id, timeout=max(0.1, until - time.time()))
+            except LLMPoolError as exc:
+                reasons.append(f"{exc.code}: {exc.message}"[:300])
+        return reasons
     ResultSet(results).join(timeout=timeout, propagate=False)
     return [f"{r.state}: {r.result!r}"[:300] for r in results if r.state != "SUCCESS"]
 
@@ -94,11 +108,10 @@ def _timed(proc: ManagedProcess, send: list, timeout: float) -> Run:
 def measure_llmpool(rig: Rig, jobs: int) -> Run:
     worker = start_worker(rig.tmp, rig.env(), name="bench", concurrency=rig.threads, loglevel="WARNING")
     try:
-        app = rig.celery()
         client = Client(rig.redis.url)
 
         def one() -> object:
-            return AsyncResult(client.submit(MESSAGE).job_id, app=app)
+            return client, client.submit(MESSAGE).job_id
 
         _timed(worker, [one] * 50, 60)  # warm up connections
         return _timed(worker, [one] * jobs, 600)

@@ -31,7 +31,7 @@ FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
 Verdict = Literal["run", "done", "busy", "exhausted"]
 STREAM_MAXLEN = 10_000
 FLUSH_INTERVAL = 0.05  # batch tokens for 50 ms: one XADD per batch, not per token
-READ_BLOCK_MS = 5000  # one blocking XREAD waits at most this long, so a reader notices its own limit
+READ_BLOCK_MS = 2000  # one blocking XREAD waits at most this long: below redis-py 8.x default 5 s socket timeout
 FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "lease_until", "deadline", "due_at")
 INT_FIELDS = ("attempts", "claims", "calls")
 

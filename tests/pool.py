@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from celery import Celery
-from celery.result import AsyncResult
 
 from llmpool.admission import Admitter
 from llmpool.client import Client
@@ -36,9 +37,16 @@ class Pool:
     registry: Registry
     client: Client
 
-    def submit(self, n: int, **job: object) -> list[AsyncResult]:
-        """Submit `n` jobs through the public Client; Celery result handles to wait on them."""
-        return [AsyncResult(self.client.submit(f"job {i}", **job).job_id, app=self.app) for i in range(n)]
+    def submit(self, n: int, **job: object) -> list[str]:
+        """Submit `n` jobs through the public Client; their ids."""
+        return [self.client.submit(f"job {i}", **job).job_id for i in range(n)]
+
+    def finished(self, job_ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
+        """The jobs' records once every one is final (their end events, read from the streams)."""
+        until = time.time() + timeout
+        for job_id in job_ids:
+            list(self.store.events(job_id, until=until))
+        return [self.store.get(job_id) or {} for job_id in job_ids]
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -43,6 +43,8 @@ class ChatTask(Task):
     Request = "workers.request:ChatRequest"
     # Our own errors are outcomes, not crashes: logged at INFO without a traceback.
     throws = (LLMPoolError,)
+    # The job record is the one stored copy of the answer; Celery's result backend keeps none.
+    ignore_result = True
 
 
 class Parked(Exception):

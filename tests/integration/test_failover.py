@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery.result import AsyncResult, ResultSet
 
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
 from llmpool.dev.redis_server import RedisServer
@@ -45,24 +44,27 @@ def pool_factory(tmp_path: Path) -> Iterator:
                 pool.mock.stop()
 
 
-def _states(results: list[AsyncResult], timeout: float = 60) -> list[str]:
-    ResultSet(results).join(timeout=timeout, propagate=False)
-    return [r.state for r in results]
+def _states(pool: Pool, job_ids: list[str], timeout: float = 60) -> list[str]:
+    return [r["state"] for r in pool.finished(job_ids, timeout=timeout)]
+
+
+def _endpoints(pool: Pool, job_ids: list[str]) -> list[str]:
+    return [r["result"]["endpoint"] for r in pool.finished(job_ids)]
 
 
 def test_selected_endpoint_dies_under_load_no_job_fails(pool_factory) -> None:
     pool = pool_factory([ContainerSpec(name="primary", model_name="Llama-3.1-70B-Instruct", ttft=0.01),
                          ContainerSpec(name="backup", model_name="Llama-3.1-8B-Instruct", ttft=0.01)],
                         agent_breaker_open_wait=0.3, agent_breaker_open_wait_max=1)
-    assert _states(pool.submit(20)) == ["SUCCESS"] * 20
+    assert _states(pool, pool.submit(20)) == ["succeeded"] * 20
     pool.mock.set_fault("primary", "refuse")
     results = []
     for _ in range(30):  # steady load: 10 jobs every 0.1 s while the primary is dead
         results += pool.submit(10)
         time.sleep(0.1)
-    states = _states(results)
-    assert states.count("SUCCESS") == len(results), {s: states.count(s) for s in set(states)}
-    assert {r.result["endpoint"] for r in results} == {BACKUP}  # the primary refused every call
+    states = _states(pool, results)
+    assert states.count("succeeded") == len(results), {s: states.count(s) for s in set(states)}
+    assert set(_endpoints(pool, results)) == {BACKUP}  # the primary refused every call
     stats = pool.admitter.stats([PRIMARY])[PRIMARY]
     trials = int(stats["trips"]) - 1  # each failed trial reopened the breaker once more
     # MAX_FAILURES calls opened it; after that exactly one trial per open wait, never more
@@ -72,21 +74,21 @@ def test_selected_endpoint_dies_under_load_no_job_fails(pool_factory) -> None:
     wait_for(lambda: pool.admitter.stats([PRIMARY])[PRIMARY]["state"] != "open", timeout=10,
              what="the open wait to pass")
     after = pool.submit(20)
-    assert _states(after) == ["SUCCESS"] * 20
-    assert any(r.result["endpoint"] == PRIMARY for r in after)  # traffic came back after a good trial
+    assert _states(pool, after) == ["succeeded"] * 20
+    assert PRIMARY in _endpoints(pool, after)  # traffic came back after a good trial
 
 
 def test_four_workers_racing_a_half_open_breaker_send_one_trial(pool_factory) -> None:
     pool = pool_factory([ContainerSpec(name="primary", model_name="Llama-3.1-70B-Instruct", ttft=0.8)],
                         agent_breaker_open_wait=0.5)
     pool.mock.set_fault("primary", "error500")
-    _states(pool.submit(MAX_FAILURES, deadline=time.time() + 3))  # open the breaker
+    _states(pool, pool.submit(MAX_FAILURES, deadline=time.time() + 3))  # open the breaker
     assert pool.admitter.stats([PRIMARY])[PRIMARY]["state"] == "open"
     pool.mock.set_fault("primary", "none")
     pool.mock.reset("primary")
     time.sleep(0.6)  # past the open wait: half-open
     results = pool.submit(32)  # 4 workers x 8 threads all try at once
-    assert _states(results) == ["SUCCESS"] * 32
+    assert _states(pool, results) == ["succeeded"] * 32
     records = sorted(pool.mock.stats("primary")["records"], key=lambda r: r["time"])
     chat = [r for r in records if r["path"] == "/v1/chat/completions"]
     trial_end = chat[0]["time"] + chat[0]["duration"]
@@ -97,7 +99,7 @@ def test_concurrency_cap_holds_at_the_llm_and_a_killed_workers_slots_come_back(p
     cap = 3
     pool = pool_factory([ContainerSpec(name="primary", model_name="Llama-3.1-70B-Instruct", ttft=0.3)],
                         agent_endpoint_max_concurrency=cap, agent_lease_margin=1)
-    assert _states(pool.submit(40)) == ["SUCCESS"] * 40
+    assert _states(pool, pool.submit(40)) == ["succeeded"] * 40
     assert pool.mock.stats("primary")["peak_in_flight"] == cap
     pool.mock.set_fault("primary", "hang")
     pool.submit(cap)
@@ -114,7 +116,7 @@ def test_a_rate_limit_shared_by_four_workers_holds_at_the_llm(pool_factory) -> N
                         agent_endpoint_rpm=limit, agent_rate_period=period, agent_rate_burst=burst)
     started = time.time()
     results = pool.submit(110, deadline=time.time() + 60)
-    assert _states(results, timeout=60) == ["SUCCESS"] * 110
+    assert _states(pool, results, timeout=60) == ["succeeded"] * 110
     times = sorted(r["time"] for r in pool.mock.stats("primary")["records"]
                    if r["path"] == "/v1/chat/completions" and r["time"] >= started)
     # GCRA admits by Redis time; the mock stamps arrival after an HTTP hop whose delay varies with
@@ -131,8 +133,8 @@ def test_a_400_fails_the_job_at_once_without_opening_the_breaker(pool_factory) -
     pool = pool_factory([ContainerSpec(name="primary", model_name="Llama-3.1-70B-Instruct", ttft=0.01)])
     pool.mock.set_fault("primary", "error400")
     results = pool.submit(MAX_FAILURES + 2)
-    assert _states(results) == ["FAILURE"] * (MAX_FAILURES + 2)
-    record = pool.store.get(results[0].id)
+    assert _states(pool, results) == ["failed"] * (MAX_FAILURES + 2)
+    record = pool.store.get(results[0])
     assert record is not None and record["error"]["type"] == "context_too_long"
     stats = pool.admitter.stats([PRIMARY])[PRIMARY]
     assert stats["state"] == "closed" and stats["failures"] == 0
@@ -143,9 +145,9 @@ def test_a_group_shares_load_and_a_thread_sticks_to_one_member(pool_factory) -> 
     pool = pool_factory([ContainerSpec(name="g1", model_name=same, ttft=0.2),
                          ContainerSpec(name="g2", model_name=same, ttft=0.2)])
     results = pool.submit(32)
-    assert _states(results) == ["SUCCESS"] * 32
-    served = [r.result["endpoint"] for r in results]
+    assert _states(pool, results) == ["succeeded"] * 32
+    served = _endpoints(pool, results)
     assert min(served.count(deploy_id("g1")), served.count(deploy_id("g2"))) >= 8  # fewest in-flight wins
     sticky = pool.submit(12, thread_id="conversation-7")
-    assert _states(sticky) == ["SUCCESS"] * 12
-    assert len({r.result["endpoint"] for r in sticky}) == 1  # one member's warm prefix cache
+    assert _states(pool, sticky) == ["succeeded"] * 12
+    assert len(set(_endpoints(pool, sticky))) == 1  # one member's warm prefix cache
