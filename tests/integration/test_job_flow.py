@@ -244,7 +244,7 @@ POOL_KEY = re.compile(r"^(llmpool:|_kombu\.binding|celery-task-meta-|unacked|cha
 
 
 def _settled(stack: Stack) -> bool:
-    """No message unacked (a job's result is stored before its ack) and no job running."""
+    """No message unacked (every task has returned) and no job running."""
     return not stack.redis.exists("unacked", stack.keys.jobs_running())
 
 
@@ -262,12 +262,13 @@ def test_job_keys_left_behind_are_only_ours_and_expire(stack: Stack) -> None:
     wait_for(lambda: _settled(stack), timeout=20, what="the job to be acked")
     after = _keys(stack)
     k = stack.keys
-    assert after - before == {k.job(job_id), k.job_stream(job_id), k.job_history(job_id), f"celery-task-meta-{job_id}"}
+    # The job record is the one stored answer: no Celery result (celery-task-meta-<id>) is kept.
+    assert after - before == {k.job(job_id), k.job_stream(job_id), k.job_history(job_id)}
     assert before - after == set()  # and it took none away
     result_ttl = Settings.model_fields["agent_result_ttl"].default  # the worker runs on the defaults
     stream_ttl = Settings.model_fields["agent_stream_ttl"].default
     for key, longest in ((k.job(job_id), result_ttl), (k.job_history(job_id), result_ttl),
-                         (f"celery-task-meta-{job_id}", result_ttl), (k.job_stream(job_id), stream_ttl)):
+                         (k.job_stream(job_id), stream_ttl)):
         assert 0 < stack.redis.ttl(key) <= longest, key
     assert not stack.redis.exists(k.jobs_parked(), k.jobs_unpublished())  # no recovery entry is left either
     assert {key for key in after if not POOL_KEY.match(key)} == set()
