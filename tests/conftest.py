@@ -17,7 +17,7 @@ import inspect
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -106,7 +106,7 @@ class RealClock:
 
     SLACK = 0.005  # Redis rounds TTLs to milliseconds: a window missed by less is still missed
 
-    def __init__(self, restart: Any = None) -> None:
+    def __init__(self, restart: Callable[[], object] | None = None) -> None:
         self.restart = restart  # called before a run that was too slow is run again
 
     def time(self) -> float:
