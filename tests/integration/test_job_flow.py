@@ -43,7 +43,8 @@ class Stack:
                           headers={**accept, **(headers or {})})
 
     def llm_requests(self) -> int:
-        return int(self.mock.stats("llm-a")["requests"])
+        """Chat completions the LLM was asked for (its health probes are not jobs)."""
+        return int(self.mock.stats("llm-a")["chat_requests"])
 
 
 @pytest.fixture(scope="module")
