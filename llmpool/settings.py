@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     agent_sweep_interval: Seconds = 5  # how often the sweep looks for orphaned, due and unpublished jobs
     # A job whose message the broker may never have received is published again after this.
     agent_republish_after: Seconds = 10
+    # A message taken by a worker that died before claiming its job is delivered again after this.
+    agent_visibility_timeout: Annotated[float, Field(ge=5)] = 60
     # SIGTERM (warm shutdown): running jobs get this long to finish; then they are handed back for
     # another worker, at once rather than when their lease lapses.
     agent_shutdown_grace: Annotated[float, Field(ge=0)] = 30

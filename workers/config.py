@@ -9,9 +9,8 @@ from llmpool.settings import Settings
 
 __all__ = ["celery_config"]
 
-# An unacked message of a dead worker comes back after this; our job lease, not this timeout,
-# keeps a slow job from running twice (a redelivered running job is skipped as `busy`).
-VISIBILITY_TIMEOUT = 3600
+# kombu scans for unacked messages past their visibility timeout this often (seconds, every scan).
+UNACKED_RESTORE_INTERVAL = 5
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -25,10 +24,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_disable_prefetch": True,
         # kombu >= 5.7 keeps the -Q order, so "priority" reads chat.high before chat.default.
+        # A message a worker took and died with before claiming its job (no lease yet, so the sweep
+        # cannot see it) comes back after the visibility timeout, so that is short. A running job's
+        # message comes back too while the job runs; its claim acks that copy as `busy`.
         "broker_transport_options": {
-            "queue_order_strategy": "priority", "visibility_timeout": VISIBILITY_TIMEOUT,
+            "queue_order_strategy": "priority", "visibility_timeout": settings.agent_visibility_timeout,
+            "unacked_restore_interval": UNACKED_RESTORE_INTERVAL, "unacked_restore_throttle": 1,
         },
-        "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
         "broker_connection_max_retries": None,
         # Cancelling on connection loss helps neither pool: the threads pool cannot cancel (it logs
         # NotImplementedError), and prefork kills jobs whose messages then return only after the

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,13 +17,17 @@ from typing import Any
 import redis
 
 from llmpool.client import Client
-from llmpool.dev.mock_llm import MockLLM
-from llmpool.dev.redis_server import RedisServer
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM
+from llmpool.dev.redis_server import RedisServer, free_port
 from llmpool.jobs import FINAL_STATES, JobStore, decode_event
 from llmpool.keys import Keys
-from tests.processes import ManagedProcess, start_worker, wait_for
+from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
 
-__all__ = ["Chaos", "Ledger"]
+__all__ = ["Chaos", "Ledger", "open_chaos"]
+
+# Short leases and sweeps, so recovery shows in seconds; the HTTP scenario keeps the defaults.
+FAST_RECOVERY = {"agent_job_lease": 3, "agent_sweep_interval": 1, "agent_republish_after": 2,
+                 "agent_visibility_timeout": 10}
 
 
 @dataclass
@@ -76,8 +82,14 @@ class Chaos:
     def wait_finished(self, timeout: float) -> float:
         """Seconds until every submitted job was final (raises after `timeout`)."""
         started = time.monotonic()
-        wait_for(lambda: all((self.store.get(j) or {}).get("state") in FINAL_STATES for j in self.submitted),
-                 timeout=timeout, what="every job to finish", interval=0.25)
+        try:
+            wait_for(lambda: all((self.store.get(j) or {}).get("state") in FINAL_STATES for j in self.submitted),
+                     timeout=timeout, what="every job to finish", interval=0.25)
+        except TimeoutError as exc:
+            stuck = {j: self.store.get(j) for j in self.submitted
+                     if (self.store.get(j) or {}).get("state") not in FINAL_STATES}
+            logs = "\n".join(f"--- {w.name}\n{w.log_tail(60)}" for w in self.workers)
+            raise TimeoutError(f"{exc}; unfinished: {stuck}; sets: {self.store.counts()}\n{logs}") from None
         return time.monotonic() - started
 
     def ledger(self) -> Ledger:
@@ -103,3 +115,22 @@ class Chaos:
             proc.stop()
         self.client.close()
         self.redis.close()
+
+
+@contextmanager
+def open_chaos(tmp: Path, *, llm_seconds: float, **settings: object) -> Iterator[Chaos]:
+    """A Redis server (AOF on), one mock LLM answering after `llm_seconds` as the local LLM, and
+    settings for the workers; every process is stopped on the way out."""
+    spec = ContainerSpec(name="llm", ttft=llm_seconds, tokens_per_second=0)
+    with RedisServer(data_dir=tmp / "redis") as server, MockLLM(containers=[spec]) as mock:
+        env = clean_env(
+            redis_url=server.url, local_llm_host="127.0.0.1", local_llm_port=mock.port("llm"),
+            agent_backend_url=f"http://127.0.0.1:{free_port()}", agent_health_check_interval=3600,
+            agent_connect_timeout=2, agent_first_token_timeout=30, agent_request_timeout=60, **settings,
+        )
+        rig = Chaos(tmp=tmp, server=server, mock=mock, env=env)
+        try:
+            yield rig
+        finally:
+            rig.close()
+            server.stop()

@@ -9,24 +9,15 @@ import pytest
 from celery import Celery
 
 from llmpool.client import producer_config
-from llmpool.dev.mock_llm import ContainerSpec, MockLLM
-from llmpool.dev.redis_server import RedisServer, free_port
 from llmpool.settings import load_settings
-from tests.chaos.harness import Chaos
-from tests.processes import clean_env, wait_for
+from tests.chaos.harness import Chaos, open_chaos
+from tests.processes import wait_for
 
 
 @pytest.fixture
 def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    with RedisServer(data_dir=tmp_path / "redis") as server, MockLLM(containers=[ContainerSpec(name="llm")]) as mock:
-        env = clean_env(redis_url=server.url, local_llm_host="127.0.0.1", local_llm_port=mock.port("llm"),
-                        agent_backend_url=f"http://127.0.0.1:{free_port()}", agent_health_check_interval=3600,
-                        agent_deaf_after=3, agent_sweep_interval=1)
-        rig = Chaos(tmp=tmp_path, server=server, mock=mock, env=env)
-        try:
-            yield rig
-        finally:
-            rig.close()
+    with open_chaos(tmp_path, llm_seconds=0.05, agent_deaf_after=3, agent_sweep_interval=1) as rig:
+        yield rig
 
 
 @pytest.mark.timeout(90)

@@ -6,7 +6,10 @@ latency, and each HTTP client gets exactly one answer.
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,11 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmpool.dev.mock_llm import ContainerSpec, MockLLM
-from llmpool.dev.redis_server import RedisServer, free_port
 from llmpool.keys import Keys
-from tests.chaos.harness import Chaos
-from tests.processes import clean_env, start_api
+from tests.chaos.harness import Chaos, open_chaos
+from tests.processes import start_api
 
 LLM_SECONDS = 6.0
 CHATS = 40
@@ -27,17 +28,12 @@ CHATS = 40
 
 @pytest.fixture
 def chaos(tmp_path: Path) -> Iterator[tuple[Chaos, str]]:
-    spec = ContainerSpec(name="llm", ttft=LLM_SECONDS, tokens_per_second=0)
-    with RedisServer(data_dir=tmp_path / "redis") as server, MockLLM(containers=[spec]) as mock:
-        env = clean_env(redis_url=server.url, local_llm_host="127.0.0.1", local_llm_port=mock.port("llm"),
-                        agent_backend_url=f"http://127.0.0.1:{free_port()}", agent_health_check_interval=3600)
-        rig = Chaos(tmp=tmp_path, server=server, mock=mock, env=env)
-        api, url = start_api(tmp_path, env)
+    with open_chaos(tmp_path, llm_seconds=LLM_SECONDS) as rig:  # default lease and sweep
+        api, url = start_api(tmp_path, rig.env)
         try:
             yield rig, url
         finally:
             api.stop()
-            rig.close()
 
 
 @pytest.mark.timeout(200)
@@ -65,6 +61,14 @@ def test_40_http_chats_survive_a_sigkilled_worker(chaos: tuple[Chaos, str], kill
     rig.submitted = [key.decode().rsplit(":", 1)[1] for key in rig.redis.scan_iter(match=Keys().job("*"))]
     ledger = rig.ledger()
     assert (len(ledger.answered), ledger.double_ends) == (CHATS, [])
+    # the attempt history says what happened, over HTTP and on the command line alike
+    recovered = ledger.recovered()[0]
+    record = httpx.get(f"{url}/jobs/{recovered}", timeout=10).json()
+    events = [e["event"] for e in record["history"]]
+    assert events[:2] == ["claimed", "lease_lapsed"] and events[-1] == "succeeded", events
+    shown = subprocess.run([sys.executable, "-m", "llmpool.cli", "jobs", "show", recovered], env=rig.env,
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["history"] == record["history"], shown.stderr
     calls = rig.mock.stats("llm")["chat_requests"]
     print(f"\n[chaos] HTTP, worker SIGKILL at {kill_after}s: {CHATS} chats, {ledger.summary()}, "
           f"slowest answer {slowest:.1f}s after the kill, {calls} LLM calls")

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from llmpool.dev.mock_llm import ContainerSpec, MockLLM
-from llmpool.dev.redis_server import RedisServer, free_port
-from tests.chaos.harness import Chaos
-from tests.processes import clean_env, wait_for
+from tests.chaos.harness import FAST_RECOVERY, Chaos, open_chaos
+from tests.processes import wait_for
 
 LLM_SECONDS = 2.0
 DOWN_SECONDS = 5.0
@@ -21,20 +19,8 @@ DOWN_SECONDS = 5.0
 
 @pytest.fixture
 def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    spec = ContainerSpec(name="llm", ttft=LLM_SECONDS, tokens_per_second=0)
-    with RedisServer(data_dir=tmp_path / "redis") as server, MockLLM(containers=[spec]) as mock:
-        env = clean_env(
-            redis_url=server.url, local_llm_host="127.0.0.1", local_llm_port=mock.port("llm"),
-            agent_backend_url=f"http://127.0.0.1:{free_port()}", agent_health_check_interval=3600,
-            agent_job_lease=3, agent_sweep_interval=1, agent_republish_after=2,
-            agent_connect_timeout=2, agent_first_token_timeout=30, agent_request_timeout=60,
-        )
-        rig = Chaos(tmp=tmp_path, server=server, mock=mock, env=env)
-        try:
-            yield rig
-        finally:
-            rig.close()
-            server.stop()
+    with open_chaos(tmp_path, llm_seconds=LLM_SECONDS, **FAST_RECOVERY) as rig:
+        yield rig
 
 
 @pytest.mark.timeout(200)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +13,11 @@ import psutil
 import pytest
 
 from llmpool.client import Client
-from llmpool.dev.mock_llm import ContainerSpec, MockLLM
-from llmpool.dev.redis_server import RedisServer, free_port
+from llmpool.dev.redis_server import free_port
 from llmpool.errors import SubmitFailed
 from llmpool.keys import Keys
-from tests.chaos.harness import Chaos
-from tests.processes import clean_env, wait_for
+from tests.chaos.harness import FAST_RECOVERY, Chaos, open_chaos
+from tests.processes import wait_for
 
 LEASE = 3  # seconds: a dead worker's jobs are handed back within this plus a sweep
 LLM_SECONDS = 2.0
@@ -25,19 +26,8 @@ RECOVERY_BOUND = 60  # the issue's figure: answered within 60 s of the kill plus
 
 @pytest.fixture
 def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    spec = ContainerSpec(name="llm", ttft=LLM_SECONDS, tokens_per_second=0)
-    with RedisServer(data_dir=tmp_path / "redis") as server, MockLLM(containers=[spec]) as mock:
-        env = clean_env(
-            redis_url=server.url, local_llm_host="127.0.0.1", local_llm_port=mock.port("llm"),
-            agent_backend_url=f"http://127.0.0.1:{free_port()}", agent_health_check_interval=3600,
-            agent_job_lease=LEASE, agent_sweep_interval=1, agent_republish_after=2,
-            agent_connect_timeout=2, agent_first_token_timeout=30, agent_request_timeout=60,
-        )
-        rig = Chaos(tmp=tmp_path, server=server, mock=mock, env=env)
-        try:
-            yield rig
-        finally:
-            rig.close()
+    with open_chaos(tmp_path, llm_seconds=LLM_SECONDS, **{**FAST_RECOVERY, "agent_job_lease": LEASE}) as rig:
+        yield rig
 
 
 def _running(rig: Chaos, worker: object, n: int) -> None:
@@ -162,3 +152,32 @@ def test_sigterm_hands_back_jobs_that_outlast_the_grace(chaos: Chaos) -> None:
     assert all((chaos.store.get(j) or {})["worker"].startswith("staying@") for j in chaos.submitted)
     assert handed_after < 8  # handed back after the grace, not when the leaving run ended
     print(f"\n[chaos] SIGTERM past the grace: 2 submitted, {ledger.summary()}, handed back after {handed_after:.1f}s")
+
+
+TAKE_AND_HANG = """
+import sys, time
+from kombu import Connection, Queue
+with Connection(sys.argv[1], transport_options={"visibility_timeout": 10}) as conn:
+    with conn.Consumer([Queue("chat.default")], accept=["json"], no_ack=False,
+                       callbacks=[lambda body, message: print("taken", flush=True)]):
+        conn.drain_events(timeout=20)
+        time.sleep(60)  # holds the message unacked, like a worker killed before its claim
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_message_taken_by_a_consumer_that_dies_before_claiming(chaos: Chaos) -> None:
+    taker = subprocess.Popen([sys.executable, "-c", TAKE_AND_HANG, chaos.server.url], stdout=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        [job_id] = chaos.submit(1)
+        assert taker.stdout is not None and taker.stdout.readline().strip() == "taken"
+    finally:
+        taker.kill()
+        taker.wait(5)
+    assert (chaos.store.get(job_id) or {})["claims"] == 0  # no lease, so the sweep cannot see it
+    killed_at = time.monotonic()
+    chaos.worker("w1", concurrency=2)
+    chaos.wait_finished(timeout=60)
+    assert len(chaos.ledger().answered) == 1
+    print(f"\n[chaos] consumer died before its claim: answered {time.monotonic() - killed_at:.1f}s later")

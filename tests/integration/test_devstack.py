@@ -159,8 +159,11 @@ def test_a_bad_setting_exits_2_and_starts_nothing(tmp_path: Path, stack_env: dic
     assert not (tmp_path / "data").exists()  # no Redis, no logs: nothing was started
 
 
-def _part(up: Up, *words: str) -> psutil.Process:
-    return next(p for p in up.descendants() if _alive(p) and all(w in " ".join(p.cmdline()) for w in words))
+def _part(up: Up, program: str, *args: str) -> psutil.Process:
+    """The live part whose program's name starts with `program` and that has each of `args` as an
+    argument (exact arguments: a data dir named after the test must not make beat look like the worker)."""
+    return next(p for p in up.descendants() if _alive(p) and Path(p.cmdline()[0]).name.startswith(program)
+                and all(a in p.cmdline()[1:] for a in args))
 
 
 @pytest.mark.timeout(240)
@@ -172,7 +175,7 @@ def test_up_restarts_a_killed_worker_and_its_embedded_redis(up: Up, stack_env: d
         return httpx.post(f"{api}/poll_requests", json={"message": text},
                           headers={"Accept": "application/json"}, timeout=60)
 
-    _part(up, "celery", "worker").kill()
+    _part(up, "python", "celery", "worker").kill()
     deadline = time.monotonic() + 30
     while not any("worker exited with code -9; restarting it" in line for line in up.lines):
         assert time.monotonic() < deadline, up.tail()

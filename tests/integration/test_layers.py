@@ -50,3 +50,20 @@ def test_a_forbidden_import_breaks_its_contract(tmp_path: Path, module: str, lin
     assert result.returncode != 0
     broken = [text for text in result.stdout.splitlines() if " BROKEN" in text]
     assert len(broken) == 1 and contract in broken[0], result.stdout
+
+
+def test_importing_the_api_builds_no_worker() -> None:
+    """The API is a producer: importing it loads neither the chat task nor the worker signals."""
+    code = ("import sys, api.app; "
+            "print(sorted(m for m in sys.modules if m.startswith(('workers', 'beat', 'llmpool.dev'))))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_public_face_is_one_import() -> None:
+    import llmpool
+
+    for name in ("Client", "ChatJob", "ChatResult", "LLMPoolError", "AllEndpointsFailed", "JobExpired"):
+        assert getattr(llmpool, name).__name__ == name
