@@ -62,17 +62,20 @@ def _probe_new(res: Resources, registry: Registry, new: set[str]) -> None:
     """Probe endpoints discovery just added, under the health lock: a health pass running now
     would otherwise write the health it computed from an older snapshot over theirs."""
     timeout = res.settings.agent_health_check_timeout
-    with pass_lock(res.redis, res.keys, "health", hold=timeout, wait=timeout + 1) as mine:
+    with pass_lock(res.redis, res.keys, "health", wait=timeout + 1) as mine:
         if mine:
             _probe(res, registry, new)
         else:  # the running health pass probes them, or the next one does
             log.info("health pass busy: %d new endpoints are probed by it", len(new))
 
 
-def run_discovery(res: Resources, *, force: bool = False) -> dict[str, Any]:
-    """One discovery pass: read every source, merge, probe what is new, reselect."""
+def run_discovery(res: Resources, *, force: bool = False, wait: float = 0.0) -> dict[str, Any]:
+    """One discovery pass: read every source, merge, probe what is new, reselect.
+
+    `wait`: how long to wait for a pass another process is running (0: skip at once).
+    """
     settings, registry = res.settings, res.registry
-    with pass_lock(res.redis, res.keys, "discovery", hold=settings.agent_health_check_timeout * 3 + 10) as mine:
+    with pass_lock(res.redis, res.keys, "discovery", wait=wait) as mine:
         if not mine:
             return {"skipped": "another discovery pass is running"}
         state = registry.discovery_state()
@@ -106,7 +109,7 @@ def run_health_pass(res: Resources) -> dict[str, Any]:
     settings = res.settings
     if not settings.agent_health_check_enabled:
         return {"skipped": "AGENT_HEALTH_CHECK_ENABLED is false"}
-    with pass_lock(res.redis, res.keys, "health", hold=settings.agent_health_check_timeout) as mine:
+    with pass_lock(res.redis, res.keys, "health") as mine:
         if not mine:
             return {"skipped": "another health pass is running"}
         started = time.monotonic()
@@ -123,9 +126,10 @@ def sweep(self: Task) -> dict[str, Any]:
 
 
 @shared_task(name="llmpool.control.discover")
-def discover(force: bool = False) -> dict[str, Any]:
-    """Beat's discovery tick (it decides itself whether a pass is due)."""
-    return run_discovery(current(), force=force)
+def discover(force: bool = False, wait: float = 0.0) -> dict[str, Any]:
+    """Beat's discovery tick (it decides itself whether a pass is due); a starting worker waits
+    for a pass in progress, or one a killed worker left, instead of skipping."""
+    return run_discovery(current(), force=force, wait=wait)
 
 
 @shared_task(name="llmpool.control.health_check")

@@ -1,8 +1,15 @@
-"""Fleet-wide locks that keep two passes of one kind (discovery, health, sweep) from interleaving."""
+"""Fleet-wide locks that keep two passes of one kind (discovery, health, sweep) from interleaving.
+
+A lock lives a few seconds and its holder keeps renewing it while the pass runs: however long a
+pass takes it stays alone, and a holder that is killed frees the lock within LOCK_TTL, not after
+the longest pass it could have made (a worker killed mid-discovery once kept discovery away for
+a minute).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,27 +18,41 @@ from redis.exceptions import LockError
 
 from llmpool.keys import Keys
 
-__all__ = ["pass_lock"]
+__all__ = ["pass_lock", "LOCK_TTL"]
 
 log = logging.getLogger(__name__)
-LOCK_MARGIN = 30.0  # a pass that outlives its expected time by this loses the lock
+LOCK_TTL = 6.0  # seconds a lock outlives its holder's last renewal
+
+
+def _keep(lock: redis.lock.Lock, name: str, done: threading.Event) -> None:
+    while not done.wait(LOCK_TTL / 3):
+        try:
+            lock.reacquire()
+        except (LockError, redis.RedisError) as exc:
+            log.warning("%s lock could not be renewed: %s", name, exc)
+            return
 
 
 @contextmanager
-def pass_lock(client: redis.Redis, keys: Keys, name: str, *, hold: float, wait: float = 0.0,
-              margin: float = LOCK_MARGIN) -> Iterator[bool]:
+def pass_lock(client: redis.Redis, keys: Keys, name: str, *, wait: float = 0.0) -> Iterator[bool]:
     """Yields True while this process holds the lock `name`, False when another pass holds it.
 
-    `wait` seconds: how long to wait for it (0: do not wait, just skip). The lock expires
-    `hold + margin` seconds after it was taken, so a killed holder blocks others that long at most.
+    `wait` seconds: how long to wait for it (0: do not wait, just skip).
     """
-    lock = client.lock(keys.lock(name), timeout=hold + margin, blocking_timeout=wait or None)
-    acquired = lock.acquire(blocking=wait > 0)
+    # thread_local=False: the keeper thread renews the token this thread took.
+    lock = client.lock(keys.lock(name), timeout=LOCK_TTL, blocking_timeout=wait or None, thread_local=False)
+    if not lock.acquire(blocking=wait > 0):
+        yield False
+        return
+    done = threading.Event()
+    keeper = threading.Thread(target=_keep, args=(lock, name, done), name=f"lock-{name}", daemon=True)
+    keeper.start()
     try:
-        yield acquired
+        yield True
     finally:
-        if acquired:
-            try:
-                lock.release()
-            except LockError:
-                log.warning("%s lock expired before the pass ended", name)
+        done.set()
+        keeper.join()
+        try:
+            lock.release()
+        except LockError:
+            log.warning("%s lock expired before the pass ended", name)

@@ -21,7 +21,6 @@ __all__ = ["run_sweep", "Sweeper", "Publish", "SWEEP_BATCH"]
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 500  # jobs handed back per pass at most; the next pass takes the rest
-LOCK_SECONDS = 5.0  # a sweeper killed mid-pass delays the next pass this long at most
 MIN_NAP = 0.05
 RETRY_SKIPPED = 0.25
 Publish = Callable[[str, str, dict[str, Any]], None]  # (job id, queue, payload)
@@ -30,7 +29,7 @@ Publish = Callable[[str, str, dict[str, Any]], None]  # (job id, queue, payload)
 def run_sweep(res: Resources, publish: Publish) -> dict[str, Any]:
     """One pass; skipped when another process is sweeping."""
     settings = res.settings
-    with pass_lock(res.redis, res.keys, "sweep", hold=LOCK_SECONDS, margin=0) as mine:
+    with pass_lock(res.redis, res.keys, "sweep") as mine:
         if not mine:
             return {"skipped": "another sweep is running"}
         recovered = res.jobs.recover(limit=SWEEP_BATCH, republish_grace=settings.agent_republish_after)

@@ -14,6 +14,7 @@ from llmpool import resources
 from llmpool.client import publish_chat
 from llmpool.errors import ConfigError
 from llmpool.heartbeats import WorkerHeartbeats
+from llmpool.locks import LOCK_TTL
 from llmpool.settings import get_settings
 from llmpool.sweep import Sweeper
 from workers.watchdog import DeafWatch
@@ -37,7 +38,7 @@ def _open_in_child(**_: Any) -> None:
 def _discover_at_start(sender: Any = None, **_: Any) -> None:
     """Fill the registry now instead of at beat's first tick, an interval later."""
     if sender is not None:
-        sender.app.send_task("llmpool.control.discover", queue="control")
+        sender.app.send_task("llmpool.control.discover", kwargs={"wait": LOCK_TTL + 1}, queue="control")
 
 
 _sweeper: Sweeper | None = None

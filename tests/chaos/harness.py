@@ -86,9 +86,10 @@ class Chaos:
             wait_for(lambda: all((self.store.get(j) or {}).get("state") in FINAL_STATES for j in self.submitted),
                      timeout=timeout, what="every job to finish", interval=0.25)
         except TimeoutError as exc:
-            stuck = {j: self.store.get(j) for j in self.submitted
-                     if (self.store.get(j) or {}).get("state") not in FINAL_STATES}
-            logs = "\n".join(f"--- {w.name}\n{w.log_tail(60)}" for w in self.workers)
+            records = {j: self.store.get(j) or {} for j in self.submitted}
+            stuck = {j: (r.get("state"), r.get("claims"), r.get("history", [])[-3:])
+                     for j, r in records.items() if r.get("state") not in FINAL_STATES}
+            logs = "\n".join(f"--- {w.name}\n{w.log_tail(25)}" for w in self.workers)
             raise TimeoutError(f"{exc}; unfinished: {stuck}; sets: {self.store.counts()}\n{logs}") from None
         return time.monotonic() - started
 

@@ -27,7 +27,8 @@ def test_a_worker_that_stops_consuming_stops_itself(chaos: Chaos) -> None:
     app = Celery("chaos-control", set_as_current=False)
     app.conf.update(producer_config(load_settings(redis_url=chaos.server.url)))
     # Connected and alive, but no longer reading chat.default: deaf, as after the kombu bugs.
-    app.control.cancel_consumer("chat.default", destination=[hostname], reply=True, timeout=5)
+    wait_for(lambda: bool(app.control.cancel_consumer("chat.default", destination=[hostname], reply=True,
+                                                       timeout=2)), timeout=20, what="the consumer cancelled")
     chaos.submit(1)
     wait_for(lambda: not worker.alive(), timeout=30, what="the deaf worker to stop itself")
     assert "deaf worker:" in worker.log_tail(200)

@@ -16,6 +16,7 @@ from llmpool.client import Client
 from llmpool.dev.redis_server import free_port
 from llmpool.errors import SubmitFailed
 from llmpool.keys import Keys
+from llmpool.locks import LOCK_TTL
 from tests.chaos.harness import FAST_RECOVERY, Chaos, open_chaos
 from tests.processes import wait_for
 
@@ -181,3 +182,16 @@ def test_a_message_taken_by_a_consumer_that_dies_before_claiming(chaos: Chaos) -
     chaos.wait_finished(timeout=60)
     assert len(chaos.ledger().answered) == 1
     print(f"\n[chaos] consumer died before its claim: answered {time.monotonic() - killed_at:.1f}s later")
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_killed_mid_discovery_blocks_discovery_for_one_lock_ttl(chaos: Chaos) -> None:
+    """Its lock is left behind unrenewed; a starting worker waits it out instead of skipping."""
+    assert chaos.redis.lock(Keys().lock("discovery"), timeout=LOCK_TTL).acquire(blocking=False)
+    started = time.monotonic()
+    chaos.worker("starter", concurrency=2)
+    chaos.submit(1)
+    chaos.wait_finished(timeout=LOCK_TTL + 20)
+    assert len(chaos.ledger().answered) == 1
+    print(f"\n[chaos] discovery lock of a killed worker: job answered {time.monotonic() - started:.1f}s "
+          f"after the worker started (lock TTL {LOCK_TTL:g}s)")

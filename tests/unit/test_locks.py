@@ -1,0 +1,39 @@
+"""Pass locks: renewed while their pass runs, freed within a TTL when their holder dies (fakeredis)."""
+
+from __future__ import annotations
+
+import time
+
+import fakeredis
+import pytest
+
+from llmpool import locks
+from llmpool.keys import Keys
+from llmpool.locks import pass_lock
+
+KEYS = Keys("t")
+
+
+@pytest.fixture(autouse=True)
+def short_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(locks, "LOCK_TTL", 0.3)
+
+
+def test_a_pass_longer_than_the_ttl_keeps_its_lock() -> None:
+    client = fakeredis.FakeRedis()
+    with pass_lock(client, KEYS, "discovery") as mine:
+        assert mine
+        time.sleep(0.6)  # twice the TTL: renewed meanwhile
+        with pass_lock(client, KEYS, "discovery") as other:
+            assert not other
+    with pass_lock(client, KEYS, "discovery") as after:
+        assert after  # released at the end of the pass
+
+
+def test_a_dead_holders_lock_frees_within_the_ttl() -> None:
+    client = fakeredis.FakeRedis()
+    assert client.lock(KEYS.lock("sweep"), timeout=locks.LOCK_TTL).acquire(blocking=False)  # never renewed
+    with pass_lock(client, KEYS, "sweep") as first:
+        assert not first
+    with pass_lock(client, KEYS, "sweep", wait=1.0) as waited:
+        assert waited
