@@ -1,4 +1,5 @@
-"""Worker and beat lifecycle hooks: clients per process, heartbeats, the start-up report."""
+"""Worker lifecycle hooks: clients per process, the sweeper and the deaf watch, the first discovery,
+heartbeats, the shutdown grace, and keeping answers out of the logs."""
 
 from __future__ import annotations
 
@@ -112,6 +113,8 @@ def _hand_back_after_grace(how: str | None = None, **_: Any) -> None:
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _close(sender: Any = None, **_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()  # before the clients close, or its next pass would open new ones
     hostname = getattr(sender, "hostname", None)
     res = resources.peek()
     if res is not None and hostname:
