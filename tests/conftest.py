@@ -6,7 +6,7 @@ A test that needs Redis and cannot start one skips locally and fails under CI (C
 The Redis-logic tests (tests/unit/test_admission.py, test_jobs.py, ...) take `any_redis` and
 `clock`. In tests/unit they get fakeredis on a `FrozenClock`: Redis time moves only when the test
 calls `clock.sleep`, so no assertion depends on how fast the machine is. The modules
-tests/integration/test_real_redis_*.py import the very same tests and give them a real Redis and
+tests/integration/real_redis/ import the very same tests and give them a real Redis and
 a `RealClock`; there, a run whose `clock.within` window was missed because the machine was slow
 proves nothing either way and is run again (see `pytest_pyfunc_call`).
 """
@@ -164,7 +164,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
 
 @pytest.fixture
 def any_redis(clock: FrozenClock) -> Iterator[redis.Redis]:
-    """fakeredis (Lua via lupa) on the frozen clock; tests/integration/test_real_redis_* give a real one."""
+    """fakeredis (Lua via lupa) on the frozen clock; tests/integration/real_redis/ give a real one."""
     fake = fakeredis.FakeRedis()
     seconds, micros = fake.time()
     # A fakeredis that stopped reading `time` the way `clock` patches it would silently run on real time.
@@ -175,7 +175,7 @@ def any_redis(clock: FrozenClock) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def real_clock(redis_client: redis.Redis) -> RealClock:
-    """For tests/integration/test_real_redis_*: `clock` on a real Redis, flushed before a rerun."""
+    """For tests/integration/real_redis/: `clock` on a real Redis, flushed before a rerun."""
     return RealClock(restart=redis_client.flushall)
 
 

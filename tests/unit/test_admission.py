@@ -1,5 +1,5 @@
 """Breaker, concurrency leases, GCRA rates and pauses: the Lua scripts on fakeredis (here) and on a real
-Redis (tests/integration/test_real_redis_admission.py runs these very tests).
+Redis (tests/integration/real_redis/test_admission.py runs these very tests).
 
 Every wait is measured by Redis' clock. Here that clock is frozen (conftest `clock`): it moves only
 by `clock.sleep`, so the numbers asserted are exact whatever the machine's load. `clock.within(s)`

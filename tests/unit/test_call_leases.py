@@ -1,5 +1,5 @@
 """A call's concurrency lease is short and renewed while the call runs, on fakeredis with a frozen clock
-(conftest `clock`); tests/integration/test_real_redis_call_leases.py runs them on a real Redis."""
+(conftest `clock`); tests/integration/real_redis/test_call_leases.py runs them on a real Redis."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Leases, parking, fencing and the sweep's recovery step of the job store, on fakeredis with a frozen
-clock (conftest `clock`); tests/integration/test_real_redis_job_recovery.py runs them on a real Redis."""
+clock (conftest `clock`); tests/integration/real_redis/test_job_recovery.py runs them on a real Redis."""
 
 from __future__ import annotations
 

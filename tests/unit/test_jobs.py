@@ -1,5 +1,5 @@
 """The job store and its Lua scripts, on fakeredis with a frozen clock (conftest `clock`); the very same
-tests run on a real Redis in tests/integration/test_real_redis_jobs.py."""
+tests run on a real Redis in tests/integration/real_redis/test_jobs.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The registry's Redis side, on fakeredis; tests/integration/test_real_redis_registry.py runs these on a real Redis."""
+"""The registry's Redis side, on fakeredis; tests/integration/real_redis/test_registry.py runs these on a real Redis."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The job store's scripts on a real Redis: tests/unit/test_jobs.py's tests.
+"""The Redis-logic unit tests again, on a real Redis.
 
-The very same tests run on fakeredis with a frozen clock in tests/unit. Here only the Redis
-and the clock differ (conftest `any_redis`, `clock`): a real redis-server and wall time, so
+Each module here imports one tests/unit module's tests, which run there on fakeredis with a
+frozen clock. Here only the Redis and the clock differ: a real redis-server and wall time, so
 what fakeredis emulates (Lua, TIME, expiry) is checked against the real thing.
 """
 
@@ -11,7 +11,6 @@ import pytest
 import redis
 
 from tests.conftest import RealClock
-from tests.unit.test_jobs import *  # noqa: F403 - the very same tests, with their fixtures
 
 
 @pytest.fixture
