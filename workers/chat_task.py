@@ -154,14 +154,23 @@ def _wait_or_fail(res: Resources, job_id: str, claim: Claim, report: RunReport, 
     return _park(res, job_id, claim, report, delay=delay, reason=why)
 
 
+def _late(claim: Claim, *, no_llm: bool) -> LLMPoolError:
+    """Why a job taken past its deadline failed: what it was waiting for, if it waited."""
+    if claim.claim == 1:
+        return JobExpired("the job's deadline passed before a worker took it")
+    if no_llm:  # it came back from a wait for an LLM, a moment too late
+        return NoLLMAvailable("No LLM available before the job's deadline")
+    return JobExpired("the job's deadline passed while it waited to run again")
+
+
 def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: EventPublisher,
           report: RunReport, deadline: float) -> dict[str, Any]:
+    selection = res.selection_cache.get()
     if time.time() >= deadline:
-        raise JobExpired("the job's deadline passed before a worker took it")
+        raise _late(claim, no_llm=selection is None or not selection.order)
     calls_left = res.settings.agent_job_max_calls - claim.calls
     if calls_left <= 0:
         raise AllEndpointsFailed(f"the job used all {claim.calls} of its LLM calls in earlier runs")
-    selection = res.selection_cache.get()
     if selection is None or not selection.order:
         raise NoLLMAvailable("No LLM selected yet")
     result, _ = run_chat(
