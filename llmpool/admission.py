@@ -118,6 +118,16 @@ class Admitter:
         keys = [self.keys.leases(endpoint_id), self.keys.breaker_trial(endpoint_id)]
         return bool(self._refresh(keys=keys, args=[job_id, lease]))
 
+    def refresh_leases(self, calls: list[tuple[str, str]], lease: float) -> None:
+        """`refresh_lease` for many (endpoint id, job id) calls in one pipeline, not one trip each."""
+        if not calls:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for endpoint_id, job_id in calls:
+            self._refresh(keys=[self.keys.leases(endpoint_id), self.keys.breaker_trial(endpoint_id)],
+                          args=[job_id, lease], client=pipe)
+        pipe.execute()
+
     def in_flight(self, endpoint_ids: list[str]) -> dict[str, int]:
         """Live leases per endpoint, in one round trip."""
         if not endpoint_ids:

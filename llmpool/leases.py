@@ -83,9 +83,8 @@ class LeaseKeeper:
         lost = self.store.renew(self.held(), lease=self.lease)
         with self._lock:
             calls = list(self._calls)
-        for endpoint_id, job_id in calls:
-            if self.admitter is not None:
-                self.admitter.refresh_lease(endpoint_id, job_id, self.lease)
+        if self.admitter is not None:
+            self.admitter.refresh_leases(calls, self.lease)
         with self._lock:
             for job_id in lost:
                 publisher = self._held.get(job_id)

@@ -34,15 +34,23 @@ def _keep(lock: redis.lock.Lock, name: str, done: threading.Event) -> None:
 
 
 @contextmanager
-def pass_lock(client: redis.Redis, keys: Keys, name: str, *, wait: float = 0.0) -> Iterator[bool]:
+def pass_lock(client: redis.Redis, keys: Keys, name: str, *, wait: float = 0.0,
+              renew: bool = True) -> Iterator[bool]:
     """Yields True while this process holds the lock `name`, False when another pass holds it.
 
-    `wait` seconds: how long to wait for it (0: do not wait, just skip).
+    `wait` seconds: how long to wait for it (0: do not wait, just skip). `renew=False` for passes
+    that take well under LOCK_TTL and are harmless if two overlap: no keeper thread is started.
     """
     # thread_local=False: the keeper thread renews the token this thread took.
     lock = client.lock(keys.lock(name), timeout=LOCK_TTL, blocking_timeout=wait or None, thread_local=False)
     if not lock.acquire(blocking=wait > 0):
         yield False
+        return
+    if not renew:
+        try:
+            yield True
+        finally:
+            _release(lock, name)
         return
     done = threading.Event()
     keeper = threading.Thread(target=_keep, args=(lock, name, done), name=f"lock-{name}", daemon=True)
@@ -52,7 +60,11 @@ def pass_lock(client: redis.Redis, keys: Keys, name: str, *, wait: float = 0.0) 
     finally:
         done.set()
         keeper.join()
-        try:
-            lock.release()
-        except LockError:
-            log.warning("%s lock expired before the pass ended", name)
+        _release(lock, name)
+
+
+def _release(lock: redis.lock.Lock, name: str) -> None:
+    try:
+        lock.release()
+    except LockError:
+        log.warning("%s lock expired before the pass ended", name)

@@ -29,7 +29,9 @@ Publish = Callable[[str, str, dict[str, Any]], None]  # (job id, queue, payload)
 def run_sweep(res: Resources, publish: Publish) -> dict[str, Any]:
     """One pass; skipped when another process is sweeping."""
     settings = res.settings
-    with pass_lock(res.redis, res.keys, "sweep") as mine:
+    # Renewal is not needed: a pass takes milliseconds, and two overlapping passes are harmless
+    # (job_recover.lua takes each job off its set atomically, so none is published twice).
+    with pass_lock(res.redis, res.keys, "sweep", renew=False) as mine:
         if not mine:
             return {"skipped": "another sweep is running"}
         recovered = res.jobs.recover(limit=SWEEP_BATCH, republish_grace=settings.agent_republish_after)

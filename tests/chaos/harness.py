@@ -76,8 +76,8 @@ class Chaos:
 
     def running_on(self, worker: ManagedProcess) -> int:
         hostname = worker.argv[worker.argv.index("-n") + 1]
-        return sum(1 for j in self.submitted if (self.store.get(j) or {}).get("worker") == hostname
-                   and (self.store.get(j) or {}).get("state") == "running")
+        records = [self.store.get(j) or {} for j in self.submitted]
+        return sum(1 for r in records if r.get("worker") == hostname and r.get("state") == "running")
 
     def wait_finished(self, timeout: float) -> float:
         """Seconds until every submitted job was final (raises after `timeout`)."""

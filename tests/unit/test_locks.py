@@ -37,3 +37,12 @@ def test_a_dead_holders_lock_frees_within_the_ttl() -> None:
         assert not first
     with pass_lock(client, KEYS, "sweep", wait=3.0) as waited:
         assert waited
+
+
+def test_a_short_pass_may_skip_renewal_and_still_releases() -> None:
+    client = fakeredis.FakeRedis()
+    with pass_lock(client, KEYS, "sweep", renew=False) as mine:
+        assert mine and client.exists(KEYS.lock("sweep"))
+        with pass_lock(client, KEYS, "sweep", renew=False) as other:
+            assert not other
+    assert not client.exists(KEYS.lock("sweep"))
