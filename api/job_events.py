@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from llmpool.jobs import decode_event
+from llmpool.jobs import decode_event, read_block_ms
 
 __all__ = ["job_events", "WaitTimeout"]
 
@@ -22,11 +21,7 @@ class WaitTimeout(Exception):
 async def job_events(client: aioredis.Redis, key: str, *, until: float) -> AsyncIterator[dict[str, Any]]:
     """Every event of the stream at `key` from its start, ending after `end`; `until` is unix time."""
     last_id = "0-0"
-    while True:
-        remaining = until - time.time()
-        if remaining <= 0:
-            raise WaitTimeout()
-        block = max(1, min(BLOCK_MS, int(remaining * 1000)))
+    while (block := read_block_ms(until, cap_ms=BLOCK_MS)) is not None:
         reply: Any = await client.xread({key: last_id}, block=block, count=100)
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -35,3 +30,4 @@ async def job_events(client: aioredis.Redis, key: str, *, until: float) -> Async
                 yield event
                 if event.get("type") == "end":
                     return
+    raise WaitTimeout()

@@ -25,7 +25,7 @@ from llmpool.codec import as_text
 from llmpool.keys import Keys
 from llmpool.scripts import register
 
-__all__ = ["JobStore", "Claim", "Recovered", "EventPublisher", "decode_event", "FINAL_STATES"]
+__all__ = ["JobStore", "Claim", "Recovered", "EventPublisher", "decode_event", "read_block_ms", "FINAL_STATES"]
 
 FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
 Verdict = Literal["run", "done", "busy", "exhausted"]
@@ -64,6 +64,12 @@ def decode_event(fields: dict[Any, Any]) -> dict[str, Any]:
     if "data" in event:
         event["data"] = json.loads(event["data"])
     return event
+
+
+def read_block_ms(until: float, *, cap_ms: int = READ_BLOCK_MS) -> int | None:
+    """How long the next blocking XREAD of a reader that stops at `until` may wait; None once past."""
+    remaining = until - time.time()
+    return None if remaining <= 0 else max(1, min(cap_ms, int(remaining * 1000)))
 
 
 def _number(raw: Any) -> float | None:
@@ -199,11 +205,7 @@ class JobStore:
         Raises TimeoutError when `until` passes first.
         """
         key, last_id = self.keys.job_stream(job_id), "0-0"
-        while True:
-            remaining = until - time.time()
-            if remaining <= 0:
-                raise TimeoutError(f"job {job_id} had not finished")
-            block = max(1, min(READ_BLOCK_MS, int(remaining * 1000)))
+        while (block := read_block_ms(until)) is not None:
             reply: Any = self.redis.xread({key: last_id}, block=block, count=100)
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
@@ -212,6 +214,7 @@ class JobStore:
                     yield event
                     if event.get("type") == "end":
                         return
+        raise TimeoutError(f"job {job_id} had not finished")
 
     def publisher(self, job_id: str, *, stream_tokens: bool, claim: int | None = None) -> EventPublisher:
         return EventPublisher(self, job_id, stream_tokens=stream_tokens, claim=claim)
