@@ -110,6 +110,18 @@ def gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     return [p for p in alive if _alive(p)]
 
 
+def _argv(proc: psutil.Process) -> list[str]:
+    """Its command line, or [] for a process that has already gone.
+
+    The tree holds short-lived children too (redis-server forks to rewrite its AOF), which may
+    exit between being listed and being read.
+    """
+    try:
+        return proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return []
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.status() != psutil.STATUS_ZOMBIE
@@ -128,7 +140,7 @@ def test_up_answers_a_chat_and_stops_cleanly(up: Up, stack_env: dict[str, str]):
     assert response.status_code == 200, response.text
     assert "You said: Hello" in response.text
     tree = up.descendants()
-    names = " ".join(" ".join(p.cmdline()) for p in tree)
+    names = " ".join(" ".join(_argv(p)) for p in tree)
     for part in ("redis-server", "llmpool.dev.mock_llm", "worker", "beat", "flower", "uvicorn"):
         assert part in names, part
 
@@ -162,8 +174,8 @@ def test_a_bad_setting_exits_2_and_starts_nothing(tmp_path: Path, stack_env: dic
 def _part(up: Up, program: str, *args: str) -> psutil.Process:
     """The live part whose program's name starts with `program` and that has each of `args` as an
     argument (exact arguments: a data dir named after the test must not make beat look like the worker)."""
-    return next(p for p in up.descendants() if _alive(p) and Path(p.cmdline()[0]).name.startswith(program)
-                and all(a in p.cmdline()[1:] for a in args))
+    return next(p for p in up.descendants() if _alive(p) and (argv := _argv(p))
+                and Path(argv[0]).name.startswith(program) and all(a in argv[1:] for a in args))
 
 
 @pytest.mark.timeout(240)
