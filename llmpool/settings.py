@@ -135,6 +135,25 @@ class Settings(BaseSettings):
     agent_openai_servers: CommaList = Field(default_factory=list)
     agent_ollama_servers: CommaList = Field(default_factory=list)
 
+    # --- under load ---
+    # Caps on one LLM answer: its whole body (JSON, or every byte of a stream) and one SSE line.
+    agent_max_response_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    agent_max_line_bytes: Annotated[int, Field(ge=256)] = 1024 * 1024
+    # The control worker (discovery, health, sweep, broadcasts): its own process, queue and
+    # HTTP pool, so a chat backlog or a saturated chat pool never delays it.
+    agent_control_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    agent_probe_connections: Annotated[int, Field(ge=1, le=1000)] = 32
+    # The API: Redis connections every waiting client shares, and how many clients may wait at
+    # once (more get 503 overloaded).
+    agent_api_redis_connections: Annotated[int, Field(ge=4, le=1000)] = 32
+    agent_api_max_waiters: Annotated[int, Field(ge=1)] = 10000
+    # Redis memory: the maxmemory `llmpool up` gives its embedded Redis ("0": none), and the
+    # fraction of maxmemory past which the operator is warned (log and /status).
+    agent_redis_maxmemory: str = "1gb"
+    agent_redis_memory_warn: Annotated[float, Field(gt=0, le=1)] = 0.8
+    # With REDIS_URL=sentinel://host:26379[;sentinel://host2:26379...]: the monitored master's name.
+    agent_redis_master_name: str = "mymaster"
+
     @field_validator("agent_priority_models", "agent_openai_servers", "agent_ollama_servers",
                      mode="before")
     @classmethod
@@ -171,8 +190,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
+        if value.startswith("sentinel://"):
+            # kombu's form for several sentinels: sentinel://h1:26379;sentinel://h2:26379
+            if not all(part.startswith("sentinel://") for part in value.split(";") if part):
+                raise ValueError("every part of a sentinel list must start with sentinel://")
+            return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+            raise ValueError("must start with redis://, rediss://, unix:// or sentinel://")
         return value
 
     @field_validator("agent_backend_url", "cloud_chat_ui_url")
