@@ -53,17 +53,23 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
 
 
 class RedisServer:
-    """A redis-server child process with AOF on and `noeviction`, bound to 127.0.0.1 by default."""
+    """A redis-server child process with AOF on and `noeviction`, bound to 127.0.0.1 by default.
+
+    `maxmemory` (Redis's own syntax: "1gb", "512mb", "0" for none): with `noeviction`, Redis refuses
+    writes past it instead of dropping keys (a dropped job record or queue would lose jobs), and the
+    machine keeps its memory. None leaves Redis's default (no limit), as the tests want.
+    """
 
     def __init__(
         self, *, port: int | None = None, data_dir: str | Path, host: str = "127.0.0.1",
-        binary: str | None = None, appendonly: bool = True,
+        binary: str | None = None, appendonly: bool = True, maxmemory: str | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port()
         self.data_dir = Path(data_dir)
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
+        self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,6 +82,7 @@ class RedisServer:
             "--dir", str(self.data_dir), "--appendonly", "yes" if self.appendonly else "no",
             "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no",
             "--logfile", str(self.data_dir / "redis.log"),
+            *(["--maxmemory", self.maxmemory] if self.maxmemory is not None else []),
         ]
 
     def start(self, timeout: float = 10.0) -> RedisServer:

@@ -65,6 +65,7 @@ def test_docker_compose_accepts_it(tmp_path: Path, profile: list[str]):
 # --- each service's command, run -------------------------------------------------------------------
 
 NODE = f"worker@{socket.gethostname()}"  # the worker's -n worker@%h
+CONTROL_NODE = f"control@{socket.gethostname()}"  # the control worker's -n control@%h
 MOCK_LLM_PORT = "7000"  # the mock's chat port in its command; the workers reach it at LOCAL_LLM_PORT
 
 
@@ -128,14 +129,18 @@ class Service:
         return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)
 
 
-def _worker_ready(worker: Service) -> Callable[[], bool]:
-    client = redis.Redis.from_url(worker.env["REDIS_URL"])
-    # It consumes, remote control included (a ping sent before that is lost), and it beats.
-    return lambda: worker.log_has(f"{NODE} ready.") and client.zscore("llmpool:workers", NODE) is not None
+def _worker_ready(node: str) -> Callable[[Service], Callable[[], bool]]:
+    def ready(worker: Service) -> Callable[[], bool]:
+        client = redis.Redis.from_url(worker.env["REDIS_URL"])
+        # It consumes, remote control included (a ping sent before that is lost), and it beats.
+        return lambda: worker.log_has(f"{node} ready.") and client.zscore("llmpool:workers", node) is not None
+
+    return ready
 
 
 READY: dict[str, Callable[[Service], Callable[[], bool]]] = {
-    "worker": _worker_ready,
+    "worker": _worker_ready(NODE),
+    "control": _worker_ready(CONTROL_NODE),
     "beat": lambda beat: lambda: beat.log_has("beat: Starting"),
     "api": lambda api: lambda: _answers(api.url("8080", "/")),
     "flower": lambda flower: lambda: _answers(flower.url("5555", "/healthcheck")),
@@ -169,14 +174,15 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ser
 
 
 def test_the_services_are_the_llmpool_commands_and_redis(services: dict[str, Service]):
-    assert set(services) == {"worker", "beat", "api", "flower", "mock-llm"}
+    assert set(services) == {"worker", "control", "beat", "api", "flower", "mock-llm"}
 
 
-def test_the_worker_starts_and_its_healthcheck_finds_it_by_name(services: dict[str, Service]):
-    worker = services["worker"].wait_ready()
+@pytest.mark.parametrize(("name", "node"), [("worker", NODE), ("control", CONTROL_NODE)])
+def test_a_worker_starts_and_its_healthcheck_finds_it_by_name(services: dict[str, Service], name: str, node: str):
+    worker = services[name].wait_ready()
     check = worker.healthcheck()
     assert check.returncode == 0, check.stdout + check.stderr + worker.process.log_tail()
-    assert f"{NODE}: OK" in check.stdout and "pong" in check.stdout
+    assert f"{node}: OK" in check.stdout and "pong" in check.stdout
 
 
 @pytest.mark.parametrize("name", ["api", "flower", "mock-llm"])

@@ -141,8 +141,12 @@ def test_up_answers_a_chat_and_stops_cleanly(up: Up, stack_env: dict[str, str]):
     assert "You said: Hello" in response.text
     tree = up.descendants()
     names = " ".join(" ".join(_argv(p)) for p in tree)
-    for part in ("redis-server", "llmpool.dev.mock_llm", "worker", "beat", "flower", "uvicorn"):
+    for part in ("redis-server", "llmpool.dev.mock_llm", "worker1@%h", "control1@%h", "beat", "flower", "uvicorn"):
         assert part in names, part
+    # The embedded Redis refuses writes past AGENT_REDIS_MAXMEMORY (1gb) rather than evicting jobs.
+    status = httpx.get(f"{api}/status", timeout=10).json()
+    assert status["workers"] == 2  # the chat worker and the control worker
+    assert status["redis_memory"]["maxmemory"] == 2**30 and status["redis_memory"]["policy"] == "noeviction"
 
     up.proc.send_signal(signal.SIGTERM)
     assert up.proc.wait(20) == 0, up.tail()
@@ -187,7 +191,7 @@ def test_up_restarts_a_killed_worker_and_its_embedded_redis(up: Up, stack_env: d
         return httpx.post(f"{api}/poll_requests", json={"message": text},
                           headers={"Accept": "application/json"}, timeout=60)
 
-    _part(up, "python", "celery", "worker").kill()
+    _part(up, "python", "celery", "worker", "worker1@%h").kill()
     deadline = time.monotonic() + 30
     while not any("worker exited with code -9; restarting it" in line for line in up.lines):
         assert time.monotonic() < deadline, up.tail()

@@ -26,7 +26,7 @@ from tests.processes import OUR_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-LLMPOOL_SERVICES = ("worker", "beat", "api", "flower")
+LLMPOOL_SERVICES = ("worker", "control", "beat", "api", "flower")
 QUEUES = "control,chat.high,chat.default,chat.low"
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|KEY", re.IGNORECASE)
 # The TT-Studio agent's variables (Settings lists them first, before REDIS_URL): all pass through.
@@ -54,11 +54,13 @@ def test_redis_is_durable_and_never_evicts(compose: dict[str, Any]):
     assert command[0] == "redis-server"
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--maxmemory") + 1] == "${AGENT_REDIS_MAXMEMORY:-1gb}"
+    assert Settings.model_fields["agent_redis_maxmemory"].default == "1gb"
     assert redis["volumes"] and redis["volumes"][0].endswith(":/data")
     assert "redis-cli" in redis["healthcheck"]["test"]
 
 
-@pytest.mark.parametrize("name", ["redis", "worker", "api", "flower", "mock-llm"])
+@pytest.mark.parametrize("name", ["redis", "worker", "control", "api", "flower", "mock-llm"])
 def test_every_service_but_beat_has_a_healthcheck(compose: dict[str, Any], name: str):
     assert compose["services"][name]["healthcheck"]["test"]
 
@@ -71,6 +73,17 @@ def test_worker_consumes_the_four_queues_in_priority_order(compose: dict[str, An
     node = command[command.index("-n") + 1]
     assert node == "worker@%h"
     assert "worker@$$HOSTNAME" in " ".join(compose["services"]["worker"]["healthcheck"]["test"])
+
+
+def test_the_control_worker_consumes_control_alone_with_its_own_threads(compose: dict[str, Any]):
+    service = compose["services"]["control"]
+    command = argv(service)
+    assert command[:4] == ["celery", "-A", "workers", "worker"]
+    assert command[command.index("-Q") + 1] == "control"
+    assert command[command.index("-P") + 1] == "threads"
+    assert command[command.index("-c") + 1] == "${AGENT_CONTROL_CONCURRENCY:-4}"
+    assert command[command.index("-n") + 1] == "control@%h"
+    assert "control@$$HOSTNAME" in " ".join(service["healthcheck"]["test"])
 
 
 @pytest.mark.parametrize("name", LLMPOOL_SERVICES)

@@ -1,4 +1,4 @@
-"""`llmpool up`: Redis, the demo LLM, worker, beat, Flower and the API on one machine.
+"""`llmpool up`: Redis, the demo LLM, the chat and control workers, beat, Flower and the API on one machine.
 
 Starts what is missing (an embedded Redis when nothing answers at a local REDIS_URL, the mock LLM
 when no LLM is configured), waits until the API sees a live worker and Flower answers, prints the
@@ -31,6 +31,11 @@ from llmpool.settings import Settings, issues_report, load_settings
 __all__ = ["add_arguments", "run"]
 
 QUEUES = "control,chat.high,chat.default,chat.low"  # -Q order is priority order (kombu >= 5.7)
+# The control worker consumes `control` alone: discovery, health and refresh never wait for a chat
+# slot. The chat worker keeps `control` first as a fallback: it takes a control message only when
+# one of its slots is free (no prefetch), so it never holds one back from the control worker.
+CONTROL_QUEUES = "control"
+WORKER_PROCESSES = 2  # the chat worker and the control worker: the API must see both before "up"
 READY_LINE = "llmpool is up"
 
 
@@ -91,7 +96,7 @@ def _start_stack(supervisor: Supervisor, settings: Settings, *, ready_timeout: f
         supervisor.start(name, argv, env=env, log_dir=log_dir)
     api_url = f"http://{connect_host(settings.agent_api_host)}:{settings.agent_api_port}"
     flower_url = f"http://127.0.0.1:{settings.agent_flower_port}"
-    ready = all_ready(api_probe(api_url), flower_probe(flower_url))
+    ready = all_ready(api_probe(api_url, workers=WORKER_PROCESSES), flower_probe(flower_url))
     supervisor.wait_for("the stack", ready, timeout=ready_timeout)
     return _banner(settings, redis=redis, llm=llm, log_dir=log_dir)
 
@@ -113,7 +118,7 @@ def _ensure_redis(
     try:
         server = RedisServer(
             port=urlsplit(url).port or 6379, data_dir=data_dir / "redis",
-            host="::1" if host == "::1" else "127.0.0.1",
+            host="::1" if host == "::1" else "127.0.0.1", maxmemory=settings.agent_redis_maxmemory,
         )
     except FileNotFoundError as exc:
         raise StackAborted(f"cannot start Redis: {exc}") from None
@@ -162,6 +167,11 @@ def _service_commands(settings: Settings, *, data_dir: Path) -> list[tuple[str, 
             python, "-m", "celery", "-A", "workers", "worker",
             "-P", settings.agent_worker_pool, "-c", str(settings.agent_worker_concurrency),
             "-Q", QUEUES, "-E", "-n", "worker1@%h", "--loglevel", level,
+        ]),
+        ("control", [
+            python, "-m", "celery", "-A", "workers", "worker",
+            "-P", "threads", "-c", str(settings.agent_control_concurrency),
+            "-Q", CONTROL_QUEUES, "-E", "-n", "control1@%h", "--loglevel", level,
         ]),
         ("beat", [
             python, "-m", "celery", "-A", "workers", "beat", "--loglevel", level,

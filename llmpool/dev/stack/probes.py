@@ -66,15 +66,16 @@ def configured_llm(settings: Settings) -> str | None:
     return None
 
 
-def api_probe(base_url: str) -> Callable[[], str | None]:
-    """Ready when `GET /status` answers JSON with at least one live worker."""
+def api_probe(base_url: str, *, workers: int = 1) -> Callable[[], str | None]:
+    """Ready when `GET /status` answers JSON with at least `workers` live worker processes."""
+    wanted = workers
 
     def probe() -> str | None:
         body = get_json(f"{base_url}/status")
         if not isinstance(body, dict):
             return "api: GET /status does not answer yet"
         workers = body.get("workers")
-        if not isinstance(workers, int) or workers < 1:
+        if not isinstance(workers, int) or workers < wanted:
             return f"worker: API reports workers={workers!r}"
         return None
 
