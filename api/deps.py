@@ -14,6 +14,7 @@ from llmpool.client import Client, producer_config
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.llm_client import LLMClient, make_http_client
+from llmpool.redis_conn import async_redis_client, celery_transport_options, redis_client
 from llmpool.registry import Registry
 from llmpool.settings import Settings
 
@@ -45,17 +46,16 @@ def control_app(settings: Settings) -> Celery:
     """A producer-only Celery app for control tasks and broadcasts, with results (POST /refresh
     waits for one); it imports no worker code."""
     app = Celery("llmpool-api", set_as_current=False)
-    app.conf.update({**producer_config(settings), "result_backend": settings.redis_url})
+    app.conf.update({**producer_config(settings), "result_backend": settings.redis_url,
+                     "result_backend_transport_options": celery_transport_options(settings)})
     return app
 
 
 def open_state(settings: Settings) -> ApiState:
     keys = Keys(settings.agent_redis_prefix)
-    sync = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
-                                health_check_interval=30)
+    sync = redis_client(settings, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
     # Reads block for up to BLOCK_MS; the socket timeout must outlast them.
-    aredis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30,
-                                     health_check_interval=30)
+    aredis = async_redis_client(settings, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
     jobs = JobStore(sync, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
     llm = LLMClient(make_http_client(settings, max_connections=20), settings)
     return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs,

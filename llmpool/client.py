@@ -26,6 +26,7 @@ from llmpool.errors import JobNotFound, ResultTimeout, SubmitFailed, error_from_
 from llmpool.jobs import FINAL_STATES, JobStore
 from llmpool.keys import Keys
 from llmpool.redaction import job_repr
+from llmpool.redis_conn import celery_transport_options, redis_client
 from llmpool.schemas import QUEUES, ChatJob, ChatResult, queue_for
 from llmpool.settings import Settings, get_settings, load_settings
 
@@ -46,6 +47,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": "chat.default",
         "task_routes": {"llmpool.control.*": {"queue": "control"}},
         "broker_connection_retry_on_startup": True,
+        # With REDIS_URL=sentinel://...: which master the Sentinels are asked for (workers add theirs).
+        "broker_transport_options": celery_transport_options(settings),
         "task_send_sent_event": True,
         "timezone": "UTC",
     }
@@ -86,8 +89,8 @@ class Client:
         self.settings = settings
         self.keys = Keys(settings.agent_redis_prefix)
         self._owns_redis = connection is None
-        self.redis = connection or redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
+        self.redis = connection or redis_client(
+            settings, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
         self.jobs = JobStore(self.redis, self.keys, ttl=settings.agent_result_ttl,
                              stream_ttl=settings.agent_stream_ttl)
         self.celery = Celery("llmpool-client", set_as_current=False)

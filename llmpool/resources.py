@@ -23,6 +23,7 @@ from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.leases import LeaseKeeper
 from llmpool.llm_client import LLMClient, make_http_client
+from llmpool.redis_conn import redis_client
 from llmpool.registry import Registry
 from llmpool.runner import Gate
 from llmpool.schemas import ChatJob
@@ -95,8 +96,8 @@ _current: Resources | None = None
 
 def _build(settings: Settings) -> Resources:
     keys = Keys(settings.agent_redis_prefix)
-    client = redis.Redis.from_url(
-        settings.redis_url, max_connections=settings.agent_worker_concurrency + 8,
+    client = redis_client(
+        settings, max_connections=settings.agent_worker_concurrency + 8,
         health_check_interval=30, socket_connect_timeout=5, socket_timeout=10,
     )
     http = make_http_client(settings)

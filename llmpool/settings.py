@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, V
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmpool.errors import ConfigError
+from llmpool.redis_conn import parse_sentinel_url
 
 __all__ = ["Settings", "EndpointLimits", "get_settings", "load_settings", "config_issues", "issues_report",
            "print_issues_report_once", "settings_or_exit"]
@@ -192,8 +193,7 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if value.startswith("sentinel://"):
             # kombu's form for several sentinels: sentinel://h1:26379;sentinel://h2:26379
-            if not all(part.startswith("sentinel://") for part in value.split(";") if part):
-                raise ValueError("every part of a sentinel list must start with sentinel://")
+            parse_sentinel_url(value)  # a ValueError names what is wrong
             return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss://, unix:// or sentinel://")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmpool.client import producer_config
+from llmpool.redis_conn import celery_transport_options
 from llmpool.settings import Settings
 
 __all__ = ["celery_config"]
@@ -17,6 +18,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         **producer_config(settings),
         "result_backend": settings.redis_url,
+        # sentinel:// URLs: Celery's SentinelBackend asks for this master, as kombu does for the broker.
+        "result_backend_transport_options": celery_transport_options(settings),
         "result_serializer": "json",
         # Reliability: a job is acked only once it has finished, one message per free thread.
         "task_acks_late": True,
@@ -30,6 +33,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             "queue_order_strategy": "priority", "visibility_timeout": settings.agent_visibility_timeout,
             "unacked_restore_interval": UNACKED_RESTORE_INTERVAL, "unacked_restore_throttle": 1,
+            **celery_transport_options(settings),
         },
         "broker_connection_max_retries": None,
         # Cancelling on connection loss helps neither pool: the threads pool cannot cancel (it logs
