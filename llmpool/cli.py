@@ -31,18 +31,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from llmpool.admission import Admitter
     from llmpool.keys import Keys
+    from llmpool.redis_conn import redacted_url, redis_client
     from llmpool.registry import Registry
     from llmpool.settings import load_settings
     from llmpool.status_view import effective_current, endpoint_rows, render_table
 
     settings = load_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    client = redis_client(settings, socket_connect_timeout=3, socket_timeout=5)
     keys = Keys(settings.agent_redis_prefix)
     try:
         snap = Registry(client, keys).snapshot()
         breakers = Admitter(client, keys).stats(list(snap.records))
     except redis.RedisError as exc:
-        print(f"llmpool: cannot read the registry at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(f"llmpool: cannot read the registry at {redacted_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
@@ -66,16 +67,17 @@ def _cmd_jobs_show(args: argparse.Namespace) -> int:
 
     from llmpool.jobs import JobStore
     from llmpool.keys import Keys
+    from llmpool.redis_conn import redacted_url, redis_client
     from llmpool.settings import load_settings
 
     settings = load_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    client = redis_client(settings, socket_connect_timeout=3, socket_timeout=5)
     store = JobStore(client, Keys(settings.agent_redis_prefix), ttl=settings.agent_result_ttl,
                      stream_ttl=settings.agent_stream_ttl)
     try:
         record = store.get(args.job_id)
     except redis.RedisError as exc:
-        print(f"llmpool: cannot read jobs at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(f"llmpool: cannot read jobs at {redacted_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import redis
 
 from llmpool.dev.redis_server import free_port
+from llmpool.redis_conn import sync_client
 from llmpool.settings import Settings
 
 __all__ = ["clean_env", "ManagedProcess", "start_worker", "start_api", "start_beat", "wait_for"]
@@ -116,7 +116,7 @@ def start_worker(
             "-c", str(concurrency), "-Q", queues, "-n", hostname, "-E", "--without-gossip",
             "--without-mingle", "--loglevel", loglevel]
     proc = ManagedProcess(f"worker {name}", argv, env, tmp / f"worker-{name}.log").start()
-    client = redis.Redis.from_url(env["REDIS_URL"])
+    client = sync_client(env["REDIS_URL"], master_name=env.get("AGENT_REDIS_MASTER_NAME", "mymaster"))
     prefix = env.get("AGENT_REDIS_PREFIX", "llmpool")
     try:
         proc.wait_ready(lambda: client.zscore(f"{prefix}:workers", hostname) is not None, timeout)

@@ -16,6 +16,8 @@ from types import TracebackType
 
 import redis
 
+from llmpool.redis_conn import sync_client
+
 __all__ = ["find_redis_server", "free_port", "RedisServer", "redis_answers"]
 
 
@@ -41,9 +43,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def redis_answers(url: str, timeout: float = 0.5) -> bool:
-    """True when a Redis server answers PING at `url`."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+def redis_answers(url: str, timeout: float = 0.5, *, master_name: str = "mymaster") -> bool:
+    """True when a Redis server answers PING at `url` (with sentinel://, the master they name)."""
+    client = sync_client(url, master_name=master_name, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):

@@ -26,6 +26,7 @@ from llmpool.dev.stack.probes import (
     is_local_host,
 )
 from llmpool.dev.stack.supervisor import StackAborted, Supervisor
+from llmpool.redis_conn import is_sentinel_url, redacted_url, sentinel_master
 from llmpool.settings import Settings, issues_report, load_settings
 
 __all__ = ["add_arguments", "run"]
@@ -37,6 +38,7 @@ QUEUES = "control,chat.high,chat.default,chat.low"  # -Q order is priority order
 CONTROL_QUEUES = "control"
 WORKER_PROCESSES = 2  # the chat worker and the control worker: the API must see both before "up"
 READY_LINE = "llmpool is up"
+SENTINEL_WAIT = 15.0  # Sentinels started with the stack may take a few seconds to agree on a master
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +109,8 @@ def _ensure_redis(
     """Use the Redis at REDIS_URL, or start the embedded one when the URL is local; describe it."""
     url = settings.redis_url
     shown = _redact(url)
+    if is_sentinel_url(url):
+        return _use_sentinels(supervisor, settings)
     if redis_answers(url):
         return f"{shown} (already running)"
     host = urlsplit(url).hostname
@@ -126,6 +130,24 @@ def _ensure_redis(
     supervisor.start("redis", _log_to_stdout(server.command()), env=env, log_dir=data_dir / "logs")
     supervisor.wait_for("redis", lambda: None if redis_answers(url, 0.2) else "no PING", timeout=15)
     return f"{shown} (embedded, data in {server.data_dir})"
+
+
+def _use_sentinels(supervisor: Supervisor, settings: Settings) -> str:
+    """REDIS_URL names Sentinels: start no Redis (HA is theirs to run), wait for the master they name."""
+    url, name = settings.redis_url, settings.agent_redis_master_name
+    shown = _redact(url)
+
+    def master_answers() -> str | None:
+        address = sentinel_master(url, master_name=name, timeout=0.5)
+        if address is None:
+            return f"no Sentinel at {shown} names a live master {name!r} (AGENT_REDIS_MASTER_NAME)"
+        if not redis_answers(url, 0.5, master_name=name):
+            return f"the master {name!r} at {address[0]}:{address[1]} does not answer PING"
+        return None
+
+    supervisor.wait_for("redis via Sentinels", master_answers, timeout=SENTINEL_WAIT)
+    host, port = sentinel_master(url, master_name=name, timeout=0.5) or ("?", 0)
+    return f"{shown} (master {name!r} at {host}:{port}, via Sentinels)"
 
 
 def _log_to_stdout(argv: list[str]) -> list[str]:
@@ -209,8 +231,5 @@ def _banner(settings: Settings, *, redis: str, llm: str, log_dir: Path) -> str:
 
 
 def _redact(url: str) -> str:
-    """The URL with its password, if any, replaced by ***."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    """The URL with its passwords, if any, replaced by *** (every part of a sentinel list)."""
+    return redacted_url(url)
