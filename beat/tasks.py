@@ -44,7 +44,8 @@ def _probe(res: Resources, registry: Registry, ids: set[str] | None) -> dict[str
     snap = registry.snapshot()
     endpoints = [e for e in snap.endpoints if ids is None or e.id in ids]
     now = time.time()
-    results = probe_all(endpoints, http=res.http, timeout=settings.agent_health_check_timeout)
+    results = probe_all(endpoints, http=res.probe_http, timeout=settings.agent_health_check_timeout,
+                        max_workers=settings.agent_probe_connections)
     updated = {}
     for endpoint_id, result in results.items():
         before = snap.health.get(endpoint_id, Health())
@@ -86,7 +87,7 @@ def run_discovery(res: Resources, *, force: bool = False, wait: float = 0.0) -> 
         if not due:
             return {"skipped": why}
         started = time.time()
-        results = discover_all(settings, http=res.http, redis=res.redis, keys=res.keys, force=force)
+        results = discover_all(settings, http=res.probe_http, redis=res.redis, keys=res.keys, force=force)
         snap = registry.snapshot()
         merged = merge_discovery(snap.records, results, now=started,
                                  grace=settings.agent_discovery_grace_period)

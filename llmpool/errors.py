@@ -5,6 +5,8 @@
 - CallerError: the job itself is wrong (400/422 from the LLM, context too long); fail the job and
   do not hold it against the endpoint.
 - WaitError: nothing to run on yet (no LLM); the job waits or fails at its deadline.
+- LocalShortage: a resource of our own ran out (no free connection in this process's HTTP pool);
+  the endpoint is not to blame, so nothing is charged to it and the job waits to run again.
 - ConfigError: the settings are wrong; the process stops at start.
 
 Every error carries `code`, a stable machine name clients can switch on, and a message that never
@@ -17,11 +19,12 @@ from typing import Any
 
 __all__ = [
     "LLMPoolError", "ConfigError", "InvalidJob",
-    "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout",
+    "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout", "RequestTimeout",
     "StreamCut", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
+    "ResponseTooLarge", "LineTooLong", "LocalShortage", "NoFreeConnection",
     "CallerError", "BadRequest", "ContextTooLong",
     "WaitError", "NoLLMAvailable", "Refused", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
-    "JobFailed", "JobNotFound", "ResultTimeout", "SubmitFailed", "error_from_dict",
+    "JobFailed", "JobNotFound", "ResultTimeout", "SubmitFailed", "RedisFull", "Overloaded", "error_from_dict",
 ]
 
 
@@ -68,6 +71,12 @@ class FirstTokenTimeout(EndpointTimeout):
     code = "first_token_timeout"
 
 
+class RequestTimeout(EndpointTimeout):
+    """The call outlived AGENT_REQUEST_TIMEOUT (or the job's budget) in total, however it trickled."""
+
+    code = "request_timeout"
+
+
 class StreamCut(RetryableError):
     """The stream ended early; `tokens_sent` says whether the consumer saw partial output."""
 
@@ -90,6 +99,29 @@ class EndpointRejected(RetryableError):
 
 class InvalidResponse(RetryableError):
     code = "invalid_response"
+
+
+class ResponseTooLarge(InvalidResponse):
+    """The answer passed AGENT_MAX_RESPONSE_BYTES; reading stopped there, so memory stays bounded."""
+
+    code = "response_too_large"
+
+
+class LineTooLong(ResponseTooLarge):
+    """One SSE line passed AGENT_MAX_LINE_BYTES without ending."""
+
+    code = "line_too_long"
+
+
+# --- ours ran out, not the endpoint: charge nothing, run the job again later ---
+class LocalShortage(LLMPoolError):
+    code = "local_shortage"
+
+
+class NoFreeConnection(LocalShortage):
+    """Every connection of this process's own HTTP pool stayed busy for the pool timeout."""
+
+    code = "no_free_connection"
 
 
 # --- the job is wrong: fail it, charge nothing ---
@@ -163,6 +195,25 @@ class SubmitFailed(LLMPoolError):
     """The job could not be handed to the broker; nothing will run it."""
 
     code = "submit_failed"
+
+
+class Overloaded(LLMPoolError):
+    """A limit of the API's own was reached (waiting clients, Redis connections); Redis itself is fine.
+
+    Nothing was enqueued; retry after a moment.
+    """
+
+    code = "overloaded"
+
+
+class RedisFull(SubmitFailed):
+    """Redis is at its maxmemory (noeviction) and refused the job; nothing of it was kept.
+
+    Not an outage: Redis answers, and reads (records, streams) still work. Submit again once it
+    has room (finished jobs' records expire, or the operator raises maxmemory).
+    """
+
+    code = "redis_full"
 
 
 def _by_code() -> dict[str, type[LLMPoolError]]:

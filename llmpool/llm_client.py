@@ -1,15 +1,19 @@
 """One chat call to one endpoint over a pooled httpx client, every failure translated.
 
-The threads pool has no task time limits, so these timeouts are the only guard on a call:
-connect, first token (the read timeout until output starts, and the longest silence after), and
-the total (checked after every line, so it overshoots by at most one read timeout).
+The threads pool has no task time limits, so these bounds are the only guard on a call:
+connect, first token (the read timeout until output starts, and the longest silence after), the
+total (a wall-clock deadline on every socket operation, llmpool.http_deadline: a server that
+trickles or streams forever is cut at it, a few milliseconds late at most), and the size of the
+answer (AGENT_MAX_RESPONSE_BYTES in all, AGENT_MAX_LINE_BYTES per SSE line; reading stops there).
+Over a bound is the endpoint's failure (RequestTimeout, ResponseTooLarge, LineTooLong): the job
+fails over. No free connection in our own pool is ours (NoFreeConnection): nothing is charged.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -24,19 +28,24 @@ from llmpool.errors import (
     EndpointUnreachable,
     FirstTokenTimeout,
     LLMPoolError,
+    NoFreeConnection,
     RateLimited,
-    RetryableError,
+    RequestTimeout,
     ServerError,
     StreamCut,
 )
+from llmpool.http_deadline import CallDeadline, call_deadline, make_bounded_client
 from llmpool.llm_request import LLMRequest, build_request
 from llmpool.schemas import ChatJob
 from llmpool.settings import Settings
+from llmpool.sse_lines import ByteBudget, LineSplitter
 
-__all__ = ["LLMClient", "CallOutcome", "make_http_client", "status_error", "translate_http_error"]
+__all__ = ["LLMClient", "CallOutcome", "make_http_client", "make_probe_client", "status_error",
+           "translate_http_error"]
 
 MAX_ERROR_BODY = 64 * 1024
-MAX_JSON_BODY = 16 * 1024 * 1024
+# Compressed answers would be capped only after inflating each chunk (up to ~1000x its size).
+IDENTITY = {"Accept-Encoding": "identity"}
 CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens",
                  "prompt is too long", "context window")
 TokenSink = Callable[[str], None]
@@ -50,10 +59,15 @@ class CallOutcome:
 
 
 def make_http_client(settings: Settings, *, max_connections: int | None = None) -> httpx.Client:
-    """The per-process pooled client; sized to the worker's concurrency."""
+    """The per-process pooled client of chat calls; sized to the worker's concurrency."""
     size = max_connections or max(settings.agent_worker_concurrency, 10)
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    return httpx.Client(limits=limits, timeout=settings.agent_request_timeout, follow_redirects=False)
+    return make_bounded_client(max_connections=size, timeout=settings.agent_request_timeout)
+
+
+def make_probe_client(settings: Settings) -> httpx.Client:
+    """The control plane's own client (health probes, discovery): chat calls never starve it."""
+    return make_bounded_client(max_connections=settings.agent_probe_connections,
+                               timeout=settings.agent_health_check_timeout)
 
 
 def _error_message(body: bytes) -> str:
@@ -96,10 +110,15 @@ def status_error(endpoint_id: str, status: int, body: bytes, retry_after: str | 
     return EndpointRejected(f"{where}: {message}", **details)
 
 
-def translate_http_error(exc: httpx.HTTPError, endpoint_id: str, pieces: int) -> RetryableError:
-    """httpx's exceptions mapped into the error tree; `pieces` > 0 means output was sent."""
+def translate_http_error(exc: httpx.HTTPError, endpoint_id: str, pieces: int) -> LLMPoolError:
+    """httpx's exceptions mapped into the error tree; `pieces` > 0 means output was sent.
+
+    A PoolTimeout never reached the endpoint: every connection of our own pool was busy.
+    """
     details = {"endpoint": endpoint_id, "tokens_sent": pieces}
     reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    if isinstance(exc, httpx.PoolTimeout):
+        return NoFreeConnection(f"no free connection in this worker's HTTP pool for {endpoint_id}", **details)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return EndpointUnreachable(f"cannot connect to {endpoint_id} ({reason})", **details)
     if isinstance(exc, httpx.ReadTimeout):
@@ -114,12 +133,13 @@ def translate_http_error(exc: httpx.HTTPError, endpoint_id: str, pieces: int) ->
 
 
 def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """At most `limit` bytes of the body (an error page, say); the rest is never read."""
     data = bytearray()
     for chunk in response.iter_bytes():
-        data += chunk
-        if len(data) > limit:
+        data += chunk[: limit - len(data)]
+        if len(data) >= limit:
             break
-    return bytes(data[:limit])
+    return bytes(data)
 
 
 class LLMClient:
@@ -146,72 +166,109 @@ class LLMClient:
             raise EndpointTimeout("no time left for the call", endpoint=endpoint.id)
         request = build_request(endpoint, job, self.settings, stream=stream)
         started = time.monotonic()
-        call = _Call(endpoint.id, started, started + total, on_token)
-        try:
-            with self.http.stream(
-                "POST", request.url, json=request.body, headers=request.headers,
-                timeout=self._timeout(total),
-            ) as response:
-                call.consume(response)
-        except httpx.HTTPError as exc:
-            raise translate_http_error(exc, endpoint.id, call.completion.pieces) from exc
+        call = _Call(endpoint.id, started=started, total=total, on_token=on_token,
+                     max_bytes=self.settings.agent_max_response_bytes,
+                     max_line=self.settings.agent_max_line_bytes)
+        with call_deadline(total) as deadline:
+            try:
+                with self.http.stream(
+                    "POST", request.url, json=request.body, headers={**request.headers, **IDENTITY},
+                    timeout=self._timeout(total),
+                ) as response:
+                    call.consume(response)
+            except httpx.HTTPError as exc:
+                raise _translated(exc, deadline, endpoint.id, call) from exc
         return CallOutcome(call.completion, call.ttft, time.monotonic() - started)
 
     def send(self, request: LLMRequest, timeout: float) -> httpx.Response:
-        """A plain request (probes and connection tests), errors translated."""
-        try:
-            return self.http.post(request.url, json=request.body, headers=request.headers,
-                                  timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise translate_http_error(exc, request.url, 0) from exc
+        """A plain request (connection tests): the status and at most 64 KiB of body, within `timeout`."""
+        with call_deadline(timeout) as deadline:
+            try:
+                with self.http.stream("POST", request.url, json=request.body, timeout=timeout,
+                                      headers={**request.headers, **IDENTITY}) as response:
+                    body = _read_bounded(response, MAX_ERROR_BODY)
+                    return httpx.Response(response.status_code, content=body, request=response.request)
+            except httpx.HTTPError as exc:
+                if deadline.expired:
+                    raise RequestTimeout(f"{request.url} took longer than {timeout:g}s",
+                                         endpoint=request.url) from exc
+                raise translate_http_error(exc, request.url, 0) from exc
+
+
+def _translated(exc: httpx.HTTPError, deadline: CallDeadline, endpoint_id: str, call: _Call) -> LLMPoolError:
+    if deadline.expired:  # a socket operation was cut at the total deadline, not at its own timeout
+        return call.timed_out()
+    return translate_http_error(exc, endpoint_id, call.completion.pieces)
 
 
 class _Call:
-    """The reading side of one call: status check, then JSON or SSE, with the total deadline."""
+    """The reading side of one call: status check, then JSON or SSE, within its deadline and caps."""
 
-    def __init__(self, endpoint_id: str, started: float, deadline: float,
-                 on_token: TokenSink | None) -> None:
+    def __init__(self, endpoint_id: str, *, started: float, total: float, on_token: TokenSink | None,
+                 max_bytes: int, max_line: int) -> None:
         self.endpoint_id = endpoint_id
         self.started = started
-        self.deadline = deadline
+        self.total = total
+        self.deadline = started + total
         self.on_token = on_token
+        self.max_bytes = max_bytes
+        self.max_line = max_line
         self.completion = Completion()
         self.ttft: float | None = None
+
+    def timed_out(self) -> RequestTimeout:
+        return RequestTimeout(f"{self.endpoint_id} exceeded the request timeout ({self.total:g}s)",
+                              endpoint=self.endpoint_id, tokens_sent=self.completion.pieces)
 
     def consume(self, response: httpx.Response) -> None:
         if response.status_code != 200:
             body = _read_bounded(response, MAX_ERROR_BODY)
             raise status_error(self.endpoint_id, response.status_code, body,
                                response.headers.get("retry-after"))
+        chunks = self._bounded(response.iter_bytes())
         if "text/event-stream" in response.headers.get("content-type", ""):
-            self._consume_sse(response.iter_lines())
+            self._consume_sse(chunks)
         else:
-            self.completion = parse_completion(
-                _read_bounded(response, MAX_JSON_BODY).decode("utf-8", errors="replace"))
+            self.completion = parse_completion(b"".join(chunks).decode("utf-8", errors="replace"))
             self._mark_output(self.completion.content)
 
-    def _consume_sse(self, lines: Iterator[str]) -> None:
-        for line in lines:
+    def _bounded(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """The body's chunks while within the deadline and AGENT_MAX_RESPONSE_BYTES."""
+        budget = ByteBudget(self.max_bytes)
+        for chunk in chunks:
             if time.monotonic() > self.deadline:
-                raise EndpointTimeout(f"{self.endpoint_id} exceeded the request timeout",
-                                      endpoint=self.endpoint_id,
-                                      tokens_sent=self.completion.pieces)
-            payload = sse_payload(line)
-            if payload is None or payload == "":
-                continue
-            if payload == "[DONE]":
+                raise self.timed_out()
+            budget.spend(len(chunk))
+            yield chunk
+
+    def _consume_sse(self, chunks: Iterator[bytes]) -> None:
+        splitter = LineSplitter(self.max_line)
+        for chunk in chunks:
+            for line in splitter.feed(chunk):
+                if self._take_line(line):
+                    return
+        for line in splitter.finish():
+            if self._take_line(line):
                 return
-            before = self.completion.pieces
-            text = parse_chunk(self.completion, payload)
-            if self.completion.pieces > before:
-                self._mark_output(text)
         if self.completion.finish_reason is None:
             raise StreamCut(f"{self.endpoint_id} ended the stream before it finished",
                             endpoint=self.endpoint_id, tokens_sent=self.completion.pieces)
+
+    def _take_line(self, line: str) -> bool:
+        """Fold one SSE line in; True at `data: [DONE]`."""
+        payload = sse_payload(line)
+        if not payload:  # comments (": keepalive"), blank lines, other fields
+            return False
+        if payload == "[DONE]":
+            return True
+        before = self.completion.pieces
+        text = parse_chunk(self.completion, payload)
+        if self.completion.pieces > before:
+            self._mark_output(text)
+        return False
 
     def _mark_output(self, text: str) -> None:
         if self.ttft is None:
             self.ttft = time.monotonic() - self.started
         if text and self.on_token is not None:
             self.on_token(text)
-

@@ -9,8 +9,13 @@ started with an API key guards it. Headers are never logged.
 Cloud endpoints are not probed: `probe_all` leaves them out of its answer and the caller treats
 them as assumed healthy (`llmpool.health.assumed_healthy`), as the TT-Studio agent does.
 
-Bounding a pass. httpx timeouts are per operation and skip DNS resolution, so a probe thread can
-outlive its timeout. `probe_all` therefore waits on the probes with a deadline and reports the
+Shortages of our own are not the endpoint's failure. A probe that finds no free connection in the
+probe client's pool, or no free slot in the pass, is not made: `probe` raises NoFreeConnection and
+`probe_all` leaves that endpoint out of its answer, so its health stays as it was.
+
+Bounding a pass. Each probe runs under a wall-clock deadline (llmpool.http_deadline), so a server
+that trickles its headers cannot hold it; DNS resolution is outside it, so a probe thread can
+still outlive its timeout. `probe_all` therefore waits on the probes with a deadline and reports the
 laggards as timeouts without waiting for their threads. Such a thread is a daemon (it never holds
 up process exit) and stays registered under its endpoint until it returns: a later or overlapping
 pass joins that same probe instead of starting another, so stuck threads number at most one per
@@ -30,7 +35,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from llmpool.endpoints import Endpoint
+from llmpool.errors import NoFreeConnection
 from llmpool.health import ProbeResult
+from llmpool.http_deadline import call_deadline
 
 __all__ = ["HeadersFor", "probe_url_candidates", "probe", "probe_all", "probes_in_flight"]
 
@@ -42,6 +49,9 @@ FALLBACK_STATUSES = frozenset({404, 405})  # "no /health here", not "unhealthy"
 ERROR_CHARS = 200
 # How long past its deadline a pass waits, so probes timing out right at it report themselves.
 DEADLINE_GRACE = 0.1
+# A probe waiting for a connection of our own gives up this long before its deadline, so it says
+# "not probed" before the pass would count it as a timeout of the endpoint.
+POOL_MARGIN = 0.3
 
 
 def probe_url_candidates(endpoint: Endpoint) -> list[str]:
@@ -56,7 +66,10 @@ def probe_url_candidates(endpoint: Endpoint) -> list[str]:
 
 def probe(endpoint: Endpoint, *, http: httpx.Client, timeout: float,
           headers_for: HeadersFor | None = None) -> ProbeResult:
-    """Probe one endpoint; `timeout` bounds the whole probe, fallback included (DNS aside)."""
+    """Probe one endpoint; `timeout` bounds the whole probe, fallback included (DNS aside).
+
+    NoFreeConnection when `http` had no free connection in time: nothing was asked of the endpoint.
+    """
     started = time.monotonic()
     result: ProbeResult | None = None
     for url in probe_url_candidates(endpoint):
@@ -78,10 +91,13 @@ def _get(http: httpx.Client, url: str, *, headers: dict[str, str], started: floa
     left = started + timeout - time.monotonic()
     if left <= 0:
         return _timed_out(url, started)
+    limits = httpx.Timeout(left, pool=max(left - POOL_MARGIN, left / 2))
     try:
         # Streamed and never read: the status is the answer, and a dripping body cannot hold us.
-        with http.stream("GET", url, headers=headers, timeout=left) as response:
+        with call_deadline(left), http.stream("GET", url, headers=headers, timeout=limits) as response:
             status = response.status_code
+    except httpx.PoolTimeout:
+        raise NoFreeConnection(f"no free connection in the probe pool for {_public(url)}") from None
     except httpx.TimeoutException:
         return _timed_out(url, started)
     except httpx.ConnectError as exc:
@@ -128,32 +144,39 @@ def probe_all(endpoints: list[Endpoint], *, http: httpx.Client, timeout: float,
     deadline = started + timeout * math.ceil(len(targets) / max_workers)
     gate = threading.BoundedSemaphore(max_workers)
 
-    def job(endpoint: Endpoint) -> Callable[[], ProbeResult]:
+    def job(endpoint: Endpoint) -> Callable[[], ProbeResult | None]:
         return lambda: _gated(endpoint, gate=gate, deadline=deadline, http=http,
                               timeout=timeout, headers_for=headers_for)
 
     futures = {key: _IN_FLIGHT.start(e, job(e)) for key, e in targets.items()}
     wait(futures.values(), timeout=max(0.0, deadline + DEADLINE_GRACE - time.monotonic()))
-    return {key: _outcome(targets[key], future, started) for key, future in futures.items()}
+    outcomes = {key: _outcome(targets[key], future, started) for key, future in futures.items()}
+    return {key: result for key, result in outcomes.items() if result is not None}
 
 
 def _gated(endpoint: Endpoint, *, gate: threading.BoundedSemaphore, deadline: float,
-           http: httpx.Client, timeout: float, headers_for: HeadersFor | None) -> ProbeResult:
-    """`probe` once one of the pass's `max_workers` slots is free, within the pass deadline."""
-    waited_from = time.monotonic()
-    if not gate.acquire(timeout=max(0.0, deadline - waited_from)):
-        return _timed_out(probe_url_candidates(endpoint)[0], waited_from)
+           http: httpx.Client, timeout: float, headers_for: HeadersFor | None) -> ProbeResult | None:
+    """`probe` once one of the pass's `max_workers` slots is free, within the pass deadline.
+
+    None: not probed, for a shortage of ours (no free slot before the deadline, no free connection).
+    """
+    if not gate.acquire(timeout=max(0.0, deadline - POOL_MARGIN - time.monotonic())):
+        log.warning("health probe of %s not made: no free probe slot in time", endpoint.id)
+        return None
     try:
         left = min(timeout, deadline - time.monotonic())
         if left <= 0:
-            return _timed_out(probe_url_candidates(endpoint)[0], waited_from)
+            return None
         return probe(endpoint, http=http, timeout=left, headers_for=headers_for)
+    except NoFreeConnection as exc:
+        log.warning("health probe of %s not made: %s", endpoint.id, exc.message)
+        return None
     finally:
         gate.release()
 
 
-def _outcome(endpoint: Endpoint, future: Future[ProbeResult], started: float) -> ProbeResult:
-    """The probe's result, or a timeout for one still running (its thread is left to finish)."""
+def _outcome(endpoint: Endpoint, future: Future[ProbeResult | None], started: float) -> ProbeResult | None:
+    """The probe's result (None: not made), or a timeout for one still running (left to finish)."""
     if future.done():
         return future.result()  # a bug in a probe thread is raised here, not hidden
     log.info("health probe of %s still running after %.1fs: counted as a timeout",
@@ -166,9 +189,9 @@ class _InFlight:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[tuple[str, ...], Future[ProbeResult]] = {}
+        self._running: dict[tuple[str, ...], Future[ProbeResult | None]] = {}
 
-    def start(self, endpoint: Endpoint, job: Callable[[], ProbeResult]) -> Future[ProbeResult]:
+    def start(self, endpoint: Endpoint, job: Callable[[], ProbeResult | None]) -> Future[ProbeResult | None]:
         """Run `job` in a daemon thread, or join the probe of `endpoint` already running."""
         # Keyed by the URLs too, so an endpoint that moved is probed at its new address.
         key = (endpoint.id, *probe_url_candidates(endpoint))
@@ -176,7 +199,7 @@ class _InFlight:
             running = self._running.get(key)
             if running is not None:
                 return running
-            future: Future[ProbeResult] = Future()
+            future: Future[ProbeResult | None] = Future()
             self._running[key] = future
         thread = threading.Thread(target=self._run, args=(key, future, job), daemon=True,
                                   name=f"llmpool-probe-{endpoint.id}"[:64])
@@ -188,8 +211,8 @@ class _InFlight:
         with self._lock:
             return len(self._running)
 
-    def _run(self, key: tuple[str, ...], future: Future[ProbeResult],
-             job: Callable[[], ProbeResult]) -> None:
+    def _run(self, key: tuple[str, ...], future: Future[ProbeResult | None],
+             job: Callable[[], ProbeResult | None]) -> None:
         try:
             result = job()
         except BaseException as exc:  # handed to whoever waits on the future

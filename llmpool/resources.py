@@ -22,7 +22,7 @@ from llmpool.groups import order_candidates
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.leases import LeaseKeeper
-from llmpool.llm_client import LLMClient, make_http_client
+from llmpool.llm_client import LLMClient, make_http_client, make_probe_client
 from llmpool.redis_conn import redis_client
 from llmpool.registry import Registry
 from llmpool.runner import Gate
@@ -43,7 +43,8 @@ class Resources:
     settings: Settings
     keys: Keys
     redis: redis.Redis
-    http: httpx.Client
+    http: httpx.Client  # chat calls only
+    probe_http: httpx.Client  # health probes and discovery: a saturated chat pool never starves them
     llm: LLMClient
     jobs: JobStore
     conversations: ConversationStore
@@ -61,6 +62,7 @@ class Resources:
     def close(self) -> None:
         self.leases.stop()
         self.http.close()
+        self.probe_http.close()
         self.redis.close()
 
 
@@ -106,7 +108,8 @@ def _build(settings: Settings) -> Resources:
     jobs = JobStore(client, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
     leases = LeaseKeeper(jobs, lease=settings.agent_job_lease, admitter=admitter)
     return Resources(
-        settings=settings, keys=keys, redis=client, http=http, llm=LLMClient(http, settings),
+        settings=settings, keys=keys, redis=client, http=http, probe_http=make_probe_client(settings),
+        llm=LLMClient(http, settings),
         jobs=jobs, leases=leases,
         conversations=ConversationStore(
             client, keys, max_messages=settings.agent_conversation_max_messages,

@@ -5,6 +5,8 @@ each call the gate admits (breaker permission, concurrency lease, rate tokens: o
 after it the gate settles. A retryable failure charges the endpoint and moves to the next
 candidate at once, within the call budget and the deadline; a caller's error ends the job and
 charges nothing; when every candidate refused, the job is told when to come back (Refused).
+A shortage of our own (no free connection in this process's pool) charges nothing either, costs
+the job no call, and ends the run at once as a refusal: the job waits and runs again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     AllEndpointsFailed,
     JobExpired,
+    LocalShortage,
     NoLLMAvailable,
     RateLimited,
     Refused,
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 WAIT_FIRST = 0.5  # the first wait for an LLM; it doubles up to WAIT_MAX
 WAIT_MAX = 5.0
 DEFAULT_PAUSE = 1.0  # a 429 without Retry-After still pauses the endpoint this long
+SHORTAGE_WAIT = 1.0  # a job that met a shortage of ours runs again after this (plus the park's jitter)
 Outcome = Literal["success", "failure", "neutral"]
 
 
@@ -124,6 +128,10 @@ def _result(outcome: CallOutcome, endpoint: Endpoint, calls: int) -> ChatResult:
     )
 
 
+class _RunOut(Exception):
+    """A shortage of our own: every other candidate would meet it too, so the run stops here."""
+
+
 @dataclass
 class _Run:
     job: ChatJob
@@ -155,6 +163,10 @@ class _Run:
             settle("failure", None)
             self._failed(endpoint, exc)
             return None
+        except LocalShortage as exc:
+            settle("neutral", 0)  # the call never reached the endpoint: its tokens go back too
+            self._short(endpoint, exc)
+            raise _RunOut() from exc
         except BaseException:
             settle("neutral", None)  # the caller's error, or ours: the endpoint is not to blame
             raise
@@ -166,6 +178,13 @@ class _Run:
             self.gate.settle(endpoint, self.job_id, ticket, outcome=outcome, reserved=self.reserved, used=used,
                              duration=time.monotonic() - started)
         return settle
+
+    def _short(self, endpoint: Endpoint, exc: LocalShortage) -> None:
+        log.warning("job %s: %s; it runs again in %.0fs, nothing charged to %s", self.job_id, exc.message,
+                     SHORTAGE_WAIT, endpoint.id)
+        self.report.calls -= 1  # a call that never left this process is not one of the job's calls
+        self.report.refusals.append({"endpoint": endpoint.id, "reason": exc.code, "retry_after": SHORTAGE_WAIT})
+        self.publisher.reset()
 
     def _failed(self, endpoint: Endpoint, exc: RetryableError) -> None:
         log.warning("endpoint %s failed for job %s: %s", endpoint.id, self.job_id, exc.message)
@@ -192,7 +211,10 @@ def run_chat(
     for endpoint in candidates:
         if run.report.calls >= max_calls:
             break
-        result = run.attempt(endpoint)
+        try:
+            result = run.attempt(endpoint)
+        except _RunOut:
+            break
         if result is not None:
             return result, run.report
     report = run.report

@@ -6,7 +6,9 @@ Sources: `static` (what settings name: cloud, the named container, the local hos
 AGENT_OLLAMA_SERVERS entry's /api/tags). Each returns a SourceResult; one that could not be read
 says ok=False, and the registry keeps that source's last endpoints.
 
-    results = discover_all(settings, http=http, redis=redis, keys=keys)
+    results = discover_all(settings, http=probe_http, redis=redis, keys=keys)
+
+`http` is the control plane's own client (llmpool.resources: `probe_http`), never the chat pool.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ __all__ = [
 
 log = logging.getLogger("llmpool.discovery")
 
-# httpx bounds each phase (connect, each read) by the timeout, not the whole request, so a
-# source that trickles its answer could run longer; past twice its timeout plus this, it is
-# reported as failed and its thread is left to finish on its own.
+# Each read runs under a wall-clock deadline of its timeout (llmpool.http_deadline), which DNS
+# resolution escapes; past twice its timeout plus this, a source is reported as failed and its
+# thread is left to finish on its own.
 GRACE_SECONDS = 1.0
 
 

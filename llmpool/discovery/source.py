@@ -12,6 +12,7 @@ import httpx
 
 from llmpool.endpoints import Endpoint
 from llmpool.errors import LLMPoolError
+from llmpool.http_deadline import call_deadline
 
 __all__ = [
     "MAX_BODY", "SourceFailed", "SourceResult", "get_json", "read_server", "with_scheme",
@@ -40,12 +41,19 @@ class SourceFailed(LLMPoolError):
 
 
 def get_json(http: httpx.Client, url: str, *, timeout: float) -> tuple[Any, bytes]:
-    """GET `url` and return its JSON and raw body, or SourceFailed with a short reason."""
+    """GET `url` and return its JSON and raw body, or SourceFailed with a short reason.
+
+    `timeout` bounds the whole read (a wall-clock deadline), however slowly the answer trickles.
+    """
     try:
-        with http.stream("GET", url, timeout=timeout, headers={"Accept": "application/json"}) as resp:
+        with (call_deadline(timeout),
+              http.stream("GET", url, timeout=timeout, headers={"Accept": "application/json"}) as resp):
             if resp.status_code != 200:
                 raise SourceFailed(f"HTTP {resp.status_code}")
             raw = _read_bounded(resp)
+    except httpx.PoolTimeout:
+        # Ours, not the source's; the registry keeps the source's endpoints as for any failed read.
+        raise SourceFailed("no free connection in the probe pool") from None
     except httpx.TimeoutException:
         raise SourceFailed(f"no answer within {timeout:g}s") from None
     except httpx.ConnectError:

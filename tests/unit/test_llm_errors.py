@@ -17,6 +17,7 @@ from llmpool.errors import (
     EndpointUnreachable,
     FirstTokenTimeout,
     InvalidResponse,
+    NoFreeConnection,
     RateLimited,
     RetryableError,
     ServerError,
@@ -61,7 +62,7 @@ HTTPX_CASES = [
     (httpx.ConnectTimeout("slow", request=REQ), 0, EndpointUnreachable),
     (httpx.ReadTimeout("t", request=REQ), 0, FirstTokenTimeout),
     (httpx.ReadTimeout("t", request=REQ), 3, StreamCut),
-    (httpx.PoolTimeout("t", request=REQ), 0, EndpointTimeout),
+    (httpx.PoolTimeout("t", request=REQ), 0, NoFreeConnection),  # ours, not the endpoint's
     (httpx.RemoteProtocolError("cut", request=REQ), 2, StreamCut),
     (httpx.ReadError("reset", request=REQ), 0, StreamCut),
 ]

@@ -2,10 +2,11 @@
 
 Each container serves POST /v1/chat/completions (streaming or not, deterministic replies),
 GET /v1/models and GET /health on its own port, with knobs (ttft, tokens_per_second, reply, ...)
-and faults (refuse, error500, error400, ratelimit, hang, drop_mid_stream, bad_json, slow_health)
-changeable at run time. A control server lists them at GET /models/deployed/ in the backend's
-format and drives them under /_mock/. `ContainerSpec(flavor="ollama")` makes a container look like
-Ollama: GET /api/tags and /api/version instead of /health, and no backend listing.
+and faults (refuse, error500, error400, ratelimit, hang, drop_mid_stream, bad_json, slow_health,
+trickle, endless_stream, huge_body, huge_line) changeable at run time. A control server lists them
+at GET /models/deployed/ in the backend's format and drives them under /_mock/.
+`ContainerSpec(flavor="ollama")` makes a container look like Ollama: GET /api/tags and
+/api/version instead of /health, and no backend listing.
 
     with MockLLM([ContainerSpec(name="llm-a", ttft=0.01)]) as mock:
         mock.url("llm-a"); mock.set_fault("llm-a", "error500", requests=2); mock.stats("llm-a")

@@ -1,4 +1,5 @@
-"""How a container misbehaves on purpose: error answers, hangs, cut streams, broken JSON."""
+"""How a container misbehaves on purpose: error answers, hangs, cut streams, broken JSON, and
+(llmpool.dev.mock_llm.endless) answers that trickle, never end or never fit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from llmpool.dev.mock_llm.endless import ENDLESS_FAULTS, endless_fault
 from llmpool.dev.mock_llm.replies import ChatRequest, Reply, context_length_message, error_body
 from llmpool.dev.mock_llm.streaming import Timing, stream_body
 
@@ -62,6 +64,8 @@ async def chat_fault(fault: str, container: Container, request: Request, chat: C
         return await hang(container, request)
     if fault == "drop_mid_stream":
         return _dropped(container, chat, reply)
+    if fault in ENDLESS_FAULTS:
+        return endless_fault(fault, container, chat, reply)
     # bad_json: a 200 whose body (or SSE line) does not parse.
     broken = f'{{"id":"{reply.id}","object":"chat.completion","choices":[{{"index":0,'
     if chat.stream:

@@ -15,10 +15,11 @@ __all__ = [
     "MockError", "Stats", "UnknownContainer", "deploy_id",
 ]
 
-# Faults a container can play; `refuse` closes its listening socket, the rest shape answers.
+# Faults a container can play; `refuse` closes its listening socket, the rest shape answers
+# (the last four, answers that never end or never fit, are described in endless.py).
 FAULTS = (
     "none", "refuse", "error500", "error400", "ratelimit", "hang", "drop_mid_stream", "bad_json",
-    "slow_health",
+    "slow_health", "trickle", "endless_stream", "huge_body", "huge_line",
 )
 # The faults that also hit GET /health (the others only hit chat completions).
 HEALTH_FAULTS = frozenset({"hang", "error500", "refuse", "slow_health"})
@@ -60,7 +61,9 @@ class Knobs:
     retry_after: int = 1                # Retry-After seconds of `ratelimit`
     drop_after_tokens: int = 2          # tokens `drop_mid_stream` sends before aborting
     health_delay: float = 3.0           # seconds `slow_health` waits before answering
-    hang_cap: float = 3600.0            # longest a `hang` lasts when the client stays
+    hang_cap: float = 3600.0            # longest a `hang` (or an endless answer) lasts when the client stays
+    trickle_interval: float = 0.3       # seconds between the bytes of `trickle`
+    huge_bytes: int = 16 * 1024 * 1024  # size of `huge_body` and `huge_line`
     fault: str = "none"
     fault_requests: int | None = None   # requests the fault still hits; None = until changed
     fault_seconds: float | None = None  # the fault reverts to none after this long
@@ -89,6 +92,7 @@ _NUMBER_RULES: dict[str, tuple[type, bool]] = {
     # name -> (type, None allowed)
     "ttft": (float, False), "tokens_per_second": (float, False), "health_delay": (float, False),
     "hang_cap": (float, False), "retry_after": (int, False), "drop_after_tokens": (int, False),
+    "trickle_interval": (float, False), "huge_bytes": (int, False),
     "fault_requests": (int, True), "fault_seconds": (float, True),
 }
 

@@ -1,0 +1,147 @@
+"""A wall-clock deadline on a whole HTTP call, enforced on every socket operation.
+
+httpx's timeouts are per operation: a read timeout bounds one `recv`, so a server that sends a
+byte every 0.3 s, or SSE keep-alives forever, never trips it. httpcore 1.0 reads the read timeout
+once per response body (`_receive_response_body`), so changing `request.extensions["timeout"]`
+mid-stream does nothing. Instead the clients built here give httpcore a network backend whose
+streams cap every connect, read and write at what is left of the calling thread's deadline (set
+with `call_deadline`). A call therefore ends at its deadline in whatever phase it is (connecting,
+waiting for headers, reading the body), with no watchdog thread and no socket shut down under
+another thread's feet; the overshoot is the socket's timer slack, a few milliseconds.
+
+The deadline lives in a contextvar: a sync httpx call runs entirely in its caller's thread, and a
+connection reused by another thread later reads that thread's deadline, not this one's.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ssl
+import time
+import typing
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import httpcore
+import httpx
+
+__all__ = ["CallDeadline", "call_deadline", "make_bounded_client"]
+
+
+class CallDeadline:
+    """When the current call must end (monotonic seconds), and whether a socket operation hit it."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.expired = False
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+
+_current: contextvars.ContextVar[CallDeadline | None] = contextvars.ContextVar("llmpool_call_deadline",
+                                                                                default=None)
+
+
+@contextmanager
+def call_deadline(seconds: float) -> Iterator[CallDeadline]:
+    """Every socket operation of httpx calls made inside ends within `seconds` from now."""
+    deadline = CallDeadline(time.monotonic() + seconds)
+    token = _current.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _current.reset(token)
+
+
+def _capped(timeout: float | None, expired: type[Exception]) -> tuple[float | None, CallDeadline | None]:
+    """`timeout` cut to the deadline's remainder; the deadline when it is what bounds the operation."""
+    deadline = _current.get()
+    if deadline is None:
+        return timeout, None
+    left = deadline.left()
+    if left <= 0:
+        deadline.expired = True
+        raise expired("the call's total deadline passed")
+    if timeout is None or left < timeout:
+        return left, deadline
+    return timeout, None
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every operation ends by the calling thread's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        limit, deadline = _capped(timeout, httpcore.ReadTimeout)
+        try:
+            return self._inner.read(max_bytes, limit)
+        except httpcore.ReadTimeout:
+            if deadline is not None:
+                deadline.expired = True
+            raise
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        limit, deadline = _capped(timeout, httpcore.WriteTimeout)
+        try:
+            self._inner.write(buffer, limit)
+        except httpcore.WriteTimeout:
+            if deadline is not None:
+                deadline.expired = True
+            raise
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        limit, _ = _capped(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, limit))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sync backend with every stream (and every connect) bounded by the deadline."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[typing.Any] | None = None) -> httpcore.NetworkStream:
+        limit, _ = _capped(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_tcp(host, port, limit, local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[typing.Any] | None = None) -> httpcore.NetworkStream:
+        limit, _ = _capped(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_unix_socket(path, limit, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's own transport over a connection pool that uses the deadline backend.
+
+    httpx takes no network backend, so the pool it built is swapped for an identical one that has
+    ours (tests/unit/test_http_deadline.py fails if an httpx upgrade stops honouring it). Proxies
+    from the environment are not used: LLM servers are reached directly.
+    """
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry, network_backend=_DeadlineBackend(),
+        )
+
+
+def make_bounded_client(*, max_connections: int, timeout: float) -> httpx.Client:
+    """A pooled httpx client whose calls honour `call_deadline`; `timeout` is its default per operation."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.Client(transport=_DeadlineTransport(limits), timeout=timeout, follow_redirects=False)
