@@ -24,16 +24,19 @@ from llmpool.errors import (
     EndpointUnreachable,
     JobExpired,
     LLMPoolError,
+    NoFreeConnection,
     NoLLMAvailable,
     RateLimited,
     Refused,
+    RequestTimeout,
+    ResponseTooLarge,
     ServerError,
     StreamCut,
 )
 from llmpool.jobs import JobStore, decode_event
 from llmpool.keys import Keys
 from llmpool.llm_client import CallOutcome
-from llmpool.runner import estimate_tokens, run_chat
+from llmpool.runner import SHORTAGE_WAIT, RunReport, estimate_tokens, run_chat
 from llmpool.schemas import parse_job
 from tests.conftest import FrozenClock
 
@@ -223,3 +226,29 @@ def test_a_429_pauses_the_endpoint_for_its_retry_after(store: JobStore) -> None:
 def test_token_estimate_covers_prompt_and_max_tokens() -> None:
     job = parse_job({"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50})
     assert estimate_tokens(job, 2048) == 100 + 4 + 2048
+
+
+def test_no_free_connection_of_ours_charges_nothing_costs_no_call_and_the_job_waits(store: JobStore) -> None:
+    gate = ScriptedGate()
+    client = ScriptedClient({"a": (NoFreeConnection("no free connection", endpoint="a"), []), "b": "unused"})
+    report = RunReport()
+    with pytest.raises(Refused) as caught:
+        run(store, client, ["a", "b"], gate=gate, report=report)
+    assert client.calls == ["a"]  # b would meet the same empty pool: the run stops at once
+    assert gate.settled == [("a", "neutral", 0)]  # no failure on a's breaker; its reserved tokens go back
+    assert report.calls == 0 and report.failures == []
+    assert caught.value.details["refusals"] == [
+        {"endpoint": "a", "reason": "no_free_connection", "retry_after": SHORTAGE_WAIT}]
+    assert caught.value.retry_after == SHORTAGE_WAIT
+
+
+@pytest.mark.parametrize("error", [RequestTimeout("too slow", endpoint="a"),
+                                   ResponseTooLarge("too big", endpoint="a")])
+def test_a_call_over_its_bounds_is_the_endpoints_failure_and_fails_over(store: JobStore,
+                                                                         error: LLMPoolError) -> None:
+    gate = ScriptedGate()
+    client = ScriptedClient({"a": (error, ["par"]), "b": "whole"})
+    (result, report), _ = run(store, client, ["a", "b"], gate=gate)
+    assert (result.endpoint, result.content) == ("b", "whole")
+    assert [f["type"] for f in report.failures] == [error.code]
+    assert gate.settled[0] == ("a", "failure", None)

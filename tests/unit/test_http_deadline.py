@@ -1,0 +1,169 @@
+"""The wall-clock deadline on a whole HTTP call, against raw-socket servers in threads.
+
+A server that sends one byte every 0.1 s never trips a 2 s read timeout; only the deadline ends
+the call. These tests also fail if an httpx upgrade stops honouring the swapped connection pool.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from llmpool.http_deadline import call_deadline, make_bounded_client
+
+DRIP = 0.1  # seconds between the bytes a trickling server sends
+Behaviour = Callable[[socket.socket, threading.Event], None]
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _drip(conn: socket.socket, stop: threading.Event, data: bytes) -> None:
+    for i in range(len(data)):
+        if stop.wait(DRIP):
+            return
+        conn.sendall(data[i:i + 1])
+
+
+def trickle_body(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(HEAD)
+    _drip(conn, stop, b"ffff\r\n" + b"x" * 0xFFFF)
+
+
+def trickle_headers(conn: socket.socket, stop: threading.Event) -> None:
+    _drip(conn, stop, b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"y" * 1000 + b"\r\n\r\n")
+
+
+def silent(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait(10)
+
+
+def answers(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+class RawServer:
+    """Accepts connections on a free port and runs `behaviour` on each after reading the request."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                part = conn.recv(4096)
+                if not part:
+                    return
+                request += part
+            try:
+                self.behaviour(conn, self.stop)
+            except OSError:
+                pass  # the client went away: what a deadline is for
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        for thread in self.threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Behaviour], RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(behaviour: Behaviour) -> RawServer:
+        servers.append(RawServer(behaviour))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with make_bounded_client(max_connections=4, timeout=2.0) as bounded:
+        yield bounded
+
+
+def _read_all(client: httpx.Client, url: str) -> bytes:
+    with client.stream("GET", url) as response:
+        return b"".join(response.iter_raw())
+
+
+@pytest.mark.parametrize("behaviour", [trickle_body, trickle_headers], ids=["body", "headers"])
+def test_a_trickle_ends_at_the_deadline_not_at_the_read_timeout(serve, client: httpx.Client,  # noqa: ANN001
+                                                                behaviour: Behaviour) -> None:
+    server = serve(behaviour)
+    started = time.monotonic()
+    with call_deadline(0.4) as deadline, pytest.raises(httpx.ReadTimeout):
+        _read_all(client, server.url)
+    elapsed = time.monotonic() - started
+    assert deadline.expired
+    assert 0.35 <= elapsed < 0.4 + DRIP  # cut by the deadline itself, not at the next byte
+
+
+def test_the_per_read_timeout_still_fires_first_when_it_is_shorter(serve, client: httpx.Client) -> None:  # noqa: ANN001
+    server = serve(silent)
+    with call_deadline(10) as deadline, pytest.raises(httpx.ReadTimeout):
+        client.get(server.url, timeout=0.3)
+    assert not deadline.expired  # the server's silence, not the call's total
+
+
+def test_a_passed_deadline_sends_nothing(serve, client: httpx.Client) -> None:  # noqa: ANN001
+    server = serve(answers)
+    with call_deadline(0) as deadline, pytest.raises(httpx.TimeoutException):
+        client.get(server.url)
+    assert deadline.expired
+
+
+def test_calls_without_a_deadline_and_after_a_cut_one_work(serve, client: httpx.Client) -> None:  # noqa: ANN001
+    good, slow = serve(answers), serve(trickle_body)
+    assert client.get(good.url).text == "ok"
+    with call_deadline(0.3), pytest.raises(httpx.ReadTimeout):
+        _read_all(client, slow.url)
+    with call_deadline(5) as deadline:
+        assert client.get(good.url).text == "ok"
+    assert not deadline.expired
+
+
+def test_the_deadline_is_per_thread(serve, client: httpx.Client) -> None:  # noqa: ANN001
+    """A thread without a deadline is not cut by another thread's."""
+    slow = serve(trickle_body)
+    read: list[int] = []
+
+    def undeadlined() -> None:
+        with client.stream("GET", slow.url, timeout=2.0) as response:
+            for chunk in response.iter_raw():
+                read.append(len(chunk))
+                if sum(read) >= 2:  # 8 bytes of drip (0.8 s) in: past the other thread's deadline
+                    return
+
+    other = threading.Thread(target=undeadlined)
+    other.start()
+    with call_deadline(0.3), pytest.raises(httpx.ReadTimeout):
+        _read_all(client, slow.url)
+    other.join(10)
+    assert sum(read) >= 2
