@@ -57,10 +57,12 @@ class Pool:
 def start_pool(tmp: Path, server: RedisServer, mock: MockLLM, *, workers: int = 4, threads: int = 8,
                max_failures: int = 3, **settings: object) -> Pool:
     """Worker processes on one Redis, discovering the mock's containers; ready once all are selected."""
+    defaults: dict[str, object] = {"agent_connect_timeout": 1, "agent_first_token_timeout": 5,
+                                   "agent_request_timeout": 10}
     env = clean_env(
         redis_url=server.url, agent_backend_url=mock.backend_url, agent_fallback_to_local="false",
         agent_max_failures=max_failures, agent_health_check_interval=3600, agent_discovery_interval=3600,
-        agent_connect_timeout=1, agent_first_token_timeout=5, agent_request_timeout=10, **settings,
+        **{**defaults, **settings},  # a test may set any of the defaults (shorter timeouts, say)
     )
     client = redis.Redis.from_url(server.url)
     procs = [start_worker(tmp, env, name=f"w{n}", concurrency=threads, loglevel="WARNING") for n in range(workers)]
