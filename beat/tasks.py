@@ -1,6 +1,9 @@
-"""The control tasks beat schedules: discovery, health checks, and the refresh the API asks for.
+"""The control tasks beat schedules: discovery, health checks, the Redis memory watch, and the refresh
+the API asks for.
 
-They run on workers from the `control` queue. Each pass holds a Redis lock, so two beats started
+They run from the `control` queue on the control worker (and on chat workers with a free slot).
+Only refresh keeps a Celery result (POST /refresh waits for it); nobody reads the beat ticks'
+results, so they store none. Each pass holds a Redis lock, so two beats started
 by mistake, or a pass slower than its interval, never interleave: the second one just skips.
 Every write of endpoint health happens under the health lock, whichever pass makes it.
 Registered with `shared_task`: the Celery app lists this module in `include=`, so neither
@@ -21,14 +24,17 @@ from llmpool.health import Health, next_health
 from llmpool.locks import pass_lock
 from llmpool.polling import discovery_due
 from llmpool.prober import probe_all
+from llmpool.redis_memory import MemoryWarner, read_memory
 from llmpool.registry import Registry, merge_discovery
 from llmpool.resources import Resources, current
 from llmpool.selection import Selection
 from llmpool.sweep import run_sweep
 
-__all__ = ["discover", "health_check", "refresh", "sweep", "run_discovery", "run_health_pass", "run_sweep"]
+__all__ = ["discover", "health_check", "redis_memory", "refresh", "sweep", "run_discovery", "run_health_pass",
+           "run_sweep"]
 
 log = logging.getLogger(__name__)
+_memory_warner = MemoryWarner()  # per process: rate-limits the warning
 
 
 def _summary(selection: Selection) -> dict[str, Any]:
@@ -120,23 +126,33 @@ def run_health_pass(res: Resources) -> dict[str, Any]:
                 "states": {k: h.state for k, h in updated.items()}, **_summary(chosen)}
 
 
-@shared_task(name="llmpool.control.sweep", bind=True)
+@shared_task(name="llmpool.control.sweep", bind=True, ignore_result=True)
 def sweep(self: Task) -> dict[str, Any]:
     """One sweep now (every worker also sweeps on its own thread; the lock makes them take turns)."""
     return run_sweep(current(), lambda job_id, queue, payload: publish_chat(self.app, job_id, queue, payload))
 
 
-@shared_task(name="llmpool.control.discover")
+@shared_task(name="llmpool.control.discover", ignore_result=True)
 def discover(force: bool = False, wait: float = 0.0) -> dict[str, Any]:
     """Beat's discovery tick (it decides itself whether a pass is due); a starting worker waits
     for a pass in progress, or one a killed worker left, instead of skipping."""
     return run_discovery(current(), force=force, wait=wait)
 
 
-@shared_task(name="llmpool.control.health_check")
+@shared_task(name="llmpool.control.health_check", ignore_result=True)
 def health_check() -> dict[str, Any]:
     """Beat's health tick."""
     return run_health_pass(current())
+
+
+@shared_task(name="llmpool.control.redis_memory", ignore_result=True)
+def redis_memory() -> dict[str, Any]:
+    """Beat's Redis memory tick: a WARNING (rate-limited) before Redis fills, or when it cannot be
+    kept from filling (no maxmemory) or may evict jobs (a policy other than noeviction)."""
+    res = current()
+    memory = read_memory(res.redis, warn_at=res.settings.agent_redis_memory_warn)
+    _memory_warner.check(memory)
+    return memory.to_dict()
 
 
 @shared_task(name="llmpool.control.refresh")

@@ -22,11 +22,12 @@ from celery import Celery
 from kombu import Queue
 
 from llmpool.deadlines import prepare_job
-from llmpool.errors import JobNotFound, ResultTimeout, SubmitFailed, error_from_dict
-from llmpool.jobs import FINAL_STATES, JobStore
+from llmpool.errors import JobNotFound, RedisFull, ResultTimeout, SubmitFailed, error_from_dict
+from llmpool.jobs import FINAL_STATES, REDIS_FULL, JobStore
 from llmpool.keys import Keys
 from llmpool.redaction import job_repr
 from llmpool.redis_conn import celery_transport_options, redis_client
+from llmpool.redis_memory import SUBMIT_LIMIT
 from llmpool.schemas import QUEUES, ChatJob, ChatResult, queue_for
 from llmpool.settings import Settings, get_settings, load_settings
 
@@ -101,15 +102,22 @@ class Client:
         """Enqueue a job on its priority queue; `job_id` doubles as an idempotency key.
 
         `job` is a ChatJob, its JSON form, or the text of one user message; `fields` add
-        ChatJob fields (priority, thread_id, ...). Raises InvalidJob before anything is stored.
+        ChatJob fields (priority, thread_id, ...). Raises InvalidJob before anything is stored, and
+        RedisFull when Redis is at its maxmemory (nothing is stored then either).
         """
         prepared = prepare_job(_as_job_dict(job, fields) if not isinstance(job, ChatJob) else job,
                                self.settings)
         job_id = job_id or uuid.uuid4().hex
         queue = queue_for(prepared.priority)
         payload = prepared.model_dump(mode="json", exclude_none=True)
-        created = self.jobs.create(job_id, queue=queue, deadline=prepared.deadline or 0.0,
-                                   summary=prepared.summary(), payload=payload)
+        try:
+            # Refused past SUBMIT_LIMIT of maxmemory, so that jobs already accepted can still finish.
+            created = self.jobs.create(job_id, queue=queue, deadline=prepared.deadline or 0.0,
+                                       summary=prepared.summary(), payload=payload, memory_limit=SUBMIT_LIMIT)
+        except redis.exceptions.OutOfMemoryError:
+            # Past maxmemory itself: job_create.lua's first write was refused, so it wrote nothing
+            # (Redis fails a script whole when its first write is refused).
+            raise RedisFull(REDIS_FULL, job_id=job_id) from None
         if created:
             self._publish(job_id, queue, payload)
         return Submitted(job_id, created)
@@ -120,9 +128,11 @@ class Client:
             publish_chat(self.celery, job_id, queue, payload)
         except Exception as exc:
             try:
-                self.jobs.abandon(job_id)
+                self.jobs.abandon(job_id)  # deletes: allowed past maxmemory too
             except redis.RedisError:  # the sweep publishes it once Redis answers again
                 pass
+            if _refused_for_memory(exc):
+                raise RedisFull(REDIS_FULL, job_id=job_id) from exc
             raise SubmitFailed(f"the broker did not take the job: {type(exc).__name__}", job_id=job_id) from exc
         try:
             self.jobs.published(job_id)
@@ -186,6 +196,16 @@ class Client:
             return time.time() + timeout
         deadline = (record or self._known(job_id)).get("deadline") or 0.0
         return max(float(deadline), time.time()) + RESULT_GRACE
+
+
+def _refused_for_memory(exc: BaseException) -> bool:
+    """Whether the broker refused the message for memory (kombu may wrap Redis's OOM error)."""
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, redis.exceptions.OutOfMemoryError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _as_job_dict(job: Mapping[str, Any] | str, fields: Mapping[str, Any]) -> dict[str, Any]:

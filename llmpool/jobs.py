@@ -22,6 +22,7 @@ from typing import Any, Literal
 import redis
 
 from llmpool.codec import as_text
+from llmpool.errors import RedisFull
 from llmpool.keys import Keys
 from llmpool.scripts import register
 
@@ -31,6 +32,7 @@ FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
 Verdict = Literal["run", "done", "busy", "exhausted"]
 STREAM_MAXLEN = 10_000
 FLUSH_INTERVAL = 0.05  # batch tokens for 50 ms: one XADD per batch, not per token
+REDIS_FULL = "Redis is full (past its memory limit for new jobs): the job was not accepted; try again later"
 READ_BLOCK_MS = 2000  # one blocking XREAD waits at most this long: below redis-py 8.x default 5 s socket timeout
 FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "lease_until", "deadline", "due_at")
 INT_FIELDS = ("attempts", "claims", "calls")
@@ -89,11 +91,18 @@ class JobStore:
             "job_create", "job_abandon", "job_claim", "job_renew", "job_park", "job_finish", "job_recover")}
 
     def create(self, job_id: str, *, queue: str, deadline: float, summary: str,
-               payload: Mapping[str, Any]) -> bool:
-        """Record a submitted job with its payload; False when the id exists already (nothing changes)."""
-        args = [job_id, queue, repr(deadline), summary, self.ttl, json.dumps(payload)]
-        return bool(self._scripts["job_create"](keys=[self.keys.job(job_id), self.keys.jobs_unpublished()],
-                                                args=args))
+               payload: Mapping[str, Any], memory_limit: float = 0.0) -> bool:
+        """Record a submitted job with its payload; False when the id exists already (nothing changes).
+
+        `memory_limit`: a fraction of Redis's maxmemory past which the job is refused (RedisFull,
+        nothing written); 0 checks nothing.
+        """
+        args = [job_id, queue, repr(deadline), summary, self.ttl, json.dumps(payload), memory_limit]
+        created = self._scripts["job_create"](keys=[self.keys.job(job_id), self.keys.jobs_unpublished()],
+                                              args=args)
+        if created == -1:
+            raise RedisFull(REDIS_FULL, job_id=job_id)
+        return bool(created)
 
     def published(self, job_id: str) -> None:
         """The broker holds the job's message: the sweep need not publish it again."""

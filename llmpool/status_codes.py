@@ -11,6 +11,8 @@ _STATUS = {
     "no_llm_available": 503,
     "waiting": 503,
     "expired": 504,
+    "overloaded": 503,  # a limit of the API's own (waiting clients, connections): retry later
+    "redis_full": 503,  # Redis is up but at maxmemory: try again later
 }
 
 

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
 from llmpool.heartbeats import WorkerHeartbeats
+from llmpool.redis_memory import parse_memory
 from llmpool.registry import Snapshot
 from llmpool.schemas import QUEUES
 from llmpool.status_view import current_llm, discovery_summary, effective_current, endpoint_rows, llm_info
@@ -21,15 +22,17 @@ WAITING_MESSAGE = "Agent server is running but waiting for LLM"
 
 
 def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
-    """The registry, breakers, worker count and queue depths, in three round trips."""
+    """The registry, breakers, worker count, queue depths and Redis memory, in three round trips."""
     snap = state.registry.snapshot()
     breakers = state.admitter.stats(list(snap.records))
     pipe = state.redis.pipeline(transaction=False)
     WorkerHeartbeats(state.redis, state.keys).count_alive(pipe, since=time.time() - WORKER_ALIVE_SECONDS)
     for queue in QUEUES:
         pipe.llen(state.keys.celery_queue(queue))
-    workers, *depths = pipe.execute()
+    pipe.info("memory")
+    workers, *depths, memory = pipe.execute()
     return snap, {"workers": int(workers), "queues": dict(zip(QUEUES, map(int, depths), strict=True)),
+                  "redis_memory": parse_memory(memory, warn_at=state.settings.agent_redis_memory_warn).to_dict(),
                   "breakers": breakers}
 
 
@@ -80,6 +83,7 @@ async def status(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, An
         "discovery_summary": discovery_summary(rows),
         "health_monitoring": _monitoring(state, snap),
         "configuration": state.settings.redacted(),
+        "api": {**state.hub.stats(), "redis_connections": state.settings.agent_api_redis_connections},
         "next_poll": None if current else _next_poll(state),
         **live,
     }

@@ -1,9 +1,21 @@
 -- Record a newly submitted job, unless one with this id exists (an idempotency key reused).
--- KEYS: job hash, unpublished zset.  ARGV: job id, queue, deadline, summary, ttl seconds, payload JSON.
--- Returns 1 if created, else 0. The job stays in `unpublished` until its message is confirmed
--- on the broker, so a crash between this and the publish is repaired by the sweep.
+-- KEYS: job hash, unpublished zset.
+-- ARGV: job id, queue, deadline, summary, ttl seconds, payload JSON, memory limit (a fraction of
+--       maxmemory past which new jobs are refused; 0: no check).
+-- Returns 1 if created, 0 if the id exists, -1 if Redis is past the memory limit (nothing written).
+-- The job stays in `unpublished` until its message is confirmed on the broker, so a crash between
+-- this and the publish is repaired by the sweep.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
+end
+local limit = tonumber(ARGV[7] or '0')
+if limit > 0 then
+  local info = redis.call('INFO', 'memory')
+  local maxmemory = tonumber(string.match(info, 'maxmemory:(%d+)') or '0')
+  local used = tonumber(string.match(info, 'used_memory:(%d+)') or '0')
+  if maxmemory > 0 and used >= limit * maxmemory then
+    return -1
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
