@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
+from llmpool.dev.mock_llm import ContainerSpec, Knobs, MockLLM, deploy_id
 from llmpool.dev.redis_server import RedisServer
 from llmpool.endpoints import Endpoint
 from llmpool.errors import LLMPoolError
@@ -45,15 +46,19 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
             started.stop()
 
 
+DEFAULT_KNOBS = {k: v for k, v in Knobs().to_dict().items()
+                 if k in ("fault", "reply", "tokens_per_second", "trickle_interval", "huge_bytes")}
+
+
 @pytest.fixture(autouse=True)
 def healthy(pool: Pool) -> Iterator[None]:
     for name in ("bad", "good"):
-        pool.mock.configure(name, fault="none")
+        pool.mock.configure(name, **DEFAULT_KNOBS)
         pool.mock.reset(name)
         pool.admitter.reset(deploy_id(name))
     yield
     for name in ("bad", "good"):
-        pool.mock.configure(name, fault="none")
+        pool.mock.configure(name, **DEFAULT_KNOBS)
 
 
 def _chat_calls(pool: Pool, name: str) -> list[dict[str, Any]]:
@@ -104,12 +109,9 @@ def test_a_healthy_answer_under_the_caps_is_whole(pool: Pool) -> None:
                         model_name="good", source="discovered")
     reply = "word " * 2000  # ~10 KB of text in 2,000 SSE chunks
     pool.mock.configure("good", reply=reply, tokens_per_second=0)
-    try:
-        job = parse_job({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000})
-        with make_http_client(settings) as http:
-            outcome = LLMClient(http, settings).chat(endpoint, job)
-    finally:
-        pool.mock.configure("good", reply=None, tokens_per_second=50.0)
+    job = parse_job({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000})
+    with make_http_client(settings) as http:
+        outcome = LLMClient(http, settings).chat(endpoint, job)
     assert outcome.completion.content == reply and outcome.completion.finish_reason == "stop"
 
 
@@ -169,3 +171,38 @@ def test_a_call_longer_than_its_lease_keeps_its_claim_and_its_concurrency_slot(t
     assert long_record["result"]["timings"]["total"] >= seconds - 1
     assert any(e["event"] == "refused" and e.get("reason") == "concurrency" for e in short_record["history"])
     assert peak == 1
+
+
+# -- the mock's faults look like real servers gone wrong ---------------------------------------
+
+def _raw(pool: Pool, *, stream: bool, seconds: float) -> bytes:
+    """What `bad` sends within `seconds` (the read stops there, as a client giving up would)."""
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    received = bytearray()
+    until = time.monotonic() + seconds
+    with httpx.Client() as http, http.stream("POST", pool.mock.url("bad") + "/v1/chat/completions", json=body,
+                                             timeout=seconds + 1) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_raw():
+            received += chunk
+            if time.monotonic() > until:
+                break
+    return bytes(received)
+
+
+def test_the_mock_trickles_a_byte_at_a_time_and_streams_keepalives_forever(pool: Pool) -> None:
+    pool.mock.configure("bad", fault="trickle", trickle_interval=0.2)
+    trickled = _raw(pool, stream=True, seconds=1.0)
+    assert b"data: {\"id\"".startswith(trickled) and 3 <= len(trickled) <= 8  # one byte every 0.2 s
+    pool.mock.configure("bad", fault="endless_stream", tokens_per_second=50)
+    endless = _raw(pool, stream=True, seconds=1.0).decode()
+    assert endless.count(": keepalive\n\n") >= 20 and '"content"' in endless
+    assert "[DONE]" not in endless and '"finish_reason":"' not in endless
+
+
+def test_the_mock_huge_body_is_whole_json_of_the_size_asked(pool: Pool) -> None:
+    pool.mock.configure("bad", fault="huge_body", huge_bytes=300_000)
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    answer = httpx.post(pool.mock.url("bad") + "/v1/chat/completions", json=body, timeout=10).json()
+    content = answer["choices"][0]["message"]["content"]
+    assert len(content) >= 300_000 and set(content) == {"x"}
