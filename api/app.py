@@ -23,6 +23,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     logging.basicConfig(level=settings.log_level)
     print_issues_report_once(settings)
     app.state.llmpool = open_state(settings)
+    app.state.llmpool.start()
     try:
         yield
     finally:

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
+from anyio import to_thread
 from celery import Celery
 from fastapi import Request
 
+from api.stream_hub import StreamHub
 from llmpool.admission import Admitter
 from llmpool.client import Client, producer_config
 from llmpool.jobs import JobStore
@@ -18,7 +20,30 @@ from llmpool.redis_conn import async_redis_client, celery_transport_options, red
 from llmpool.registry import Registry
 from llmpool.settings import Settings
 
-__all__ = ["ApiState", "open_state", "get_state", "control_app"]
+__all__ = ["ApiState", "RedisBudget", "open_state", "redis_clients", "get_state", "control_app", "API_CLIENT_NAME"]
+
+API_CLIENT_NAME = "llmpool-api"  # CLIENT LIST tells the API's connections apart by it
+
+
+@dataclass(frozen=True)
+class RedisBudget:
+    """How the API splits AGENT_API_REDIS_CONNECTIONS between its two clients.
+
+    The asyncio client serves the stream hub (one reader, its wakes); the sync one serves the
+    threadpool, which gets exactly as many threads, so a thread never lacks a connection. A pool
+    that is out of connections anyway refuses at once (redis-py's MaxConnectionsError): the
+    request gets 503 `overloaded`.
+    """
+
+    total: int
+
+    @property
+    def hub(self) -> int:
+        return max(2, self.total // 8)
+
+    @property
+    def threads(self) -> int:
+        return self.total - self.hub
 
 
 @dataclass
@@ -33,8 +58,16 @@ class ApiState:
     registry: Registry
     llm: LLMClient
     admitter: Admitter
+    hub: StreamHub
+    budget: RedisBudget
+
+    def start(self) -> None:
+        """Inside the running loop: the threadpool gets one thread per sync connection; the hub reads."""
+        to_thread.current_default_thread_limiter().total_tokens = self.budget.threads
+        self.hub.start()
 
     async def close(self) -> None:
+        await self.hub.close()
         await self.aredis.aclose()
         self.redis.close()
         self.client.close()
@@ -51,16 +84,27 @@ def control_app(settings: Settings) -> Celery:
     return app
 
 
+def redis_clients(settings: Settings, budget: RedisBudget) -> tuple[redis.Redis, aioredis.Redis]:
+    """The API's sync and asyncio Redis clients, with bounded pools (Sentinel-aware, via redis_conn)."""
+    common = {"socket_connect_timeout": 5, "health_check_interval": 30, "client_name": API_CLIENT_NAME}
+    sync = redis_client(settings, max_connections=budget.threads, socket_timeout=10, **common)
+    # The hub's XREAD blocks for up to READ_BLOCK_MS; the socket timeout must outlast it.
+    aredis = async_redis_client(settings, max_connections=budget.hub, socket_timeout=30, **common)
+    return sync, aredis
+
+
 def open_state(settings: Settings) -> ApiState:
+    """Every client the routes use; call `start()` once the event loop runs."""
     keys = Keys(settings.agent_redis_prefix)
-    sync = redis_client(settings, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
-    # Reads block for up to BLOCK_MS; the socket timeout must outlast them.
-    aredis = async_redis_client(settings, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
+    budget = RedisBudget(settings.agent_api_redis_connections)
+    sync, aredis = redis_clients(settings, budget)
     jobs = JobStore(sync, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
     llm = LLMClient(make_http_client(settings, max_connections=20), settings)
+    hub = StreamHub(aredis, keys, max_waiters=settings.agent_api_max_waiters)
     return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs,
                     client=Client(settings=settings, connection=sync), celery=control_app(settings),
-                    registry=Registry(sync, keys), llm=llm, admitter=Admitter(sync, keys))
+                    registry=Registry(sync, keys), llm=llm, admitter=Admitter(sync, keys), hub=hub,
+                    budget=budget)
 
 
 def get_state(request: Request) -> ApiState:

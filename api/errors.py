@@ -10,8 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
+from redis.exceptions import MaxConnectionsError
 
-from llmpool.errors import LLMPoolError
+from llmpool.errors import LLMPoolError, Overloaded
 from llmpool.status_codes import http_status_for
 
 __all__ = ["install_error_handlers", "error_response"]
@@ -34,13 +35,29 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONRe
     return error_response(422, error, detail=problems)
 
 
+RETRY_AFTER = "1"  # seconds; a shortage of the API's own passes as its clients finish
+POOL_SHORTAGE = ("The API is overloaded: all its Redis connections are in use (AGENT_API_REDIS_CONNECTIONS); "
+                 "Redis itself is fine, retry later")
+
+
+def _overloaded(error: Mapping[str, object]) -> JSONResponse:
+    response = error_response(503, error)
+    response.headers["Retry-After"] = RETRY_AFTER
+    return response
+
+
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, MaxConnectionsError):  # our own pool is full: Redis was never asked
+        log.warning("no free Redis connection in the API's pool: %s", exc)
+        return _overloaded(Overloaded(POOL_SHORTAGE).to_dict())
     log.error("Redis unavailable: %s", exc)
     error = {"type": "redis_unavailable", "message": "The job store (Redis) is unavailable"}
     return error_response(503, error)
 
 
 async def _llmpool_error(request: Request, exc: LLMPoolError) -> JSONResponse:
+    if isinstance(exc, Overloaded):
+        return _overloaded(exc.to_dict())
     return error_response(http_status_for(exc.code), exc.to_dict())
 
 

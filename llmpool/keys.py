@@ -96,6 +96,10 @@ class Keys:
         """String with a TTL: an endpoint paused by a 429's Retry-After, for every worker."""
         return f"{self.prefix}:pause:{endpoint_id}"
 
+    def api_wake(self, hub_id: str) -> str:
+        """Stream with a TTL, at most one entry: XADDed to end an API hub's blocking XREAD early."""
+        return f"{self.prefix}:api:wake:{hub_id}"
+
     @staticmethod
     def celery_queue(queue: str) -> str:
         """Celery's list for a queue (kombu names it after the queue, outside our prefix)."""

@@ -8,21 +8,24 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
+from api.disconnects import ClientGone, FollowingStream, gone_response, unless_disconnected
 from api.errors import error_response
-from api.job_events import WaitTimeout, job_events
 from api.schemas import PollRequest
+from api.stream_hub import Waiter, WaitTimeout
 from llmpool.deadlines import prepare_job
 from llmpool.jobs import FINAL_STATES
+from llmpool.schemas import ChatJob
 from llmpool.status_codes import http_status_for
 
 router = APIRouter()
 
 JobId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
 WAIT_GRACE = 10.0  # past the job's deadline, how long the shim still waits for its end event
+TEXT = "text/plain; charset=utf-8"
 
 
 def _stats(result: dict[str, Any]) -> str:
@@ -101,35 +104,48 @@ async def poll_requests(
     body: PollRequest, request: Request, state: Annotated[ApiState, Depends(get_state)],
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")] = None,
 ) -> Response:
-    wants_json = "application/json" in request.headers.get("accept", "")
-    job = prepare_job(body.to_job(stream=not wants_json, now=time.time()), state.settings)
+    job = prepare_job(body.to_job(stream=not _wants_json(request), now=time.time()), state.settings)
+    waiter = state.hub.waiter()  # Overloaded (503) before anything is enqueued
+    response: Response | None = None
+    try:
+        response = await _submit_and_wait(request, state, waiter, job, idempotency_key)
+        return response
+    except ClientGone:
+        return gone_response()
+    finally:
+        if not isinstance(response, FollowingStream):  # a streamed answer closes its waiter itself
+            waiter.close()
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+async def _submit_and_wait(request: Request, state: ApiState, waiter: Waiter, job: ChatJob,
+                           idempotency_key: str | None) -> Response:
+    """Submit, then wait for the answer: all of it (JSON), or its first event before streaming the rest."""
     submitted = await run_in_threadpool(state.client.submit, job, job_id=idempotency_key)
     job_id = submitted.job_id
     if not submitted.created:
         known = await run_in_threadpool(state.jobs.get, job_id)
         if known and known.get("state") in FINAL_STATES:  # its stream may be gone: answer from the record
             return _from_record(job_id, known)
-    events = job_events(state.aredis, state.jobs.stream_key(job_id), until=(job.deadline or 0) + WAIT_GRACE)
-    if not wants_json and await run_in_threadpool(_no_llm, state):
-        return StreamingResponse(_waiting_stream(events), media_type="text/plain; charset=utf-8",
-                                 headers={"X-Job-Id": job_id})
+    waiter.follow(state.jobs.stream_key(job_id), until=(job.deadline or 0) + WAIT_GRACE)
+    headers = {"X-Job-Id": job_id}
+    if not _wants_json(request) and await run_in_threadpool(_no_llm, state):
+        return FollowingStream(waiter, _waiting_stream(waiter.events()), media_type=TEXT, headers=headers)
+    events = waiter.events()
     try:
-        first = await anext(events)
+        first = await unless_disconnected(request, anext(events))
+        if first.get("type") != "end" and _wants_json(request):
+            first = await unless_disconnected(request, waiter.end())
     except WaitTimeout:
         return _timeout(job_id)
     if first.get("type") == "end" and first.get("state") != "succeeded":
         return _failure(job_id, first)
-    if wants_json:
-        if first.get("type") != "end":
-            try:
-                first = [e async for e in events if e.get("type") == "end"][-1]
-            except WaitTimeout:
-                return _timeout(job_id)
-            if first.get("state") != "succeeded":
-                return _failure(job_id, first)
+    if _wants_json(request):
         return JSONResponse(_answer(job_id, first.get("data") or {}))
-    return StreamingResponse(_text_stream(first, events), media_type="text/plain; charset=utf-8",
-                             headers={"X-Job-Id": job_id})
+    return FollowingStream(waiter, _text_stream(first, events), media_type=TEXT, headers=headers)
 
 
 @router.get("/jobs/{job_id}", summary="A job's state, attempts, endpoint, result or error.")
