@@ -10,6 +10,7 @@ from celery import Celery
 
 from beat.schedule import beat_schedule
 from llmpool.settings import print_issues_report_once, settings_or_exit
+from workers import broker_safety
 from workers.config import celery_config
 from workers.full_redis import FullRedisGuardStep
 from workers.pool_safety import ThreadPoolSafetyNet
@@ -27,6 +28,7 @@ def create_app() -> Celery:
     celery.conf.update(celery_config(settings))
     celery.conf.beat_schedule = beat_schedule(settings)
     celery.steps["worker"].add(ThreadPoolSafetyNet)
+    broker_safety.install()  # a broker that dies under a BRPOP no longer stops the worker
     celery.steps["consumer"].add(FullRedisGuardStep)
     return celery
 

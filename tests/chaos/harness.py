@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from llmpool.client import Client
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM
 from llmpool.dev.redis_server import RedisServer, free_port
 from llmpool.jobs import FINAL_STATES, JobStore, decode_event
 from llmpool.keys import Keys
+from llmpool.redis_conn import sync_client
 from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
 
 __all__ = ["Chaos", "Ledger", "open_chaos"]
@@ -56,10 +55,13 @@ class Chaos:
     env: dict[str, str]
     workers: list[ManagedProcess] = field(default_factory=list)
     submitted: list[str] = field(default_factory=list)
+    redis_url: str = ""  # the workers' and the Client's REDIS_URL when not `server.url` (Sentinels)
 
     def __post_init__(self) -> None:
-        self.client = Client(self.server.url)
-        self.redis = redis.Redis.from_url(self.server.url)
+        url = self.redis_url or self.server.url
+        self.client = Client(url)
+        self.redis = sync_client(url, master_name=self.client.settings.agent_redis_master_name,
+                                 socket_timeout=5, socket_connect_timeout=2)
         self.store = JobStore(self.redis, Keys(), ttl=600, stream_ttl=600)
 
     def worker(self, name: str, *, concurrency: int = 8, pool: str = "threads", **env: object) -> ManagedProcess:
