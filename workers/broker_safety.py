@@ -46,4 +46,4 @@ def install() -> None:
             raise
 
     close._llmpool_safe = True  # type: ignore[attr-defined]
-    channel.close = close
+    channel.close = close  # type: ignore[method-assign]
