@@ -35,10 +35,16 @@ from kombu.transport.virtual.base import QoS as LocalQoS
 from kombu.utils.json import dumps
 from redis.exceptions import OutOfMemoryError
 
-__all__ = ["FullRedisGuardStep", "FullRedisGuard", "RETRY_EVERY"]
+__all__ = ["FullRedisGuardStep", "FullRedisGuard", "RETRY_EVERY", "holding_messages"]
 
 log = logging.getLogger(__name__)
 RETRY_EVERY = 1.0  # seconds between two tries to put a held message back
+_guards: list[FullRedisGuard] = []  # this process's, one per consumer (re)start
+
+
+def holding_messages() -> bool:
+    """Whether this worker holds a message back for a full Redis (and so takes none on purpose)."""
+    return any(guard.holding for guard in _guards)
 
 
 class FullRedisGuard:
@@ -83,6 +89,11 @@ class FullRedisGuard:
         qos.append, qos.ack, qos.reject = append_or_hold, ack_or_leave, reject_or_leave
         qos.can_consume = lambda: not self._held and can_consume()
         qos._llmpool_guard = self
+        _guards[:] = [self]  # the consumer's previous channel is gone
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
 
     def _left_unacked(self, delivery_tag: Any, what: str) -> None:
         log.warning("Redis is full: could not %s message %s; it stays unacked in Redis and comes back "

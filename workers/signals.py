@@ -18,6 +18,7 @@ from llmpool.heartbeats import WorkerHeartbeats
 from llmpool.locks import LOCK_TTL
 from llmpool.settings import get_settings
 from llmpool.sweep import Sweeper
+from workers.full_redis import holding_messages
 from workers.watchdog import DeafWatch
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _watch_for_deafness(sender: Any = None, **_: Any) -> None:
         return
     queues = [q.name for q in sender.task_consumer.queues]
     DeafWatch(res.redis, queues=queues, slots=sender.pool.num_processes,
-              after=res.settings.agent_deaf_after).start()
+              after=res.settings.agent_deaf_after, paused=holding_messages).start()
 
 
 @signals.worker_process_init.connect

@@ -29,12 +29,14 @@ class DeafWatch:
     """A daemon thread sampling free slots and queue lengths; `on_deaf` runs once when deaf."""
 
     def __init__(self, client: redis.Redis, *, queues: list[str], slots: int, after: float,
-                 on_deaf: Callable[[str], None] | None = None) -> None:
+                 on_deaf: Callable[[str], None] | None = None, paused: Callable[[], bool] = lambda: False) -> None:
+        """`paused`: True while the worker holds back on purpose (Redis full): not deafness."""
         self.redis = client
         self.queues = queues
         self.slots = slots
         self.after = after
         self.on_deaf = on_deaf or _stop_this_worker
+        self.paused = paused
         self._since: float | None = None
         self._thread = threading.Thread(target=self._run, name="llmpool-deaf-watch", daemon=True)
 
@@ -49,7 +51,7 @@ class DeafWatch:
         for queue in self.queues:
             pipe.llen(queue)
         waiting = {q: int(n) for q, n in zip(self.queues, pipe.execute(), strict=True) if int(n)}
-        if free <= 0 or not waiting:
+        if free <= 0 or not waiting or self.paused():
             self._since = None
             return None
         self._since = self._since or now

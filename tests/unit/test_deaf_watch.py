@@ -45,3 +45,13 @@ def test_an_empty_queue_resets_the_clock(watch: DeafWatch) -> None:
     watch.redis.rpush("control", "m1")
     assert watch.sample(109.0) is None and watch.sample(118.0) is None  # 9 s since it filled again
     assert watch.sample(119.0) is not None
+
+
+def test_a_worker_holding_back_for_a_full_redis_is_not_deaf() -> None:
+    paused = [True]
+    watch = DeafWatch(fakeredis.FakeRedis(), queues=["chat.default"], slots=2, after=10,
+                      on_deaf=lambda reason: None, paused=lambda: paused[0])
+    watch.redis.rpush("chat.default", "m1")
+    assert [watch.sample(t) for t in (100.0, 200.0)] == [None, None]
+    paused[0] = False  # Redis has room again: the clock starts now
+    assert watch.sample(201.0) is None and watch.sample(212.0) is not None
