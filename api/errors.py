@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from redis.exceptions import MaxConnectionsError
 
-from llmpool.errors import LLMPoolError, Overloaded
+from llmpool.errors import LLMPoolError, Overloaded, RedisFull
 from llmpool.status_codes import http_status_for
 
 __all__ = ["install_error_handlers", "error_response"]
@@ -50,6 +50,9 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, MaxConnectionsError):  # our own pool is full: Redis was never asked
         log.warning("no free Redis connection in the API's pool: %s", exc)
         return _overloaded(Overloaded(POOL_SHORTAGE).to_dict())
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):  # Redis answers, but is at its maxmemory
+        log.warning("Redis refused a write (maxmemory): %s", exc)
+        return error_response(503, RedisFull("Redis is full (maxmemory reached): try again later").to_dict())
     log.error("Redis unavailable: %s", exc)
     error = {"type": "redis_unavailable", "message": "The job store (Redis) is unavailable"}
     return error_response(503, error)
