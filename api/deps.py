@@ -20,9 +20,14 @@ from llmpool.redis_conn import async_redis_client, celery_transport_options, red
 from llmpool.registry import Registry
 from llmpool.settings import Settings
 
-__all__ = ["ApiState", "RedisBudget", "open_state", "redis_clients", "get_state", "control_app", "API_CLIENT_NAME"]
+__all__ = ["ApiState", "RedisBudget", "open_state", "redis_clients", "get_state", "control_app", "API_CLIENT_NAME",
+           "PRODUCER_CONNECTIONS"]
 
 API_CLIENT_NAME = "llmpool-api"  # CLIENT LIST tells the API's connections apart by it
+# Broker connections the API publishes chats through (Celery's broker_pool_limit, default 10); a
+# publish takes a millisecond, so a few serve every thread. kombu opens two Redis connections for
+# each (publishing and the task-sent event), so they add 2 x this to AGENT_API_REDIS_CONNECTIONS.
+PRODUCER_CONNECTIONS = 4
 
 
 @dataclass(frozen=True)
@@ -101,8 +106,10 @@ def open_state(settings: Settings) -> ApiState:
     jobs = JobStore(sync, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
     llm = LLMClient(make_http_client(settings, max_connections=20), settings)
     hub = StreamHub(aredis, keys, max_waiters=settings.agent_api_max_waiters)
+    client = Client(settings=settings, connection=sync)
+    client.celery.conf.broker_pool_limit = PRODUCER_CONNECTIONS  # read at the first publish
     return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs,
-                    client=Client(settings=settings, connection=sync), celery=control_app(settings),
+                    client=client, celery=control_app(settings),
                     registry=Registry(sync, keys), llm=llm, admitter=Admitter(sync, keys), hub=hub,
                     budget=budget)
 
