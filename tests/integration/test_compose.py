@@ -56,7 +56,7 @@ def compose_config(tmp: Path, profile: list[str], **shell: str) -> subprocess.Co
     )
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "demo"]])
+@pytest.mark.parametrize("profile", [[], ["--profile", "demo"], ["--profile", "ha"]])
 def test_docker_compose_accepts_it(tmp_path: Path, profile: list[str]):
     result = compose_config(tmp_path, profile)
     assert result.returncode == 0, result.stderr

@@ -27,6 +27,9 @@ from tests.processes import OUR_VARS
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 LLMPOOL_SERVICES = ("worker", "control", "beat", "api", "flower")
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+HA_SERVICES = ("redis-replica", *SENTINELS)
+SENTINEL_URL = "sentinel://sentinel-1:26379;sentinel://sentinel-2:26379;sentinel://sentinel-3:26379"
 QUEUES = "control,chat.high,chat.default,chat.low"
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|KEY", re.IGNORECASE)
 # The TT-Studio agent's variables (Settings lists them first, before REDIS_URL): all pass through.
@@ -45,7 +48,7 @@ def argv(service: dict[str, Any]) -> list[str]:
 
 
 def test_the_services(compose: dict[str, Any]):
-    assert set(compose["services"]) == {"redis", *LLMPOOL_SERVICES, "mock-llm"}
+    assert set(compose["services"]) == {"redis", *LLMPOOL_SERVICES, "mock-llm", *HA_SERVICES}
 
 
 def test_redis_is_durable_and_never_evicts(compose: dict[str, Any]):
@@ -60,7 +63,7 @@ def test_redis_is_durable_and_never_evicts(compose: dict[str, Any]):
     assert "redis-cli" in redis["healthcheck"]["test"]
 
 
-@pytest.mark.parametrize("name", ["redis", "worker", "control", "api", "flower", "mock-llm"])
+@pytest.mark.parametrize("name", ["redis", "worker", "control", "api", "flower", "mock-llm", *HA_SERVICES])
 def test_every_service_but_beat_has_a_healthcheck(compose: dict[str, Any], name: str):
     assert compose["services"][name]["healthcheck"]["test"]
 
@@ -90,7 +93,9 @@ def test_the_control_worker_consumes_control_alone_with_its_own_threads(compose:
 def test_llmpool_services_share_redis_and_settings(compose: dict[str, Any], name: str):
     service = compose["services"][name]
     env = service["environment"]
-    assert env["REDIS_URL"] == "redis://redis:6379/0"
+    # `redis` unless the shell or .env says otherwise (the `ha` profile's Sentinels, see below).
+    assert env["REDIS_URL"] == "${REDIS_URL:-redis://redis:6379/0}"
+    assert env["AGENT_REDIS_MASTER_NAME"] == "${AGENT_REDIS_MASTER_NAME:-mymaster}"
     assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     assert service["restart"] == "unless-stopped"
     assert service["build"] == "." and "profiles" not in service
@@ -110,12 +115,38 @@ def test_ports(compose: dict[str, Any]):
 def test_mock_llm_only_in_the_demo_profile(compose: dict[str, Any]):
     services = compose["services"]
     assert services["mock-llm"]["profiles"] == ["demo"]
-    assert all("profiles" not in s for n, s in services.items() if n != "mock-llm")
+    assert all("profiles" not in s for n, s in services.items() if n not in ("mock-llm", *HA_SERVICES))
     command = argv(services["mock-llm"])
     assert command[:2] == ["llmpool", "mock-llm"]
     assert command[command.index("--port") + 1] == "7000"
     assert command[command.index("--control-port") + 1] == "7100"
     assert "LOCAL_LLM_HOST=mock-llm" in COMPOSE.read_text()  # the documented way to use it
+
+
+def test_the_ha_profile_is_a_replica_and_three_sentinels_watching_redis(compose: dict[str, Any]):
+    services = compose["services"]
+    assert all(services[name]["profiles"] == ["ha"] for name in HA_SERVICES)
+    replica = argv(services["redis-replica"])
+    primary = argv(services["redis"])
+    for command in (primary, replica):  # the same durability and memory rules on both
+        assert command[command.index("--appendonly") + 1] == "yes"
+        assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+        assert command[command.index("--maxmemory") + 1] == "${AGENT_REDIS_MAXMEMORY:-1gb}"
+    assert replica[replica.index("--replicaof") + 1:replica.index("--replicaof") + 3] == ["redis", "6379"]
+    # Each node announces its service name, so Sentinels hand clients names that survive a restart.
+    assert primary[primary.index("--replica-announce-ip") + 1] == "redis"
+    assert replica[replica.index("--replica-announce-ip") + 1] == "redis-replica"
+    volumes = {services[name]["volumes"][0].split(":")[0] for name in HA_SERVICES}
+    assert len(volumes) == len(HA_SERVICES) and volumes <= set(compose["volumes"])
+    for name in SENTINELS:
+        script = argv(services[name])[-1]
+        assert services[name]["environment"]["SENTINEL_NAME"] == name
+        assert "sentinel monitor ${AGENT_REDIS_MASTER_NAME:-mymaster} redis 6379 2" in script  # quorum 2 of 3
+        assert script.endswith("redis-server /data/sentinel.conf --sentinel")
+        assert "26379" in services[name]["healthcheck"]["test"]
+    # The URL the README and the file's header give names exactly these Sentinels on their port.
+    assert SENTINEL_URL in (ROOT / "README.md").read_text() and SENTINEL_URL in COMPOSE.read_text()
+    assert load_settings(redis_url=SENTINEL_URL).redis_url == SENTINEL_URL
 
 
 def test_no_secret_value_is_hard_coded(compose: dict[str, Any]):
