@@ -16,7 +16,10 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 if TYPE_CHECKING:
@@ -110,9 +113,15 @@ def redacted_url(url: str) -> str:
     return ";".join(shown)
 
 
-def _sentinel_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+def _sentinel_kwargs(options: dict[str, Any], *, asyncio: bool = False) -> dict[str, Any]:
+    """How to ask one Sentinel: short timeouts, and no retries (the next Sentinel is the retry).
+
+    redis-py's default retry (10 tries, backoff up to 1 s) would stall every master lookup for
+    seconds behind one dead Sentinel, which is exactly when a lookup matters.
+    """
     timeout = min(options.get("socket_connect_timeout") or SENTINEL_QUERY_TIMEOUT, SENTINEL_QUERY_TIMEOUT)
-    return {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    retry = AsyncRetry(NoBackoff(), 0) if asyncio else Retry(NoBackoff(), 0)
+    return {"socket_connect_timeout": timeout, "socket_timeout": timeout, "retry": retry}
 
 
 class SentinelMasterRedis(redis.Redis):
@@ -161,7 +170,7 @@ def async_client(url: str, *, master_name: str, **options: Any) -> aioredis.Redi
     if not is_sentinel_url(url):
         return aioredis.Redis.from_url(url, **options)
     target = parse_sentinel_url(url)
-    manager = AsyncSentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(options))
+    manager = AsyncSentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(options, asyncio=True))
     client = manager.master_for(master_name, redis_class=AsyncSentinelMasterRedis,
                                 **target.master_kwargs(), **options)
     assert isinstance(client, AsyncSentinelMasterRedis)
@@ -189,8 +198,7 @@ def celery_transport_options(settings: Settings) -> dict[str, Any]:
 def sentinel_master(url: str, *, master_name: str, timeout: float = 1.0) -> tuple[str, int] | None:
     """The master's address as the Sentinels report it now, or None when none can say."""
     target = parse_sentinel_url(url)
-    manager = Sentinel(list(target.sentinels),
-                       sentinel_kwargs={"socket_connect_timeout": timeout, "socket_timeout": timeout})
+    manager = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs({"socket_connect_timeout": timeout}))
     try:
         host, port = manager.discover_master(master_name)
         return str(host), int(port)

@@ -105,9 +105,11 @@ def test_a_sentinel_url_makes_a_client_of_the_named_master_that_keeps_the_option
     nodes = [(n.connection_pool.connection_kwargs["host"], n.connection_pool.connection_kwargs["port"])
              for n in manager.sentinels]
     assert nodes == [("h1", 26379), ("h2", 26380)]
-    # Sentinels are asked with short timeouts and no password, as kombu and Celery ask them.
+    # Sentinels are asked with short timeouts and no password, as kombu and Celery ask them, and a
+    # dead one is not retried: the next Sentinel is asked at once.
     sentinel_kwargs = manager.sentinels[0].connection_pool.connection_kwargs
     assert sentinel_kwargs["socket_timeout"] <= 2 and sentinel_kwargs.get("password") is None
+    assert sentinel_kwargs["retry"].get_retries() == 0
     client.close()
     assert client.sentinel_manager is None
 
