@@ -76,6 +76,11 @@ class Waiter:
         self._hub.attach(self)
 
     @property
+    def buffered(self) -> int:
+        """Events read for this client that it has not taken yet."""
+        return len(self._buffer)
+
+    @property
     def has_room(self) -> bool:
         return len(self._buffer) < MAX_BUFFERED
 

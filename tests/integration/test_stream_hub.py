@@ -102,7 +102,7 @@ def test_a_client_that_does_not_read_is_not_read_for_and_holds_up_nobody(redis_u
         other = follow(hub, "short")
         await end(client, "short")
         assert await texts(other) == ["end"]  # the full buffer next door delays nothing
-        assert len(slow._buffer) < MAX_BUFFERED + BATCH  # memory stays bounded while it does not read
+        assert slow.buffered < MAX_BUFFERED + BATCH  # memory stays bounded while it does not read
         assert await texts(slow) == [*map(str, range(3 * MAX_BUFFERED)), "end"]  # and it misses nothing
 
     run(redis_url, scenario)
