@@ -30,6 +30,7 @@ from api.deps import API_CLIENT_NAME, PRODUCER_CONNECTIONS
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM
 from llmpool.dev.redis_server import RedisServer, free_port
 from llmpool.keys import Keys
+from tests.conftest import require_redis_binary
 from tests.processes import ManagedProcess, clean_env, start_api, start_worker
 
 # The mock answers after TTFT, then a token every 1/TOKENS_PER_SECOND: a high chat takes 0.5 s, and
@@ -90,6 +91,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require_redis_binary()
     ensure_open_files(OPEN_FILES)
     tmp = tmp_path_factory.mktemp("many-clients")
     spec = ContainerSpec(name="llm", ttft=TTFT, tokens_per_second=TOKENS_PER_SECOND)
