@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     agent_redis_maxmemory: str = "1gb"
     agent_redis_memory_warn: Annotated[float, Field(gt=0, le=1)] = 0.8
     # With REDIS_URL=sentinel://host:26379[;sentinel://host2:26379...]: the monitored master's name.
-    agent_redis_master_name: str = "mymaster"
+    agent_redis_master_name: Annotated[str, Field(min_length=1)] = "mymaster"
 
     @field_validator("agent_priority_models", "agent_openai_servers", "agent_ollama_servers",
                      mode="before")

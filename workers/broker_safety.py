@@ -19,21 +19,18 @@ restored come back after the visibility timeout, and the claim leases cover thei
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
-__all__ = ["install"]
+__all__ = ["install", "finishing_close"]
 
 log = logging.getLogger(__name__)
 
 
-def install() -> None:
-    """Make kombu's Redis (and Sentinel) channel finish closing when its in-flight BRPOP fails."""
-    channel = kombu_redis.Channel
-    if getattr(channel.close, "_llmpool_safe", False):
-        return
-    original = channel.close
+def finishing_close(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    """`original` (a channel's close), run a second time when the first raised before closing."""
 
     def close(self: Any) -> None:
         try:
@@ -46,4 +43,11 @@ def install() -> None:
             raise
 
     close._llmpool_safe = True  # type: ignore[attr-defined]
-    channel.close = close  # type: ignore[method-assign]
+    return close
+
+
+def install() -> None:
+    """Make kombu's Redis (and Sentinel) channel finish closing when its in-flight BRPOP fails."""
+    channel = kombu_redis.Channel
+    if not getattr(channel.close, "_llmpool_safe", False):
+        channel.close = finishing_close(channel.close)  # type: ignore[method-assign]

@@ -128,3 +128,8 @@ def test_the_asyncio_client_follows_the_same_url() -> None:
     assert asyncio.run(_async_client_shape()) == (AsyncSentinelMasterRedis, "mymaster", 4)
     plain = async_client("redis://h:6379/1", master_name="unused")
     assert type(plain) is aioredis.Redis
+
+
+def test_an_empty_master_name_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match="AGENT_REDIS_MASTER_NAME"):
+        load_settings(redis_url="sentinel://h1:26379", agent_redis_master_name="")
