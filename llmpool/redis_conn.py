@@ -82,23 +82,19 @@ def _sentinel_part(part: str) -> tuple[str, int, int, str | None, str | None]:
     """host, port, db, username, password of one `sentinel://` part."""
     split = urlsplit(part)
     if split.scheme != SENTINEL_SCHEME:
-        raise ValueError(f"every part of a sentinel list must start with sentinel:// (got {_shown(part)!r})")
+        raise ValueError(f"every part of a sentinel list must start with sentinel:// (got {redacted_url(part)!r})")
     try:
         port = split.port or DEFAULT_SENTINEL_PORT
     except ValueError:
-        raise ValueError(f"bad port in {_shown(part)!r}") from None
+        raise ValueError(f"bad port in {redacted_url(part)!r}") from None
     if not split.hostname:
-        raise ValueError(f"no host in {_shown(part)!r}")
+        raise ValueError(f"no host in {redacted_url(part)!r}")
     path = split.path.strip("/")
     if path and not path.isdigit():
-        raise ValueError(f"the path of {_shown(part)!r} must be a db number")
+        raise ValueError(f"the path of {redacted_url(part)!r} must be a db number")
     username = unquote(split.username) if split.username else None
     password = unquote(split.password) if split.password else None
     return split.hostname, port, int(path or 0), username, password
-
-
-def _shown(part: str) -> str:
-    return redacted_url(part)
 
 
 def redacted_url(url: str) -> str:
