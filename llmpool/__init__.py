@@ -21,6 +21,9 @@ from llmpool.errors import (
     JobNotFound,
     LLMPoolError,
     NoLLMAvailable,
+    Overloaded,
+    RedisFull,
+    RedisUnavailable,
     ResultTimeout,
     RetryableError,
     SubmitFailed,
@@ -50,5 +53,6 @@ __all__ = [
     "Client", "JobEvent", "Submitted", "ChatJob", "ChatResult", "Message", "Usage",
     "LLMPoolError", "ConfigError", "InvalidJob", "RetryableError", "CallerError", "BadRequest",
     "ContextTooLong", "NoLLMAvailable", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
-    "JobFailed", "JobNotFound", "ResultTimeout", "SubmitFailed",
+    "JobFailed", "JobNotFound", "ResultTimeout", "SubmitFailed", "RedisFull", "RedisUnavailable",
+    "Overloaded",
 ]

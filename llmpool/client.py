@@ -20,9 +20,10 @@ from typing import Any
 import redis
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import OperationalError
 
 from llmpool.deadlines import prepare_job
-from llmpool.errors import JobNotFound, RedisFull, ResultTimeout, SubmitFailed, error_from_dict
+from llmpool.errors import JobNotFound, RedisFull, RedisUnavailable, ResultTimeout, SubmitFailed, error_from_dict
 from llmpool.jobs import FINAL_STATES, REDIS_FULL, JobStore
 from llmpool.keys import Keys
 from llmpool.redaction import job_repr
@@ -118,6 +119,9 @@ class Client:
             # Past maxmemory itself: job_create.lua's first write was refused, so it wrote nothing
             # (Redis fails a script whole when its first write is refused).
             raise RedisFull(REDIS_FULL, job_id=job_id) from None
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError) as exc:
+            # Down, or failing over (no master yet, or a demoted one): the script ran whole or not at all.
+            raise RedisUnavailable(f"Redis did not answer: {type(exc).__name__}", job_id=job_id) from exc
         if created:
             self._publish(job_id, queue, payload)
         return Submitted(job_id, created)
@@ -133,6 +137,9 @@ class Client:
                 pass
             if _refused_for_memory(exc):
                 raise RedisFull(REDIS_FULL, job_id=job_id) from exc
+            if _broker_unreachable(exc):
+                raise RedisUnavailable(f"the broker did not answer: {type(exc).__name__}",
+                                       job_id=job_id) from exc
             raise SubmitFailed(f"the broker did not take the job: {type(exc).__name__}", job_id=job_id) from exc
         try:
             self.jobs.published(job_id)
@@ -203,6 +210,17 @@ def _refused_for_memory(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None:
         if isinstance(current, redis.exceptions.OutOfMemoryError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _broker_unreachable(exc: BaseException) -> bool:
+    """Whether publishing failed for want of a connection (kombu wraps redis-py's errors)."""
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, redis.ConnectionError | redis.TimeoutError | redis.exceptions.ReadOnlyError
+                      | ConnectionError | OperationalError):
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -216,6 +216,13 @@ class RedisFull(SubmitFailed):
     code = "redis_full"
 
 
+class RedisUnavailable(SubmitFailed):
+    """Redis (or the master the Sentinels name) did not answer at submit; nothing was stored, or
+    what was stored is published by the sweep once Redis is back. Retry after a moment."""
+
+    code = "redis_unavailable"
+
+
 def _by_code() -> dict[str, type[LLMPoolError]]:
     found: dict[str, type[LLMPoolError]] = {}
     pending: list[type[LLMPoolError]] = [LLMPoolError]

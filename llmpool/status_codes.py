@@ -13,6 +13,8 @@ _STATUS = {
     "expired": 504,
     "overloaded": 503,  # a limit of the API's own (waiting clients, connections): retry later
     "redis_full": 503,  # Redis is up but at maxmemory: try again later
+    "redis_unavailable": 503,
+    "submit_failed": 503,  # the broker did not take the job: ours, not an LLM's (502)
 }
 
 

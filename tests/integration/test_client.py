@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from llmpool import BadRequest, Client, JobNotFound, ResultTimeout
+from llmpool import BadRequest, Client, JobNotFound, RedisUnavailable, ResultTimeout, SubmitFailed
+from llmpool.dev.redis_server import free_port
 from tests.chaos.harness import Chaos, open_chaos
 
 
@@ -45,3 +46,11 @@ def test_a_result_not_ready_in_time_raises_result_timeout(rig: Chaos) -> None:
         with pytest.raises(ResultTimeout):
             client.result(job_id, timeout=0.01)
         assert client.result(job_id, timeout=30).content.endswith("You said: not yet")  # it finishes later
+
+
+def test_a_redis_that_does_not_answer_is_a_named_refusal() -> None:
+    """Nothing listens on the port: submit raises the Client's own error, not redis-py's."""
+    with Client(f"redis://127.0.0.1:{free_port()}/0") as client:
+        with pytest.raises(RedisUnavailable) as refused:
+            client.submit("anyone there?")
+    assert isinstance(refused.value, SubmitFailed) and refused.value.code == "redis_unavailable"
