@@ -215,7 +215,7 @@ def test_1000_abandoned_low_chats_leave_20_high_chats_their_idle_wait(stack: Sta
 
 
 def test_a_client_that_hangs_up_frees_its_waiter_at_once_and_its_job_goes_on(stack: Stack) -> None:
-    stack.mock.configure("llm", ttft=0, tokens_per_second=4)  # a 9-token answer takes over 2 s
+    stack.mock.configure("llm", ttft=0, tokens_per_second=2)  # a 9-token answer takes over 4 s
     try:
         for json_mode in (True, False):
             assert asyncio.run(_hang_up_mid_wait(stack, json_mode=json_mode)) == "succeeded"
@@ -235,7 +235,8 @@ async def _hang_up_mid_wait(stack: Stack, *, json_mode: bool) -> str:
     assert await asyncio.to_thread(stack.waiters) == 1
     await crowd.abandon()
     freed_in = await _poll(lambda: stack.waiters() == 0, timeout=5, what=f"{job_id}: the waiter to go")
-    assert freed_in < 1.0, f"{job_id}: the waiter stayed {freed_in:.2f}s after the client hung up"
+    # Freed at once, not when the job ends: the job (over 4 s of tokens) is still running.
+    assert _state(stack, job_id) == "running", f"{job_id}: the waiter stayed {freed_in:.2f}s, until the job ended"
     await _poll(lambda: _state(stack, job_id) in ("succeeded", "failed"), timeout=20, what=f"{job_id} to end")
     return _state(stack, job_id)
 
