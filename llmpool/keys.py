@@ -48,6 +48,10 @@ class Keys:
         """Sorted set: worker hostname -> time of its last heartbeat."""
         return f"{self.prefix}:workers"
 
+    def worker_stats(self, hostname: str) -> str:
+        """String with a TTL: a worker's last heartbeat as JSON (its processes, host and GPU figures)."""
+        return f"{self.prefix}:worker:{hostname}"
+
     def endpoints(self) -> str:
         """Hash: endpoint id -> its record (endpoint, source, first/last seen, missing since)."""
         return f"{self.prefix}:registry:endpoints"
@@ -96,9 +100,26 @@ class Keys:
         """String with a TTL: an endpoint paused by a 429's Retry-After, for every worker."""
         return f"{self.prefix}:pause:{endpoint_id}"
 
+    def awaiting(self, endpoint_id: str) -> str:
+        """Sorted set: job id -> when its call started, for calls on an endpoint with no first token yet."""
+        return f"{self.prefix}:awaiting:{endpoint_id}"
+
+    def ttft(self, endpoint_id: str) -> str:
+        """Hash with a TTL: an endpoint's recent TTFT histogram, its percentiles and its last progress."""
+        return f"{self.prefix}:ttft:{endpoint_id}"
+
+    def worker_slots(self) -> str:
+        """Hash: worker hostname -> the chat jobs it runs at once (0 for a control-only worker)."""
+        return f"{self.prefix}:workers:slots"
+
     def api_wake(self, hub_id: str) -> str:
         """Stream with a TTL, at most one entry: XADDed to end an API hub's blocking XREAD early."""
         return f"{self.prefix}:api:wake:{hub_id}"
+
+    def metric(self, family: str) -> str:
+        """Hash: one metric family's fleet-wide series (label values as JSON -> count or sum), added
+        to by every worker and read by the API at scrape time."""
+        return f"{self.prefix}:metrics:{family}"
 
     @staticmethod
     def celery_queue(queue: str) -> str:

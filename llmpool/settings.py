@@ -37,6 +37,7 @@ class EndpointLimits(BaseModel):
     max_concurrency: Annotated[int, Field(ge=0)] | None = None
     rpm: Annotated[int, Field(ge=0)] | None = None
     tpm: Annotated[int, Field(ge=0)] | None = None
+    share: Annotated[float, Field(gt=0, le=1)] | None = None  # of the fleet's chat slots
 
 
 class Settings(BaseSettings):
@@ -94,7 +95,7 @@ class Settings(BaseSettings):
     agent_lease_margin: Seconds = 10
     agent_rate_burst: Annotated[int, Field(ge=1)] = 2  # GCRA burst, in requests
     agent_rate_period: Seconds = 60  # the period RPM and TPM count over; tests shorten it
-    # JSON: endpoint id or model-name substring -> {"max_concurrency", "rpm", "tpm"} overrides.
+    # JSON: endpoint id or model-name substring -> {"max_concurrency", "rpm", "tpm", "share"} overrides.
     agent_endpoint_limits: Annotated[dict[str, EndpointLimits], NoDecode] = Field(default_factory=dict)
     agent_health_recovery_successes: Annotated[int, Field(ge=1)] = 2  # good probes before an unhealthy endpoint returns
     agent_redis_prefix: str = "llmpool"
@@ -135,6 +136,25 @@ class Settings(BaseSettings):
     # OpenAI-compatible and Ollama servers to list models from (comma-separated base URLs).
     agent_openai_servers: CommaList = Field(default_factory=list)
     agent_ollama_servers: CommaList = Field(default_factory=list)
+
+    # --- hung endpoints (llmpool.ttft, admit.lua): suspicion, adaptive first-token timeouts, share ---
+    # Each endpoint's recent TTFTs (a histogram in Redis, two generations of this many seconds);
+    # with fewer samples than the minimum it is cold, and the ceilings apply.
+    agent_ttft_window: Seconds = 300
+    agent_ttft_min_samples: Annotated[int, Field(ge=1)] = 20
+    # A call's first-token timeout: factor x the endpoint's p99 TTFT, at least the floor, at most
+    # AGENT_FIRST_TOKEN_TIMEOUT.
+    agent_first_token_factor: Annotated[float, Field(ge=1)] = 4
+    agent_first_token_floor: Seconds = 3
+    # Suspicion: a call without a first token for factor x p99 (within floor..max), while no call
+    # on the endpoint made progress for as long, stops new calls to it; after the wait, one trial.
+    agent_suspect_factor: Annotated[float, Field(ge=1)] = 3
+    agent_suspect_floor: Seconds = 2
+    agent_suspect_max: Seconds = 30
+    agent_suspect_wait: Seconds = 1
+    # The most of the fleet's chat slots one endpoint's calls may hold while the selection has
+    # others (overridable per endpoint: "share" or "max_concurrency" in AGENT_ENDPOINT_LIMITS).
+    agent_endpoint_share: Annotated[float, Field(gt=0, le=1)] = 0.5
 
     # --- under load ---
     # Caps on one LLM answer: its whole body (JSON, or every byte of a stream) and one SSE line.
@@ -238,6 +258,13 @@ def _server_base(url: str) -> str:
     """A server's base URL without trailing slashes or a trailing /v1."""
     url = url.rstrip("/")
     return url[: -len("/v1")].rstrip("/") if url.endswith("/v1") else url
+    @field_validator("agent_suspect_max")
+    @classmethod
+    def _suspect_cap(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("agent_suspect_floor", 0):
+            raise ValueError("must be at least AGENT_SUSPECT_FLOOR")
+        return value
+
 
 
 def load_settings(**overrides: Any) -> Settings:
