@@ -233,6 +233,13 @@ class Settings(BaseSettings):
             raise ValueError("must be at least AGENT_BREAKER_OPEN_WAIT")
         return value
 
+    @field_validator("agent_suspect_max")
+    @classmethod
+    def _suspect_cap(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("agent_suspect_floor", 0):
+            raise ValueError("must be at least AGENT_SUSPECT_FLOOR")
+        return value
+
     @field_validator("agent_endpoint_limits", mode="before")
     @classmethod
     def _limits_json(cls, value: Any) -> Any:
@@ -258,13 +265,6 @@ def _server_base(url: str) -> str:
     """A server's base URL without trailing slashes or a trailing /v1."""
     url = url.rstrip("/")
     return url[: -len("/v1")].rstrip("/") if url.endswith("/v1") else url
-    @field_validator("agent_suspect_max")
-    @classmethod
-    def _suspect_cap(cls, value: float, info: ValidationInfo) -> float:
-        if value < info.data.get("agent_suspect_floor", 0):
-            raise ValueError("must be at least AGENT_SUSPECT_FLOOR")
-        return value
-
 
 
 def load_settings(**overrides: Any) -> Settings:
