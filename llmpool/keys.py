@@ -108,10 +108,6 @@ class Keys:
         """Hash with a TTL: an endpoint's recent TTFT histogram, its percentiles and its last progress."""
         return f"{self.prefix}:ttft:{endpoint_id}"
 
-    def worker_slots(self) -> str:
-        """Hash: worker hostname -> the chat jobs it runs at once (0 for a control-only worker)."""
-        return f"{self.prefix}:workers:slots"
-
     def api_wake(self, hub_id: str) -> str:
         """Stream with a TTL, at most one entry: XADDed to end an API hub's blocking XREAD early."""
         return f"{self.prefix}:api:wake:{hub_id}"

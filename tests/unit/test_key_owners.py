@@ -31,6 +31,8 @@ OWNERS = {
     "leases": {"llmpool/admission.py"},
     "rate": {"llmpool/admission.py"},
     "pause": {"llmpool/admission.py"},
+    "awaiting": {"llmpool/admission.py"},
+    "ttft": {"llmpool/admission.py"},
     "api_wake": {"api/stream_hub.py"},
     "celery_queue": {"api/routes/status.py"},  # Celery's own lists, read for queue depths
 }
