@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.deps import open_state
 from api.errors import install_error_handlers
-from api.routes import chat, control, status
+from api.routes import chat, control, metrics, status
 from llmpool import __version__
 from llmpool.settings import print_issues_report_once, settings_or_exit
 
@@ -37,6 +37,7 @@ def create_app() -> FastAPI:
     app.include_router(status.router)
     app.include_router(chat.router)
     app.include_router(control.router)
+    app.include_router(metrics.router)
     return app
 
 

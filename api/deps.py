@@ -16,6 +16,7 @@ from llmpool.client import Client, producer_config
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.llm_client import LLMClient, make_http_client
+from llmpool.metrics.collector import PoolCollector
 from llmpool.redis_conn import async_redis_client, celery_transport_options, redis_client
 from llmpool.registry import Registry
 from llmpool.settings import Settings
@@ -65,6 +66,7 @@ class ApiState:
     admitter: Admitter
     hub: StreamHub
     budget: RedisBudget
+    metrics: PoolCollector
 
     def start(self) -> None:
         """Inside the running loop: the threadpool gets one thread per sync connection; the hub reads."""
@@ -111,7 +113,8 @@ def open_state(settings: Settings) -> ApiState:
     return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs,
                     client=client, celery=control_app(settings),
                     registry=Registry(sync, keys), llm=llm, admitter=Admitter(sync, keys), hub=hub,
-                    budget=budget)
+                    budget=budget,
+                    metrics=PoolCollector(sync, keys, checks_enabled=settings.agent_health_check_enabled))
 
 
 def get_state(request: Request) -> ApiState:

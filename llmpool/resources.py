@@ -23,6 +23,7 @@ from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.leases import LeaseKeeper
 from llmpool.llm_client import LLMClient, make_http_client, make_probe_client
+from llmpool.metrics import MetricsRecorder, MetricsStore
 from llmpool.redis_conn import redis_client
 from llmpool.registry import Registry
 from llmpool.runner import Gate
@@ -51,6 +52,7 @@ class Resources:
     registry: Registry
     selection_cache: SelectionCache
     leases: LeaseKeeper
+    metrics: MetricsRecorder  # one pipelined write per job run or sweep pass
     gate: Gate | None = None
     in_flight: Callable[[list[str]], dict[str, int]] = _nothing_in_flight
 
@@ -115,6 +117,7 @@ def _build(settings: Settings) -> Resources:
             client, keys, max_messages=settings.agent_conversation_max_messages,
             ttl=settings.agent_conversation_ttl),
         registry=registry, selection_cache=SelectionCache(registry),
+        metrics=MetricsRecorder(MetricsStore(client, keys)),
         gate=RedisGate(admitter, settings, leases=leases), in_flight=admitter.in_flight,
     )
 

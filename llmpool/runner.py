@@ -98,6 +98,7 @@ class RunReport:
     calls: int = 0
     failures: list[dict[str, object]] = field(default_factory=list)
     refusals: list[dict[str, object]] = field(default_factory=list)
+    failovers: list[str] = field(default_factory=list)  # endpoints that failed a call the job then moved on from
 
 
 def wait_delay(waits_so_far: int, jitter: float) -> float:
@@ -208,15 +209,20 @@ def run_chat(
     run = _Run(job=job, job_id=job_id, client=client, gate=gate or OpenGate(), publisher=publisher,
                deadline=deadline, clock=clock, reserved=estimate_tokens(job, job.max_tokens or max_tokens),
                report=report if report is not None else RunReport())
+    failed_from: str | None = None  # the endpoint whose failure the next attempt moves away from
     for endpoint in candidates:
         if run.report.calls >= max_calls:
             break
+        if failed_from is not None:
+            run.report.failovers.append(failed_from)
+        failures = len(run.report.failures)
         try:
             result = run.attempt(endpoint)
         except _RunOut:
             break
         if result is not None:
             return result, run.report
+        failed_from = endpoint.id if len(run.report.failures) > failures else None
     report = run.report
     if report.refusals and report.calls < max_calls:
         retry_after = min(float(r["retry_after"]) for r in report.refusals)  # type: ignore[arg-type]

@@ -36,6 +36,7 @@ def run_sweep(res: Resources, publish: Publish) -> dict[str, Any]:
             return {"skipped": "another sweep is running"}
         recovered = res.jobs.recover(limit=SWEEP_BATCH, republish_grace=settings.agent_republish_after)
         counts: dict[str, int] = {}
+        handed_back: list[tuple[str, str]] = []
         for job in recovered:
             try:
                 publish(job.job_id, job.queue, job.payload)
@@ -44,8 +45,10 @@ def run_sweep(res: Resources, publish: Publish) -> dict[str, Any]:
                 continue
             res.jobs.published(job.job_id)
             counts[job.why] = counts.get(job.why, 0) + 1
+            handed_back.append((job.why, job.queue))
             if job.why != "due":
                 log.warning("sweep: job %s handed back to %s (%s)", job.job_id, job.queue, job.why)
+        res.metrics.swept(handed_back)
         return {"recovered": counts, **res.jobs.counts()}
 
 

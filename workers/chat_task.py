@@ -28,9 +28,10 @@ from llmpool.errors import (
     error_from_dict,
 )
 from llmpool.jobs import Claim, EventPublisher
+from llmpool.metrics import RunFacts
 from llmpool.resources import Resources, current
 from llmpool.runner import RunReport, run_chat, wait_delay
-from llmpool.schemas import ChatJob, Message, parse_job
+from llmpool.schemas import CHAT_QUEUES, ChatJob, Message, parse_job, queue_for
 from workers.signals import sweeper
 
 __all__ = ["chat"]
@@ -85,6 +86,12 @@ def _history(report: RunReport) -> list[dict[str, Any]]:
     return failed + refused
 
 
+def _delivered_queue(task: ChatTask) -> str:
+    """The chat queue a message came from, for a job too broken to say its priority (bounded)."""
+    queue = str((task.request.delivery_info or {}).get("routing_key"))
+    return queue if queue in CHAT_QUEUES.values() else "unknown"
+
+
 def _outcome_of_finished(res: Resources, job_id: str, state: str) -> dict[str, Any]:
     """A duplicate delivery of a finished job ends as that job did: its failure stays a failure."""
     log.info("job %s already %s: duplicate delivery answered from its record", job_id, state)
@@ -102,7 +109,8 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
     try:
         parsed = parse_job(job)
     except InvalidJob as exc:
-        res.jobs.finish(job_id, "failed", exc.to_dict())
+        if res.jobs.finish(job_id, "failed", exc.to_dict()):
+            res.metrics.run_ended(RunFacts(queue=_delivered_queue(self), ended="failed", error=exc.code))
         raise
     claim = res.jobs.claim(job_id, worker=self.request.hostname or "?", lease=res.settings.agent_job_lease,
                            max_attempts=res.settings.agent_job_max_attempts)
@@ -113,7 +121,8 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
         raise Ignore()
     if claim.verdict == "exhausted":
         too_many = TooManyAttempts(f"job was run {claim.attempts} times and its worker died each time")
-        res.jobs.finish(job_id, "failed", too_many.to_dict())
+        if res.jobs.finish(job_id, "failed", too_many.to_dict()):
+            res.metrics.run_ended(RunFacts(queue=queue_for(parsed.priority), ended="failed", error=too_many.code))
         raise too_many
     publisher = res.jobs.publisher(job_id, stream_tokens=parsed.stream, claim=claim.claim)
     res.leases.hold(job_id, publisher)
@@ -183,6 +192,18 @@ def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Ev
     return result.model_dump(mode="json")
 
 
+def _measure(res: Resources, job: ChatJob, claim: Claim, report: RunReport, *, ended: str | None,
+             error: str = "", result: dict[str, Any] | None = None) -> None:
+    """Count this run in the fleet's metrics (one write); `ended` is the final state it wrote, if any."""
+    now = time.time()
+    created = claim.created_at
+    first_wait = (claim.started_at - created) if claim.claim == 1 and claim.started_at and created else None
+    res.metrics.run_ended(RunFacts(
+        queue=queue_for(job.priority), ended=ended, error=error, result=result, failures=report.failures,
+        refusals=report.refusals, failovers=report.failovers, queue_wait=first_wait,
+        latency=(now - created) if ended and created else None))
+
+
 def _run(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: EventPublisher) -> dict[str, Any]:
     report = RunReport()
     deadline = _deadline(job, claim, res)
@@ -196,17 +217,22 @@ def _run(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Eve
                 raise
             raise _wait_or_fail(res, job_id, claim, report, deadline, waiting) from None
     except Parked:
+        _measure(res, job, claim, report, ended=None)
         raise
     except LLMPoolError as exc:
         state = "expired" if isinstance(exc, JobExpired) else "failed"
-        publisher.end(state, exc.to_dict(), calls=report.calls, history=_history(report))
+        ended = publisher.end(state, exc.to_dict(), calls=report.calls, history=_history(report))
+        _measure(res, job, claim, report, ended=state if ended else None, error=exc.code)
         raise
     except Exception as exc:
         error = {"type": "internal_error", "message": f"worker error: {type(exc).__name__}"}
-        publisher.end("failed", error, calls=report.calls, history=_history(report))
+        ended = publisher.end("failed", error, calls=report.calls, history=_history(report))
+        _measure(res, job, claim, report, ended="failed" if ended else None, error="internal_error")
         raise
     if not publisher.lost:
         _remember(job, payload["content"], res)  # memory first: a client's next turn must see this one
-    if not publisher.end("succeeded", payload, calls=report.calls, history=_history(report)):
+    ended = publisher.end("succeeded", payload, calls=report.calls, history=_history(report))
+    if not ended:
         log.warning("job %s: finished by another run; this answer is dropped", job_id)
+    _measure(res, job, claim, report, ended="succeeded" if ended else None, result=payload)
     return payload

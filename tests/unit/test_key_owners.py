@@ -19,6 +19,7 @@ OWNERS = {
     "jobs_unpublished": {"llmpool/jobs.py"},
     "conversation": {"llmpool/conversations.py"},
     "workers": {"llmpool/heartbeats.py"},
+    "worker_stats": {"llmpool/heartbeats.py"},
     "endpoints": {"llmpool/registry.py"},
     "health": {"llmpool/registry.py"},
     "pin": {"llmpool/registry.py"},
@@ -34,7 +35,9 @@ OWNERS = {
     "awaiting": {"llmpool/admission.py"},
     "ttft": {"llmpool/admission.py"},
     "api_wake": {"api/stream_hub.py"},
-    "celery_queue": {"api/routes/status.py"},  # Celery's own lists, read for queue depths
+    "metric": {"llmpool/metrics/store.py"},
+    # Celery's own lists, read for queue depths
+    "celery_queue": {"api/routes/status.py", "llmpool/metrics/collector.py"},
 }
 
 
