@@ -7,6 +7,8 @@
 - WaitError: nothing to run on yet (no LLM); the job waits or fails at its deadline.
 - LocalShortage: a resource of our own ran out (no free connection in this process's HTTP pool);
   the endpoint is not to blame, so nothing is charged to it and the job waits to run again.
+- CallCancelled: we ended the call ourselves (a hedged job's other call answered first); nothing
+  is charged to the endpoint and the job goes on with the other call.
 - ConfigError: the settings are wrong; the process stops at start.
 
 Every error carries `code`, a stable machine name clients can switch on, and a message that never
@@ -21,7 +23,7 @@ __all__ = [
     "LLMPoolError", "ConfigError", "InvalidJob",
     "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout", "RequestTimeout",
     "StreamCut", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
-    "ResponseTooLarge", "LineTooLong", "LocalShortage", "NoFreeConnection",
+    "ResponseTooLarge", "LineTooLong", "LocalShortage", "NoFreeConnection", "CallCancelled",
     "CallerError", "BadRequest", "ContextTooLong",
     "WaitError", "NoLLMAvailable", "Refused", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
     "JobFailed", "JobNotFound", "ResultTimeout", "SubmitFailed", "RedisFull", "Overloaded", "error_from_dict",
@@ -122,6 +124,13 @@ class NoFreeConnection(LocalShortage):
     """Every connection of this process's own HTTP pool stayed busy for the pool timeout."""
 
     code = "no_free_connection"
+
+
+# --- we ended the call ourselves: charge nothing, the job goes on with its other call ---
+class CallCancelled(LLMPoolError):
+    """A hedged job's call cancelled because the job's other call produced a token first."""
+
+    code = "call_cancelled"
 
 
 # --- the job is wrong: fail it, charge nothing ---

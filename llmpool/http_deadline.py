@@ -11,12 +11,19 @@ another thread's feet; the overshoot is the socket's timer slack, a few millisec
 
 The deadline lives in a contextvar: a sync httpx call runs entirely in its caller's thread, and a
 connection reused by another thread later reads that thread's deadline, not this one's.
+
+A call can also be cancelled from another thread (`CallCancel`: a hedged call whose twin answered
+first). Cancelling shuts down the socket the call is reading from at that moment, which wakes the
+blocked `recv` at once; the socket is only touched while this call's own read is in progress, so a
+pooled connection another call reuses later is never shut down by mistake.
 """
 
 from __future__ import annotations
 
 import contextvars
+import socket
 import ssl
+import threading
 import time
 import typing
 from collections.abc import Iterable, Iterator
@@ -25,15 +32,62 @@ from contextlib import contextmanager
 import httpcore
 import httpx
 
-__all__ = ["CallDeadline", "call_deadline", "make_bounded_client"]
+__all__ = ["CallCancel", "CallDeadline", "call_deadline", "make_bounded_client"]
+
+
+class CallCancel:
+    """Lets another thread end one call now: its read in progress is woken, any later operation fails."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._reading: httpcore.NetworkStream | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """End the call: shut down the socket it is reading from, if it is reading right now."""
+        with self._lock:
+            self._cancelled.set()
+            if self._reading is not None:
+                _shut_down(self._reading)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until cancelled (True) or `timeout` passes (False)."""
+        return self._cancelled.wait(timeout)
+
+    def enter(self, stream: httpcore.NetworkStream, failure: type[Exception]) -> None:
+        """A socket operation starts on `stream`: `failure` if the call was cancelled already."""
+        with self._lock:
+            if self._cancelled.is_set():
+                raise failure("the call was cancelled")
+            self._reading = stream
+
+    def leave(self) -> None:
+        with self._lock:
+            self._reading = None
+
+
+def _shut_down(stream: httpcore.NetworkStream) -> None:
+    sock = stream.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        # socket.socket's own shutdown, not SSLSocket's (which drops its SSL object under the reader).
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: the read has ended anyway
 
 
 class CallDeadline:
     """When the current call must end (monotonic seconds), and whether a socket operation hit it."""
 
-    def __init__(self, at: float) -> None:
+    def __init__(self, at: float, cancel: CallCancel | None = None) -> None:
         self.at = at
         self.expired = False
+        self.cancel = cancel
 
     def left(self) -> float:
         return self.at - time.monotonic()
@@ -44,9 +98,9 @@ _current: contextvars.ContextVar[CallDeadline | None] = contextvars.ContextVar("
 
 
 @contextmanager
-def call_deadline(seconds: float) -> Iterator[CallDeadline]:
-    """Every socket operation of httpx calls made inside ends within `seconds` from now."""
-    deadline = CallDeadline(time.monotonic() + seconds)
+def call_deadline(seconds: float, *, cancel: CallCancel | None = None) -> Iterator[CallDeadline]:
+    """Every socket operation of httpx calls made inside ends within `seconds` from now (or at `cancel`)."""
+    deadline = CallDeadline(time.monotonic() + seconds, cancel)
     token = _current.set(deadline)
     try:
         yield deadline
@@ -68,6 +122,11 @@ def _capped(timeout: float | None, expired: type[Exception]) -> tuple[float | No
     return timeout, None
 
 
+def _cancel_of_current() -> CallCancel | None:
+    deadline = _current.get()
+    return deadline.cancel if deadline is not None else None
+
+
 class _DeadlineStream(httpcore.NetworkStream):
     """A network stream whose every operation ends by the calling thread's deadline."""
 
@@ -76,21 +135,33 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         limit, deadline = _capped(timeout, httpcore.ReadTimeout)
+        cancel = _cancel_of_current()
+        if cancel is not None:
+            cancel.enter(self, httpcore.ReadError)
         try:
             return self._inner.read(max_bytes, limit)
         except httpcore.ReadTimeout:
             if deadline is not None:
                 deadline.expired = True
             raise
+        finally:
+            if cancel is not None:
+                cancel.leave()
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         limit, deadline = _capped(timeout, httpcore.WriteTimeout)
+        cancel = _cancel_of_current()
+        if cancel is not None:
+            cancel.enter(self, httpcore.WriteError)
         try:
             self._inner.write(buffer, limit)
         except httpcore.WriteTimeout:
             if deadline is not None:
                 deadline.expired = True
             raise
+        finally:
+            if cancel is not None:
+                cancel.leave()
 
     def close(self) -> None:
         self._inner.close()
@@ -113,6 +184,9 @@ class _DeadlineBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Iterable[typing.Any] | None = None) -> httpcore.NetworkStream:
         limit, _ = _capped(timeout, httpcore.ConnectTimeout)
+        cancel = _cancel_of_current()
+        if cancel is not None and cancel.cancelled:
+            raise httpcore.ConnectError("the call was cancelled")
         return _DeadlineStream(self._inner.connect_tcp(host, port, limit, local_address, socket_options))
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,

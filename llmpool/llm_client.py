@@ -22,6 +22,7 @@ from llmpool.completion import Completion, parse_chunk, parse_completion, sse_pa
 from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     BadRequest,
+    CallCancelled,
     ContextTooLong,
     EndpointRejected,
     EndpointTimeout,
@@ -34,7 +35,7 @@ from llmpool.errors import (
     ServerError,
     StreamCut,
 )
-from llmpool.http_deadline import CallDeadline, call_deadline, make_bounded_client
+from llmpool.http_deadline import CallCancel, CallDeadline, call_deadline, make_bounded_client
 from llmpool.llm_request import LLMRequest, build_request
 from llmpool.schemas import ChatJob
 from llmpool.settings import Settings
@@ -158,9 +159,12 @@ class LLMClient:
 
     def chat(
         self, endpoint: Endpoint, job: ChatJob, *, stream: bool = True,
-        budget: float | None = None, on_token: TokenSink | None = None,
+        budget: float | None = None, on_token: TokenSink | None = None, cancel: CallCancel | None = None,
     ) -> CallOutcome:
-        """Run one completion on `endpoint` within `budget` seconds (default: the request timeout)."""
+        """Run one completion on `endpoint` within `budget` seconds (default: the request timeout).
+
+        `cancel`, when given, lets another thread end the call at once (CallCancelled).
+        """
         total = min(budget or self.settings.agent_request_timeout, self.settings.agent_request_timeout)
         if total <= 0:
             raise EndpointTimeout("no time left for the call", endpoint=endpoint.id)
@@ -169,14 +173,19 @@ class LLMClient:
         call = _Call(endpoint.id, started=started, total=total, on_token=on_token,
                      max_bytes=self.settings.agent_max_response_bytes,
                      max_line=self.settings.agent_max_line_bytes)
-        with call_deadline(total) as deadline:
+        with call_deadline(total, cancel=cancel) as deadline:
             try:
                 with self.http.stream(
                     "POST", request.url, json=request.body, headers={**request.headers, **IDENTITY},
                     timeout=self._timeout(total),
                 ) as response:
                     call.consume(response)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, LLMPoolError) as exc:
+                if cancel is not None and cancel.cancelled:  # whatever the cut socket raised, we cut it
+                    raise CallCancelled(f"call to {endpoint.id} cancelled: the job's other call answered first",
+                                        endpoint=endpoint.id) from exc
+                if isinstance(exc, LLMPoolError):
+                    raise
                 raise _translated(exc, deadline, endpoint.id, call) from exc
         return CallOutcome(call.completion, call.ttft, time.monotonic() - started)
 

@@ -150,21 +150,35 @@ class Registry:
 
     def recompute(self, settings: Settings, *, now: float) -> Selection:
         """Select from the current inputs and store it; a pin that no longer holds is cleared."""
-        inputs = [self.keys.endpoints(), self.keys.health(), self.keys.pin()]
+        # The selection is watched too, so of two passes that change it at once only one logs it.
+        inputs = [self.keys.endpoints(), self.keys.health(), self.keys.pin(), self.keys.selection()]
         with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(*inputs)
                     snap = self._decode(pipe.hgetall(inputs[0]), pipe.hgetall(inputs[1]),
-                                        pipe.get(inputs[2]), None)
+                                        pipe.get(inputs[2]), pipe.get(inputs[3]))
                     chosen = select(snap.endpoints, snap.health, snap.pin, settings, now=now)
                     pipe.multi()
                     pipe.set(self.keys.selection(), json.dumps(chosen.to_dict()))
                     if snap.pin and chosen.pinned is None:
-                        log.info("pin on %s dropped: it is gone or not healthy", snap.pin)
                         pipe.delete(self.keys.pin())
                     pipe.execute()
-                    return chosen
                 except redis.WatchError:
                     continue
+                if snap.pin and chosen.pinned is None:
+                    log.info("pin on %s dropped: it is gone or not healthy", snap.pin)
+                _log_change(snap.selection, chosen)
+                return chosen
 
+
+def _log_change(before: Selection | None, after: Selection) -> None:
+    """A new current LLM (or none) is logged once, by the pass that stored it."""
+    old = before.current.id if before and before.current else None
+    new = after.current.id if after.current else None
+    if old == new:
+        return
+    if after.current is None:  # jobs wait from now on: worth a warning
+        log.warning("selection: %s -> none (no LLM available)", old)
+    else:
+        log.info("selection: %s -> %s (%s)", old or "none", new, after.current.model_name)

@@ -19,6 +19,8 @@ from llmpool.conversations import ConversationStore
 from llmpool.endpoints import Endpoint
 from llmpool.gate import RedisGate
 from llmpool.groups import order_candidates
+from llmpool.hedge_pool import HedgePool, hedge_threads
+from llmpool.hedging import Hedging
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.leases import LeaseKeeper
@@ -55,6 +57,7 @@ class Resources:
     metrics: MetricsRecorder  # one pipelined write per job run or sweep pass
     gate: Gate | None = None
     in_flight: Callable[[list[str]], dict[str, int]] = _nothing_in_flight
+    hedging: Hedging | None = None  # None: AGENT_HEDGE_ENABLED is off
 
     def candidates(self, selection: Selection, job: ChatJob) -> list[Endpoint]:
         """The selection's endpoints in the order this job tries them (groups, stickiness, pin)."""
@@ -63,6 +66,8 @@ class Resources:
 
     def close(self) -> None:
         self.leases.stop()
+        if self.hedging is not None:
+            self.hedging.pool.close()
         self.http.close()
         self.probe_http.close()
         self.redis.close()
@@ -100,11 +105,13 @@ _current: Resources | None = None
 
 def _build(settings: Settings) -> Resources:
     keys = Keys(settings.agent_redis_prefix)
+    # Hedge threads call (HTTP) and admit and settle (Redis) beside the worker's own threads.
+    hedges = hedge_threads(settings.agent_worker_concurrency) if settings.agent_hedge_enabled else 0
     client = redis_client(
-        settings, max_connections=settings.agent_worker_concurrency + 8,
+        settings, max_connections=settings.agent_worker_concurrency + hedges + 8,
         health_check_interval=30, socket_connect_timeout=5, socket_timeout=10,
     )
-    http = make_http_client(settings)
+    http = make_http_client(settings, max_connections=max(settings.agent_worker_concurrency, 10) + hedges)
     registry = Registry(client, keys)
     admitter = Admitter(client, keys)
     jobs = JobStore(client, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
@@ -119,6 +126,7 @@ def _build(settings: Settings) -> Resources:
         registry=registry, selection_cache=SelectionCache(registry),
         metrics=MetricsRecorder(MetricsStore(client, keys)),
         gate=RedisGate(admitter, settings, leases=leases), in_flight=admitter.in_flight,
+        hedging=Hedging.from_settings(settings, HedgePool(hedges)) if hedges else None,
     )
 
 

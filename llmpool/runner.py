@@ -7,6 +7,8 @@ candidate at once, within the call budget and the deadline; a caller's error end
 charges nothing; when every candidate refused, the job is told when to come back (Refused).
 A shortage of our own (no free connection in this process's pool) charges nothing either, costs
 the job no call, and ends the run at once as a refusal: the job waits and runs again.
+With `hedging`, a call still without a token after its endpoint's hedge delay may be raced by the
+same request to the next candidate (llmpool.hedging); the first to stream wins.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from typing import Literal, Protocol
 from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     AllEndpointsFailed,
+    CallCancelled,
     JobExpired,
+    LLMPoolError,
     LocalShortage,
     NoLLMAvailable,
     RateLimited,
     Refused,
     RetryableError,
 )
+from llmpool.hedging import HedgedAttempt, Hedging, Race
+from llmpool.http_deadline import CallCancel
 from llmpool.jobs import EventPublisher
 from llmpool.llm_client import CallOutcome, LLMClient
 from llmpool.schemas import ChatJob, ChatResult, Timings, Usage
@@ -98,6 +104,7 @@ class RunReport:
     calls: int = 0
     failures: list[dict[str, object]] = field(default_factory=list)
     refusals: list[dict[str, object]] = field(default_factory=list)
+    hedges: list[dict[str, object]] = field(default_factory=list)  # llmpool.hedging.Race.record()
     failovers: list[str] = field(default_factory=list)  # endpoints that failed a call the job then moved on from
 
 
@@ -187,22 +194,84 @@ class _Run:
         self.report.refusals.append({"endpoint": endpoint.id, "reason": exc.code, "retry_after": SHORTAGE_WAIT})
         self.publisher.reset()
 
-    def _failed(self, endpoint: Endpoint, exc: RetryableError) -> None:
+    def _failed(self, endpoint: Endpoint, exc: RetryableError, *, reset: bool = True) -> None:
         log.warning("endpoint %s failed for job %s: %s", endpoint.id, self.job_id, exc.message)
         if isinstance(exc, RateLimited):
             self.gate.pause(endpoint, float(exc.details.get("retry_after") or DEFAULT_PAUSE))
         self.report.failures.append({"endpoint": endpoint.id, **exc.to_dict()})
-        self.publisher.reset()
+        if reset:  # a hedge's loser never published, and its winner may be streaming right now
+            self.publisher.reset()
+
+    # --- hedged calls (llmpool.hedging); the methods below are the race's RaceOps ---
+
+    def attempt_hedged(self, endpoint: Endpoint, backup: Endpoint, hedging: Hedging,
+                       max_calls: int) -> tuple[ChatResult | None, bool]:
+        """`attempt`, raced by a hedge to `backup` if it waits too long; True when the hedge used `backup` up."""
+        if self._budget() <= 0:
+            raise JobExpired("the job's deadline passed before an endpoint answered", failures=self.report.failures)
+        ticket = self.admit_call(endpoint)
+        if not ticket.allowed:
+            self.report.refusals.append({"endpoint": endpoint.id, "reason": ticket.reason,
+                                         "retry_after": ticket.retry_after})
+            return None, False
+        self.report.calls += 1
+        race = HedgedAttempt(self, endpoint, backup, pool=hedging.pool, delay=hedging.delay_for(ticket),
+                             may_hedge=lambda: self.report.calls < max_calls and self._budget() > 0,
+                             budget=self._budget()).run(ticket)
+        if race.hedge_sent:
+            self.report.calls += 1
+        if race.hedge != "not_needed":
+            self.report.hedges.append(race.record())
+        return self._race_result(endpoint, race), race.hedge_sent
+
+    def _race_result(self, endpoint: Endpoint, race: Race) -> ChatResult | None:
+        """The race's answer, or None to move on; raises what must end the job (or the run)."""
+        errors = [(leg, leg.end.error) for leg in race.legs if leg.end is not None and leg.end.error is not None]
+        crash = next((error for _, error in errors if not isinstance(error, LLMPoolError)), None)
+        if crash is not None:
+            raise crash
+        for leg, error in errors:
+            if isinstance(error, RetryableError):
+                self._failed(leg.endpoint, error, reset=leg.published)
+        if race.answer is not None and race.winner is not None:
+            return _result(race.answer, race.winner.endpoint, self.report.calls)
+        ours = (LocalShortage, CallCancelled, RetryableError)
+        caller_error = next((error for _, error in errors if not isinstance(error, ours)), None)
+        if caller_error is not None:
+            raise caller_error
+        first = race.legs[0].end
+        if first is not None and isinstance(first.error, LocalShortage):
+            self._short(endpoint, first.error)
+            raise _RunOut() from first.error
+        return None
+
+    def _budget(self) -> float:
+        return self.deadline - self.clock()
+
+    def admit_call(self, endpoint: Endpoint) -> Ticket:
+        return self.gate.admit(endpoint, self.job_id, tokens=self.reserved, budget=self._budget())
+
+    def make_call(self, endpoint: Endpoint, *, on_token: Callable[[str], None], cancel: CallCancel) -> CallOutcome:
+        return self.client.chat(endpoint, self.job, budget=self._budget(), on_token=on_token, cancel=cancel)
+
+    def settle_call(self, endpoint: Endpoint, ticket: Ticket, *, outcome: Outcome, used: int | None,
+                    started: float) -> None:
+        self.gate.settle(endpoint, self.job_id, ticket, outcome=outcome, reserved=self.reserved, used=used,
+                         duration=time.monotonic() - started)
+
+    def publish(self, text: str) -> None:
+        self.publisher.token(text)
 
 
 def run_chat(
     job: ChatJob, *, job_id: str, candidates: list[Endpoint], client: LLMClient, publisher: EventPublisher,
     deadline: float, max_calls: int, gate: Gate | None = None, max_tokens: int = 2048,
-    clock: Callable[[], float] = time.time, report: RunReport | None = None,
+    clock: Callable[[], float] = time.time, report: RunReport | None = None, hedging: Hedging | None = None,
 ) -> tuple[ChatResult, RunReport]:
     """Answer `job` from the first candidate that admits it and succeeds; `deadline` is unix time.
 
     `report`, when given, is filled in as the run goes, so the caller has it even when this raises.
+    `hedging`, when given, lets a call that waits too long be raced by the next candidate.
     """
     if not candidates:
         raise NoLLMAvailable("No LLM available: no endpoint is configured or selected")
@@ -210,19 +279,25 @@ def run_chat(
                deadline=deadline, clock=clock, reserved=estimate_tokens(job, job.max_tokens or max_tokens),
                report=report if report is not None else RunReport())
     failed_from: str | None = None  # the endpoint whose failure the next attempt moves away from
-    for endpoint in candidates:
-        if run.report.calls >= max_calls:
-            break
+    index = 0
+    while index < len(candidates) and run.report.calls < max_calls:
+        endpoint = candidates[index]
         if failed_from is not None:
             run.report.failovers.append(failed_from)
+            log.info("failover: job %s moves from %s to %s", job_id, failed_from, endpoint.id)
         failures = len(run.report.failures)
+        backup = candidates[index + 1] if index + 1 < len(candidates) else None
         try:
-            result = run.attempt(endpoint)
+            if hedging is not None and backup is not None:
+                result, backup_used = run.attempt_hedged(endpoint, backup, hedging, max_calls)
+            else:
+                result, backup_used = run.attempt(endpoint), False
         except _RunOut:
             break
         if result is not None:
             return result, run.report
         failed_from = endpoint.id if len(run.report.failures) > failures else None
+        index += 2 if backup_used else 1  # a hedge that was sent was the backup's call
     report = run.report
     if report.refusals and report.calls < max_calls:
         retry_after = min(float(r["retry_after"]) for r in report.refusals)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ Seconds = Annotated[float, Field(gt=0)]
 CommaList = Annotated[list[str], NoDecode]
 
 DEFAULT_PRIORITY_MODELS = ["llama-3.1-70b", "llama-3.1-8b", "mistral-7b", "falcon-7b"]
-SECRET_FIELDS = ("jwt_secret", "cloud_chat_ui_auth_token")
+SECRET_FIELDS = ("jwt_secret", "cloud_chat_ui_auth_token", "agent_flower_basic_auth")
 
 
 class EndpointLimits(BaseModel):
@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     # others (overridable per endpoint: "share" or "max_concurrency" in AGENT_ENDPOINT_LIMITS).
     agent_endpoint_share: Annotated[float, Field(gt=0, le=1)] = 0.5
 
+    # --- hedging (llmpool.hedging): a call with no first token after its endpoint's p95 TTFT
+    # sends the same request to the next candidate; the first to stream wins ---
+    agent_hedge_enabled: bool = True
+    # The shortest a call waits before it is hedged, whatever the endpoint's p95 (a fast endpoint's
+    # p95 is noise-sized: hedging sooner would double calls for nothing).
+    agent_hedge_min_delay: Seconds = 1
+
     # --- under load ---
     # Caps on one LLM answer: its whole body (JSON, or every byte of a stream) and one SSE line.
     agent_max_response_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
@@ -174,6 +181,13 @@ class Settings(BaseSettings):
     agent_redis_memory_warn: Annotated[float, Field(gt=0, le=1)] = 0.8
     # With REDIS_URL=sentinel://host:26379[;sentinel://host2:26379...]: the monitored master's name.
     agent_redis_master_name: Annotated[str, Field(min_length=1)] = "mymaster"
+
+    # --- observability: logs and Flower ---
+    # Every process's log lines: "human" (default) or "json" (one JSON object a line, for shippers).
+    agent_log_format: Literal["human", "json"] = "human"
+    # Flower's HTTP basic auth, "user:password": its UI and REST API open to these credentials only
+    # (Flower 2 answers 401 on its REST API without auth). A secret: never logged, never in argv.
+    agent_flower_basic_auth: SecretStr | None = None
 
     @field_validator("agent_priority_models", "agent_openai_servers", "agent_ollama_servers",
                      mode="before")
@@ -197,9 +211,27 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("agent_log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("agent_flower_basic_auth")
+    @classmethod
+    def _user_colon_password(cls, value: SecretStr | None) -> SecretStr | None:
+        # The messages never repeat the value: it is a password.
+        if value is None:
+            return value
+        user, sep, password = value.get_secret_value().partition(":")
+        if not (sep and user.strip() and password):
+            raise ValueError("must be user:password, both non-empty")
+        if "," in value.get_secret_value():
+            raise ValueError("may not contain a comma (Flower splits its basic auth option on commas)")
+        return value
+
     @field_validator(
         "jwt_secret", "cloud_chat_ui_auth_token", "cloud_chat_ui_url", "cloud_model_name",
-        "llm_container_name", mode="before",
+        "llm_container_name", "agent_flower_basic_auth", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:

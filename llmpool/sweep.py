@@ -46,10 +46,21 @@ def run_sweep(res: Resources, publish: Publish) -> dict[str, Any]:
             res.jobs.published(job.job_id)
             counts[job.why] = counts.get(job.why, 0) + 1
             handed_back.append((job.why, job.queue))
-            if job.why != "due":
-                log.warning("sweep: job %s handed back to %s (%s)", job.job_id, job.queue, job.why)
+            if job.why != "due":  # a run that died or a publish that was lost: the job's own line
+                log.info("sweep: job %s handed back to %s (%s)", job.job_id, job.queue, job.why,
+                         extra={"job_id": job.job_id})
         res.metrics.swept(handed_back)
+        _log_pass(counts)
         return {"recovered": counts, **res.jobs.counts()}
+
+
+def _log_pass(counts: dict[str, int]) -> None:
+    """One line per pass that handed anything back: WARNING when runs died or publishes were lost."""
+    if not counts:
+        return
+    level = logging.INFO if set(counts) == {"due"} else logging.WARNING
+    log.log(level, "sweep: %d jobs handed back (%s)", sum(counts.values()),
+            ", ".join(f"{why}: {n}" for why, n in sorted(counts.items())))
 
 
 class Sweeper:

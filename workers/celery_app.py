@@ -10,14 +10,14 @@ from celery import Celery
 
 from beat.schedule import beat_schedule
 from llmpool.settings import print_issues_report_once, settings_or_exit
-from workers import broker_safety
+from workers import broker_safety, logging_setup  # noqa: F401 - logging_setup connects Celery's setup_logging
 from workers.config import celery_config
 from workers.full_redis import FullRedisGuardStep
 from workers.pool_safety import ThreadPoolSafetyNet
 
 __all__ = ["app", "create_app"]
 
-TASK_MODULES = ["workers.chat_task", "workers.signals", "beat.tasks"]
+TASK_MODULES = ["workers.chat_task", "workers.signals", "workers.heartbeat", "beat.tasks"]
 
 
 def create_app() -> Celery:

@@ -28,6 +28,7 @@ from llmpool.errors import (
     error_from_dict,
 )
 from llmpool.jobs import Claim, EventPublisher
+from llmpool.logs import set_job_field
 from llmpool.metrics import RunFacts
 from llmpool.resources import Resources, current
 from llmpool.runner import RunReport, run_chat, wait_delay
@@ -124,6 +125,7 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
         if res.jobs.finish(job_id, "failed", too_many.to_dict()):
             res.metrics.run_ended(RunFacts(queue=queue_for(parsed.priority), ended="failed", error=too_many.code))
         raise too_many
+    set_job_field("attempt", claim.claim)  # the run number, on every line logged from here on
     publisher = res.jobs.publisher(job_id, stream_tokens=parsed.stream, claim=claim.claim)
     res.leases.hold(job_id, publisher)
     try:

@@ -1,11 +1,11 @@
 """Worker lifecycle hooks: clients per process, the sweeper and the deaf watch, the first discovery,
-heartbeats, the shutdown grace, and keeping answers out of the logs."""
+leaving the heartbeat set, the shutdown grace, and keeping answers out of the logs (heartbeats
+themselves: workers/heartbeat.py; the log configuration: workers/logging_setup.py)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from celery import signals
@@ -121,19 +121,6 @@ def _close(sender: Any = None, **_: Any) -> None:
     if res is not None and hostname:
         WorkerHeartbeats(res.redis, res.keys).forget(hostname)
     resources.close_resources()
-
-
-@signals.heartbeat_sent.connect
-def _heartbeat(sender: Any = None, **_: Any) -> None:
-    """Record this worker as alive; the API counts workers seen in the last few heartbeats."""
-    hostname = getattr(getattr(sender, "eventer", None), "hostname", None)
-    if not hostname:
-        return
-    res = resources.current()
-    try:
-        WorkerHeartbeats(res.redis, res.keys).beat(hostname, now=time.time())
-    except Exception as exc:  # a heartbeat must never take the worker down
-        log.warning("could not record heartbeat: %s", exc)
 
 
 class _HideChatResults(logging.Filter):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from llmpool.http_deadline import call_deadline, make_bounded_client
+from llmpool.http_deadline import CallCancel, call_deadline, make_bounded_client
 
 DRIP = 0.1  # seconds between the bytes a trickling server sends
 Behaviour = Callable[[socket.socket, threading.Event], None]
@@ -167,3 +167,33 @@ def test_the_deadline_is_per_thread(serve, client: httpx.Client) -> None:  # noq
         _read_all(client, slow.url)
     other.join(10)
     assert sum(read) >= 2
+
+
+def _cancel_after(cancel: CallCancel, seconds: float) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), cancel.cancel()))
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("behaviour", [silent, trickle_body], ids=["silent", "mid-body"])
+def test_a_cancel_from_another_thread_ends_a_blocked_call_and_closes_its_connection(
+    serve, client: httpx.Client, behaviour: Behaviour  # noqa: ANN001
+) -> None:
+    """A hedged call's loser: its read is woken at once (not at its 2 s read timeout), its socket shut."""
+    server = serve(behaviour)
+    cancel = CallCancel()
+    canceller = _cancel_after(cancel, 0.2)
+    with call_deadline(10, cancel=cancel) as deadline, pytest.raises(httpx.HTTPError) as cut:
+        _read_all(client, server.url)
+    canceller.join(5)
+    assert not isinstance(cut.value, httpx.TimeoutException) and not deadline.expired
+    assert cancel.cancelled
+
+
+def test_a_cancelled_call_sends_nothing_more_and_the_pool_still_works(serve, client: httpx.Client) -> None:  # noqa: ANN001
+    good = serve(answers)
+    cancel = CallCancel()
+    cancel.cancel()
+    with call_deadline(10, cancel=cancel), pytest.raises(httpx.HTTPError):
+        client.get(good.url)
+    assert client.get(good.url).text == "ok"  # the next call, on the same pool, is not touched
