@@ -35,6 +35,7 @@ from llmpool.hedging import HedgedAttempt, Hedging, Race
 from llmpool.http_deadline import CallCancel
 from llmpool.jobs import EventPublisher
 from llmpool.llm_client import CallOutcome, LLMClient
+from llmpool.logs import set_job_field
 from llmpool.schemas import ChatJob, ChatResult, Timings, Usage
 
 __all__ = ["run_chat", "RunReport", "wait_delay", "Gate", "OpenGate", "Ticket", "Outcome", "estimate_tokens"]
@@ -74,6 +75,8 @@ class Gate(Protocol):
 
     def pause(self, endpoint: Endpoint, seconds: float) -> None: ...
 
+    def first_token(self, endpoint: Endpoint, job_id: str, seconds: float) -> None: ...
+
 
 @dataclass(frozen=True)
 class _Open:
@@ -94,6 +97,9 @@ class OpenGate:
         return None
 
     def pause(self, endpoint: Endpoint, seconds: float) -> None:
+        return None
+
+    def first_token(self, endpoint: Endpoint, job_id: str, seconds: float) -> None:
         return None
 
 
@@ -151,13 +157,30 @@ class _Run:
     clock: Callable[[], float]
     reserved: int
     report: RunReport = field(default_factory=RunReport)
+    candidates: list[Endpoint] = field(default_factory=list)
+    max_calls: int = 1
+    _tickets: dict[str, Ticket] = field(default_factory=dict)  # endpoint id -> its call's admission
+
+    def call_options(self, endpoint: Endpoint) -> dict[str, Any]:
+        """The first-token bound and sink of a call to `endpoint` (llmpool.ttft).
+
+        The endpoint's adaptive first-token timeout holds only while the job has somewhere to fail
+        over to (a later candidate and a call left): with nowhere to go, waiting up to
+        AGENT_FIRST_TOKEN_TIMEOUT beats failing the job early.
+        """
+        later = endpoint in self.candidates and self.candidates[-1] is not endpoint
+        ticket = self._tickets.get(endpoint.id)
+        wait = getattr(ticket, "first_token_timeout", None) if later and self.report.calls < self.max_calls else None
+        return {"first_token_timeout": wait,
+                "on_first_token": lambda seconds: self.gate.first_token(endpoint, self.job_id, seconds)}
 
     def attempt(self, endpoint: Endpoint) -> ChatResult | None:
         """One candidate: None when it refused or failed retryably (the caller moves on)."""
         budget = self.deadline - self.clock()
         if budget <= 0:
             raise JobExpired("the job's deadline passed before an endpoint answered", failures=self.report.failures)
-        ticket = self.gate.admit(endpoint, self.job_id, tokens=self.reserved, budget=budget)
+        set_job_field("endpoint", endpoint.id)  # every line from here on names the endpoint called
+        ticket = self.admit_call(endpoint)
         if not ticket.allowed:
             self.report.refusals.append({"endpoint": endpoint.id, "reason": ticket.reason,
                                          "retry_after": ticket.retry_after})
@@ -166,7 +189,8 @@ class _Run:
         started = time.monotonic()
         settle = self._settler(endpoint, ticket, started)
         try:
-            outcome = self.client.chat(endpoint, self.job, budget=budget, on_token=self.publisher.token)
+            outcome = self.client.chat(endpoint, self.job, budget=budget, on_token=self.publisher.token,
+                                       **self.call_options(endpoint))
         except RetryableError as exc:
             settle("failure", None)
             self._failed(endpoint, exc)
@@ -249,10 +273,13 @@ class _Run:
         return self.deadline - self.clock()
 
     def admit_call(self, endpoint: Endpoint) -> Ticket:
-        return self.gate.admit(endpoint, self.job_id, tokens=self.reserved, budget=self._budget())
+        ticket = self.gate.admit(endpoint, self.job_id, tokens=self.reserved, budget=self._budget())
+        self._tickets[endpoint.id] = ticket
+        return ticket
 
     def make_call(self, endpoint: Endpoint, *, on_token: Callable[[str], None], cancel: CallCancel) -> CallOutcome:
-        return self.client.chat(endpoint, self.job, budget=self._budget(), on_token=on_token, cancel=cancel)
+        return self.client.chat(endpoint, self.job, budget=self._budget(), on_token=on_token, cancel=cancel,
+                                **self.call_options(endpoint))
 
     def settle_call(self, endpoint: Endpoint, ticket: Ticket, *, outcome: Outcome, used: int | None,
                     started: float) -> None:
@@ -277,7 +304,7 @@ def run_chat(
         raise NoLLMAvailable("No LLM available: no endpoint is configured or selected")
     run = _Run(job=job, job_id=job_id, client=client, gate=gate or OpenGate(), publisher=publisher,
                deadline=deadline, clock=clock, reserved=estimate_tokens(job, job.max_tokens or max_tokens),
-               report=report if report is not None else RunReport())
+               report=report if report is not None else RunReport(), candidates=candidates, max_calls=max_calls)
     failed_from: str | None = None  # the endpoint whose failure the next attempt moves away from
     index = 0
     while index < len(candidates) and run.report.calls < max_calls:
