@@ -84,7 +84,8 @@ def _history(report: RunReport) -> list[dict[str, Any]]:
                "message": f.get("message")} for f in report.failures]
     refused = [{"event": "refused", "at": now, "endpoint": r.get("endpoint"), "reason": r.get("reason")}
                for r in report.refusals]
-    return failed + refused
+    hedged = [{"at": now, **h} for h in report.hedges]
+    return failed + refused + hedged
 
 
 def _delivered_queue(task: ChatTask) -> str:
@@ -187,7 +188,7 @@ def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Ev
     result, _ = run_chat(
         _messages_with_memory(job, res), job_id=job_id, candidates=res.candidates(selection, job),
         client=res.llm, publisher=publisher, deadline=deadline, gate=res.gate, max_calls=calls_left,
-        report=report,
+        report=report, hedging=res.hedging,
     )
     if claim.started_at and claim.created_at:
         result.timings.queued = max(0.0, claim.started_at - claim.created_at)
