@@ -56,7 +56,7 @@ def compose_config(tmp: Path, profile: list[str], **shell: str) -> subprocess.Co
     )
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "demo"], ["--profile", "ha"]])
+@pytest.mark.parametrize("profile", [[], ["--profile", "demo"], ["--profile", "ha"], ["--profile", "monitoring"]])
 def test_docker_compose_accepts_it(tmp_path: Path, profile: list[str]):
     result = compose_config(tmp_path, profile)
     assert result.returncode == 0, result.stderr
@@ -162,9 +162,11 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ser
     assert config.returncode == 0, config.stderr
     resolved = yaml.safe_load(config.stdout)["services"]
     with RedisServer(data_dir=tmp / "redis") as server:
-        # docker-compose 1.29's `config` lists every profile's services: the `ha` profile's are Redis's own.
+        # docker-compose 1.29's `config` lists every profile's services: the `ha` profile's are Redis's own,
+        # the `monitoring` profile's are Prometheus and Grafana images, not llmpool commands.
+        others = {"ha", "monitoring"}
         running = {name: Service(name, spec, tmp=tmp, redis_url=server.url, ports={MOCK_LLM_PORT: mock_port})
-                   for name, spec in resolved.items() if name != "redis" and "ha" not in spec.get("profiles", [])}
+                   for name, spec in resolved.items() if name != "redis" and not others & set(spec.get("profiles", []))}
         try:
             for service in running.values():
                 service.process.start()

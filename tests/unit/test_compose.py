@@ -29,6 +29,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 LLMPOOL_SERVICES = ("worker", "control", "beat", "api", "flower")
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 HA_SERVICES = ("redis-replica", *SENTINELS)
+MONITORING_SERVICES = ("prometheus", "grafana")
 SENTINEL_URL = "sentinel://sentinel-1:26379;sentinel://sentinel-2:26379;sentinel://sentinel-3:26379"
 QUEUES = "control,chat.high,chat.default,chat.low"
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|KEY", re.IGNORECASE)
@@ -48,7 +49,7 @@ def argv(service: dict[str, Any]) -> list[str]:
 
 
 def test_the_services(compose: dict[str, Any]):
-    assert set(compose["services"]) == {"redis", *LLMPOOL_SERVICES, "mock-llm", *HA_SERVICES}
+    assert set(compose["services"]) == {"redis", *LLMPOOL_SERVICES, "mock-llm", *HA_SERVICES, *MONITORING_SERVICES}
 
 
 def test_redis_is_durable_and_never_evicts(compose: dict[str, Any]):
@@ -63,7 +64,8 @@ def test_redis_is_durable_and_never_evicts(compose: dict[str, Any]):
     assert "redis-cli" in redis["healthcheck"]["test"]
 
 
-@pytest.mark.parametrize("name", ["redis", "worker", "control", "api", "flower", "mock-llm", *HA_SERVICES])
+@pytest.mark.parametrize("name", ["redis", "worker", "control", "api", "flower", "mock-llm", *HA_SERVICES,
+                                  *MONITORING_SERVICES])
 def test_every_service_but_beat_has_a_healthcheck(compose: dict[str, Any], name: str):
     assert compose["services"][name]["healthcheck"]["test"]
 
@@ -115,7 +117,8 @@ def test_ports(compose: dict[str, Any]):
 def test_mock_llm_only_in_the_demo_profile(compose: dict[str, Any]):
     services = compose["services"]
     assert services["mock-llm"]["profiles"] == ["demo"]
-    assert all("profiles" not in s for n, s in services.items() if n not in ("mock-llm", *HA_SERVICES))
+    profiled = ("mock-llm", *HA_SERVICES, *MONITORING_SERVICES)
+    assert all("profiles" not in s for n, s in services.items() if n not in profiled)
     command = argv(services["mock-llm"])
     assert command[:2] == ["llmpool", "mock-llm"]
     assert command[command.index("--port") + 1] == "7000"
@@ -147,6 +150,36 @@ def test_the_ha_profile_is_a_replica_and_three_sentinels_watching_redis(compose:
     # The URL the README and the file's header give names exactly these Sentinels on their port.
     assert SENTINEL_URL in (ROOT / "README.md").read_text() and SENTINEL_URL in COMPOSE.read_text()
     assert load_settings(redis_url=SENTINEL_URL).redis_url == SENTINEL_URL
+
+
+def test_the_monitoring_profile_scrapes_the_api_and_provisions_the_dashboard(compose: dict[str, Any]):
+    services = compose["services"]
+    assert all(services[name]["profiles"] == ["monitoring"] for name in MONITORING_SERVICES)
+    for name in MONITORING_SERVICES:  # on the host's loopback only: Grafana lets anonymous viewers in
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name]["ports"]), name
+    mounts = {name: dict(_mount(v) for v in services[name]["volumes"] if v.startswith("./"))
+              for name in MONITORING_SERVICES}
+    prometheus = argv(services["prometheus"])
+    config_path = next(a.split("=", 1)[1] for a in prometheus if a.startswith("--config.file="))
+    config = yaml.safe_load((ROOT / mounts["prometheus"][config_path]).read_text())
+    targets = {job["job_name"]: (job.get("metrics_path", "/metrics"), job["static_configs"][0]["targets"])
+               for job in config["scrape_configs"]}
+    assert targets["llmpool"] == ("/metrics", ["api:8080"])  # the API's port inside the compose network
+    assert "api" in services["prometheus"]["depends_on"]
+    provisioning = ROOT / mounts["grafana"]["/etc/grafana/provisioning"]
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090" and datasource["uid"] == "llmpool-prometheus"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "llmpool.yml").read_text())["providers"]
+    dashboards = ROOT / mounts["grafana"][provider["options"]["path"]]
+    assert (dashboards / "llmpool.json").is_file()  # what tests/unit/test_dashboard.py checks
+    home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/llmpool.json"
+
+
+def _mount(volume: str) -> tuple[str, str]:
+    """A bind mount `./host:/container[:ro]` as (container path, host path relative to the repo)."""
+    host, container = volume.split(":")[:2]
+    return container, host
 
 
 def test_no_secret_value_is_hard_coded(compose: dict[str, Any]):
