@@ -26,10 +26,13 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
+    import time
 
     import redis
 
     from llmpool.admission import Admitter
+    from llmpool.heartbeats import ALIVE_FOR, WorkerHeartbeats, by_host
+    from llmpool.hosts_view import render_hosts
     from llmpool.keys import Keys
     from llmpool.redis_conn import redacted_url, redis_client
     from llmpool.registry import Registry
@@ -42,12 +45,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         snap = Registry(client, keys).snapshot()
         breakers = Admitter(client, keys).stats(list(snap.records))
+        heartbeats = WorkerHeartbeats(client, keys)
+        pipe = client.pipeline(transaction=False)
+        heartbeats.alive_names(pipe, since=time.time() - ALIVE_FOR)
+        hosts = by_host(heartbeats.figures(pipe.execute()[0]))
     except redis.RedisError as exc:
         print(f"llmpool: cannot read the registry at {redacted_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
     rows = endpoint_rows(snap, checks_enabled=settings.agent_health_check_enabled, breakers=breakers)
+    if args.workers:
+        print(json.dumps(hosts, indent=2) if args.json else render_hosts(hosts))
+        return 0
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -57,6 +67,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if snap.pin:
         print(f"pinned:   {snap.pin}")
     print(render_table(rows) if rows else "no endpoints registered yet")
+    print(f"\nworkers heard from in the last {ALIVE_FOR:.0f} s:\n{render_hosts(hosts)}")
     return 0
 
 
@@ -92,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmpool", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    status = sub.add_parser("status", help="the endpoint registry and selection as a table")
+    status = sub.add_parser("status", help="the endpoint registry and selection, and live workers per host")
     status.add_argument("--json", action="store_true", help="print the rows as JSON")
+    status.add_argument("--workers", action="store_true",
+                        help="only the live workers per host, with their host's figures")
     status.set_defaults(func=_cmd_status)
     check = sub.add_parser("check-config", help="validate settings and print the issues report")
     check.set_defaults(func=_cmd_check_config)

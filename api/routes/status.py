@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
-from llmpool.heartbeats import WorkerHeartbeats
+from llmpool.heartbeats import ALIVE_FOR, WorkerHeartbeats, by_host
 from llmpool.redis_memory import parse_memory
 from llmpool.registry import Snapshot
 from llmpool.schemas import QUEUES
@@ -17,21 +17,23 @@ from llmpool.status_view import current_llm, discovery_summary, effective_curren
 
 router = APIRouter()
 
-WORKER_ALIVE_SECONDS = 10.0  # five missed heartbeats (Celery sends one every 2 s)
 WAITING_MESSAGE = "Agent server is running but waiting for LLM"
 
 
 def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
-    """The registry, breakers, worker count, queue depths and Redis memory, in three round trips."""
+    """The registry, breakers, live workers with their figures, queue depths and Redis memory, in
+    four round trips."""
     snap = state.registry.snapshot()
     breakers = state.admitter.stats(list(snap.records))
+    heartbeats = WorkerHeartbeats(state.redis, state.keys)
     pipe = state.redis.pipeline(transaction=False)
-    WorkerHeartbeats(state.redis, state.keys).count_alive(pipe, since=time.time() - WORKER_ALIVE_SECONDS)
+    heartbeats.alive_names(pipe, since=time.time() - ALIVE_FOR)
     for queue in QUEUES:
         pipe.llen(state.keys.celery_queue(queue))
     pipe.info("memory")
-    workers, *depths, memory = pipe.execute()
-    return snap, {"workers": int(workers), "queues": dict(zip(QUEUES, map(int, depths), strict=True)),
+    names, *depths, memory = pipe.execute()
+    return snap, {"workers": len(names), "hosts": by_host(heartbeats.figures(names)),
+                  "queues": dict(zip(QUEUES, map(int, depths), strict=True)),
                   "redis_memory": parse_memory(memory, warn_at=state.settings.agent_redis_memory_warn).to_dict(),
                   "breakers": breakers}
 
@@ -67,7 +69,7 @@ async def root(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, Any]
             "health_monitoring": _monitoring(state, snap), "discovery_summary": discovery_summary(rows)}
 
 
-@router.get("/status", summary="Selection, endpoints and health, configuration (redacted), workers, queues.")
+@router.get("/status", summary="Selection, endpoints and health, configuration (redacted), workers per host, queues.")
 async def status(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, Any]:
     snap, live = await run_in_threadpool(_read, state)
     selection = snap.selection
