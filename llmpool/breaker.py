@@ -3,7 +3,9 @@
 The transitions themselves are Lua (`llmpool/lua/admit.lua` permits, `settle.lua` moves the
 state), so no worker ever read-modify-writes a breaker. The hash holds `state` (closed | open;
 half-open is open with its wait elapsed), `consecutive`, `opened_at`, `open_wait`, `trips`,
-`width` (seconds per window bucket) and ten buckets `w0`..`w9` = "bucket:calls:failures".
+`width` (seconds per window bucket) and ten buckets `w0`..`w9` = "bucket:calls:failures"; and,
+for hung endpoints (llmpool.ttft), `opened_by` (failures | suspect, while open), `suspicions`
+(times admission suspected it) and `failed_trials` (since it last closed).
 """
 
 from __future__ import annotations
@@ -72,4 +74,6 @@ def breaker_stats(fields: dict[str, str], *, now: float, trial_left: float) -> d
         "success_rate": (calls - failures) / calls if calls else 1.0, "retry_in": retry_in,
         "open_wait": float(fields.get("open_wait", 0.0)),
         "consecutive_failures": int(fields.get("consecutive", 0)), "trial_in_flight": trial_left > 0,
+        "suspect": state != "closed" and fields.get("opened_by") == "suspect",
+        "suspicions": int(fields.get("suspicions", 0)), "failed_trials": int(fields.get("failed_trials", 0)),
     }

@@ -2,19 +2,25 @@
 
 Admission and settlement are one Lua call each (llmpool.admission). A call's concurrency lease is
 short (AGENT_JOB_LEASE) and renewed by the process's LeaseKeeper while the call runs, so a killed
-worker's slot comes back within a lease, not after the longest call it could have made.
+worker's slot comes back within a lease, not after the longest call it could have made. A call's
+first token is one more (`first_token`): it ends the call's wait (suspicion reads the waits) and
+adds its TTFT to the endpoint's histogram (llmpool.ttft).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+
+import redis
 
 from llmpool.admission import Admission, Admitter, breaker_config, limits_for
 from llmpool.endpoints import Endpoint
 from llmpool.leases import LeaseKeeper
 from llmpool.runner import Outcome, Ticket
 from llmpool.settings import Settings
+from llmpool.ttft import ttft_config
 
 __all__ = ["RedisGate"]
 
@@ -28,11 +34,14 @@ class RedisGate:
     is offered again at its rank and the first job to reach it takes the fleet-wide trial.
     """
 
-    def __init__(self, admitter: Admitter, settings: Settings, *, leases: LeaseKeeper | None = None) -> None:
+    def __init__(self, admitter: Admitter, settings: Settings, *, leases: LeaseKeeper | None = None,
+                 fleet_slots: Callable[[], int] | None = None) -> None:
         self.admitter = admitter
         self.settings = settings
         self.leases = leases
         self.breaker = breaker_config(settings)
+        self.ttft = ttft_config(settings)
+        self.fleet_slots = fleet_slots or (lambda: 0)  # the base of the concurrency share (llmpool.share)
         self._open_until: dict[str, float] = {}  # endpoint id -> monotonic time its wait ends
 
     def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Admission:
@@ -42,26 +51,51 @@ class RedisGate:
         lease = min(budget, self.settings.agent_request_timeout) + self.settings.agent_lease_margin
         if self.leases is not None:  # renewed while the call runs
             lease = min(lease, self.leases.lease)
-        ticket = self.admitter.admit(endpoint.id, job_id, tokens=tokens, limits=limits_for(endpoint, self.settings),
-                                     breaker=self.breaker, lease=lease)
+        limits = limits_for(endpoint, self.settings, fleet_slots=self.fleet_slots())
+        ticket = self.admitter.admit(endpoint.id, job_id, tokens=tokens, limits=limits, breaker=self.breaker,
+                                     lease=lease, ttft=self.ttft)
         if ticket.allowed and self.leases is not None:
             self.leases.hold_call(endpoint.id, job_id)
-        if ticket.reason == "open":
+        if ticket.trial:  # one caller fleet-wide gets the trial: this line is the half-open transition
+            log.info("breaker of %s half-open: job %s makes the trial call", endpoint.id, job_id)
+        if ticket.reason == "suspect":  # once per process and open wait: later admits stop at the cache
+            log.warning("%s is suspected of hanging (a call waits for its first token far past its usual "
+                        "time, and nothing else on it moves): no new calls for %.1fs, then one trial",
+                        endpoint.id, ticket.retry_after)
+        if ticket.reason in ("open", "suspect"):
             self._open_until[endpoint.id] = time.monotonic() + ticket.retry_after
         return ticket
+
+    def first_token(self, endpoint: Endpoint, job_id: str, seconds: float) -> None:
+        """The call's first token came after `seconds`: its wait ends, its TTFT joins the endpoint's."""
+        try:
+            self.admitter.first_token(endpoint.id, job_id, seconds, ttft=self.ttft)
+        except redis.RedisError as exc:  # a lost sample must not cost the answer that is streaming in
+            log.warning("could not record the first token of %s on %s: %s", job_id, endpoint.id, exc)
 
     def settle(self, endpoint: Endpoint, job_id: str, ticket: Ticket, *, outcome: Outcome, reserved: int,
                used: int | None, duration: float) -> None:
         if self.leases is not None:
             self.leases.drop_call(endpoint.id, job_id)
-        state = self.admitter.settle(endpoint.id, job_id, outcome=outcome, trial=ticket.trial,
-                                     reserved_tokens=reserved, used_tokens=used, duration=duration,
-                                     limits=limits_for(endpoint, self.settings), breaker=self.breaker)
-        if state == "open" and outcome == "failure":
-            log.warning("breaker of %s is open: traffic moves to the next endpoint", endpoint.id)
+        settled = self.admitter.settle_call(endpoint.id, job_id, outcome=outcome, trial=ticket.trial,
+                                            reserved_tokens=reserved, used_tokens=used, duration=duration,
+                                            limits=limits_for(endpoint, self.settings), breaker=self.breaker,
+                                            ttft=self.ttft)
+        _log_transition(endpoint, settled.transition)
+        if settled.state == "open" and outcome == "failure":
             # The base wait never outlasts the real one (which may have doubled); after it, Redis decides.
             self._open_until[endpoint.id] = time.monotonic() + self.breaker.open_wait
 
     def pause(self, endpoint: Endpoint, seconds: float) -> None:
         log.info("endpoint %s answered 429: paused %.1fs for every worker", endpoint.id, seconds)
         self.admitter.pause(endpoint.id, seconds)
+
+
+def _log_transition(endpoint: Endpoint, transition: str) -> None:
+    """Each breaker transition once, fleet-wide: settle.lua names it to the one call that made it."""
+    if transition == "opened":
+        log.warning("breaker of %s opened: traffic moves to the next endpoint", endpoint.id)
+    elif transition == "reopened":
+        log.warning("breaker of %s open again: its trial call failed", endpoint.id)
+    elif transition == "closed":
+        log.info("breaker of %s closed: its trial call succeeded", endpoint.id)

@@ -1,7 +1,9 @@
 """One chat call to one endpoint over a pooled httpx client, every failure translated.
 
 The threads pool has no task time limits, so these bounds are the only guard on a call:
-connect, first token (the read timeout until output starts, and the longest silence after), the
+connect, first token (the read timeout until output starts, and the longest silence after; a
+caller may hold the first token to a shorter wait of its own, the endpoint's adaptive timeout
+from llmpool.ttft, which ends the call as FirstTokenTimeout), the
 total (a wall-clock deadline on every socket operation, llmpool.http_deadline: a server that
 trickles or streams forever is cut at it, a few milliseconds late at most), and the size of the
 answer (AGENT_MAX_RESPONSE_BYTES in all, AGENT_MAX_LINE_BYTES per SSE line; reading stops there).
@@ -50,6 +52,7 @@ IDENTITY = {"Accept-Encoding": "identity"}
 CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens",
                  "prompt is too long", "context window")
 TokenSink = Callable[[str], None]
+FirstTokenSink = Callable[[float], None]  # told the TTFT, in seconds, when output starts
 
 
 @dataclass
@@ -160,10 +163,13 @@ class LLMClient:
     def chat(
         self, endpoint: Endpoint, job: ChatJob, *, stream: bool = True,
         budget: float | None = None, on_token: TokenSink | None = None, cancel: CallCancel | None = None,
+        first_token_timeout: float | None = None, on_first_token: FirstTokenSink | None = None,
     ) -> CallOutcome:
         """Run one completion on `endpoint` within `budget` seconds (default: the request timeout).
 
         `cancel`, when given, lets another thread end the call at once (CallCancelled).
+        `first_token_timeout`, when shorter than the budget, ends a call with no output by then
+        (FirstTokenTimeout); `on_first_token` is told the TTFT when output starts.
         """
         total = min(budget or self.settings.agent_request_timeout, self.settings.agent_request_timeout)
         if total <= 0:
@@ -172,8 +178,9 @@ class LLMClient:
         started = time.monotonic()
         call = _Call(endpoint.id, started=started, total=total, on_token=on_token,
                      max_bytes=self.settings.agent_max_response_bytes,
-                     max_line=self.settings.agent_max_line_bytes)
+                     max_line=self.settings.agent_max_line_bytes, on_first_token=on_first_token)
         with call_deadline(total, cancel=cancel) as deadline:
+            call.hold_first_token(deadline, first_token_timeout)
             try:
                 with self.http.stream(
                     "POST", request.url, json=request.body, headers={**request.headers, **IDENTITY},
@@ -214,18 +221,36 @@ class _Call:
     """The reading side of one call: status check, then JSON or SSE, within its deadline and caps."""
 
     def __init__(self, endpoint_id: str, *, started: float, total: float, on_token: TokenSink | None,
-                 max_bytes: int, max_line: int) -> None:
+                 max_bytes: int, max_line: int, on_first_token: FirstTokenSink | None = None) -> None:
         self.endpoint_id = endpoint_id
         self.started = started
         self.total = total
         self.deadline = started + total
         self.on_token = on_token
+        self.on_first_token = on_first_token
         self.max_bytes = max_bytes
         self.max_line = max_line
         self.completion = Completion()
         self.ttft: float | None = None
+        self.first_token_wait: float | None = None  # a first-token bound shorter than the total
+        self._held: CallDeadline | None = None  # the socket deadline, pulled in until the first token
 
-    def timed_out(self) -> RequestTimeout:
+    def hold_first_token(self, deadline: CallDeadline, seconds: float | None) -> None:
+        """Until output starts, every socket operation ends `seconds` after the start, not at the total."""
+        if seconds is not None and 0 < seconds < self.total:
+            self.first_token_wait = seconds
+            self._held = deadline
+            deadline.at = min(deadline.at, self.started + seconds)
+
+    def _no_first_token_yet(self) -> bool:
+        return (self.ttft is None and self.first_token_wait is not None
+                and time.monotonic() >= self.started + self.first_token_wait)
+
+    def timed_out(self) -> EndpointTimeout:
+        if self._no_first_token_yet():
+            return FirstTokenTimeout(f"{self.endpoint_id} sent no token in {self.first_token_wait:.3g}s "
+                                     f"(its first-token timeout, from its recent TTFTs)",
+                                     endpoint=self.endpoint_id, tokens_sent=0, timeout=self.first_token_wait)
         return RequestTimeout(f"{self.endpoint_id} exceeded the request timeout ({self.total:g}s)",
                               endpoint=self.endpoint_id, tokens_sent=self.completion.pieces)
 
@@ -245,7 +270,7 @@ class _Call:
         """The body's chunks while within the deadline and AGENT_MAX_RESPONSE_BYTES."""
         budget = ByteBudget(self.max_bytes)
         for chunk in chunks:
-            if time.monotonic() > self.deadline:
+            if time.monotonic() > self.deadline or self._no_first_token_yet():  # keep-alives are no token
                 raise self.timed_out()
             budget.spend(len(chunk))
             yield chunk
@@ -279,5 +304,9 @@ class _Call:
     def _mark_output(self, text: str) -> None:
         if self.ttft is None:
             self.ttft = time.monotonic() - self.started
+            if self._held is not None:  # output started: from now on only the total bounds the call
+                self._held.at = self.deadline
+            if self.on_first_token is not None:
+                self.on_first_token(self.ttft)
         if text and self.on_token is not None:
             self.on_token(text)

@@ -30,7 +30,7 @@ from typing import Any
 from llmpool.settings import Settings
 
 __all__ = ["BASE", "RATIO", "BUCKETS", "TtftConfig", "TtftSummary", "ttft_config", "bucket_of", "bucket_bound",
-           "percentile", "first_token_timeout", "suspect_after", "hedge_after"]
+           "percentile", "first_token_timeout", "suspect_after", "hedge_after", "ttft_figures"]
 
 BASE = 0.005  # seconds: the first bucket's upper bound
 RATIO = 1.25  # each bucket's bound is 25% above the one before
@@ -136,3 +136,17 @@ def suspect_after(summary: TtftSummary, config: TtftConfig) -> float:
 def hedge_after(summary: TtftSummary, config: TtftConfig) -> float | None:
     """The endpoint's p95 TTFT, which a hedged job waits out before hedging; None while cold."""
     return summary.p95 if summary.warm(config) else None
+
+
+def ttft_figures(summary: TtftSummary, config: TtftConfig, *, now: float, awaiting: int,
+                 oldest_started: float | None) -> dict[str, Any]:
+    """One endpoint's TTFT figures for /status, `llmpool status` and a metrics exporter (plain numbers)."""
+    return {
+        "samples": summary.samples, "warm": summary.warm(config),
+        "p50": summary.p50, "p95": summary.p95, "p99": summary.p99,
+        "first_token_timeout": first_token_timeout(summary, config), "suspect_after": suspect_after(summary, config),
+        "hedge_after": hedge_after(summary, config),
+        "awaiting_first_token": awaiting,  # calls in flight with no token yet
+        "longest_wait": max(0.0, now - oldest_started) if oldest_started is not None else 0.0,
+        "since_progress": max(0.0, now - summary.progress_at) if summary.progress_at is not None else None,
+    }

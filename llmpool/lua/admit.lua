@@ -1,17 +1,21 @@
--- Admit one call to an endpoint: breaker permit + pause + concurrency lease + GCRA rpm + GCRA tpm.
--- Every part is checked before anything is written, so a refusal takes nothing (no trial, no
--- lease, no rate token); the only write on a refusal is dropping leases that already expired.
--- KEYS: breaker hash, trial, leases zset, rate rpm, rate tpm, pause.
+-- Admit one call to an endpoint: suspicion + breaker permit + pause + concurrency lease + GCRA
+-- rpm + GCRA tpm. Every part is checked before anything is written, so a refusal takes nothing
+-- (no trial, no lease, no rate token); the only writes on a refusal are dropping leases (and
+-- awaiting marks) that already expired, and opening the breaker of an endpoint found suspect.
+-- KEYS: breaker hash, trial, leases zset, rate rpm, rate tpm, pause, awaiting zset, ttft hash.
 -- ARGV: job id, tokens, lease s, max concurrency, rpm, tpm, burst (requests), burst (tokens),
---       period s, trial lease s, poll cap s, max failures.
--- Returns {allowed 0|1, trial 0|1, reason, retry_after}; retry_after is a string (Lua numbers
--- become integers in replies).
+--       period s, trial lease s, poll cap s, max failures, suspect factor, suspect floor s,
+--       suspect max s, suspect wait s, ttft min samples, breaker ttl s.
+-- Returns {allowed 0|1, trial 0|1, reason, retry_after, ttft samples, p95, p99, failed trials};
+-- numbers are strings (Lua numbers become integers in replies), '' when unknown.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local job, tokens, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local cap, rpm, tpm = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local burst, token_burst, period = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local trial_lease, poll_cap, max_failures = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local suspect_factor, suspect_floor, suspect_max = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local suspect_wait, min_samples, breaker_ttl = tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18]
 -- Lua's default number formatting keeps 14 digits (0.1 ms of an epoch time): keep microseconds.
 local function fmt(x) return string.format('%.6f', x) end
 
@@ -21,14 +25,47 @@ local function refuse(why, seconds)
   wait = math.max(wait, seconds)  -- the call passes only once every part would pass
 end
 
+-- Leases of dead workers expire here; a job re-admitted keeps its one member.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now))
+
+-- Suspicion: a call that has waited longer than the endpoint's usual first token (suspect factor
+-- x its p99, within floor..max; the max while it has fewer than min_samples TTFTs), while nothing
+-- on the endpoint made progress (a first token, an answer, or the server's own load signal in
+-- `progress_at`) for as long, means the server hangs, not that it is slow: a slow server under
+-- load still answers someone. The breaker opens for suspect_wait, and then one trial decides.
+local h = redis.call('HMGET', KEYS[8], 'samples', 'p95', 'p99', 'progress_at')
+local samples = tonumber(h[1] or '0') or 0
+local warm = samples >= min_samples and h[3]
+local function suspected()
+  local after = suspect_max
+  if warm then after = math.min(math.max(suspect_factor * tonumber(h[3]), suspect_floor), suspect_max) end
+  if now - tonumber(h[4] or '0') <= after then return false end
+  for _ = 1, 8 do  -- the oldest call still waiting, skipping marks whose lease is gone (a dead worker's)
+    local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
+    if #oldest == 0 then return false end
+    local expiry = redis.call('ZSCORE', KEYS[3], oldest[1])
+    if expiry then return now - tonumber(oldest[2]) > after end
+    redis.call('ZREM', KEYS[7], oldest[1])
+  end
+  return false
+end
+
 -- Breaker: open denies until opened_at + open_wait; then exactly one holder of the trial key.
 local trial = false
-local b = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'open_wait', 'consecutive')
+local b = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'open_wait', 'consecutive', 'opened_by',
+                     'failed_trials')
+if b[1] ~= 'open' and suspected() then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', fmt(now), 'open_wait', fmt(suspect_wait),
+             'opened_by', 'suspect')
+  redis.call('HINCRBY', KEYS[1], 'suspicions', 1)
+  redis.call('EXPIRE', KEYS[1], breaker_ttl)
+  b = {'open', fmt(now), fmt(suspect_wait), b[4], 'suspect', b[6]}
+end
 if b[1] == 'open' then
   local ready = tonumber(b[2]) + tonumber(b[3])
   local holder = redis.call('GET', KEYS[2])
   if now < ready then
-    refuse('open', ready - now)
+    refuse(b[5] == 'suspect' and 'suspect' or 'open', ready - now)
   elseif holder and holder ~= job then
     refuse('trial_busy', math.min(redis.call('PTTL', KEYS[2]) / 1000, poll_cap))
   else
@@ -39,8 +76,6 @@ end
 local paused = redis.call('PTTL', KEYS[6])
 if paused > 0 then refuse('paused', paused / 1000) end
 
--- Leases of dead workers expire here; a job re-admitted keeps its one member.
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now))
 local held = redis.call('ZSCORE', KEYS[3], job)
 if cap > 0 and not held and redis.call('ZCARD', KEYS[3]) >= cap then
   -- A slot frees whenever any call ends, which we cannot foresee: poll no later than poll_cap.
@@ -73,8 +108,11 @@ local rpm_tat, tpm_tat
 if rpm > 0 then rpm_tat = gcra(KEYS[4], 'rpm', 1, period / rpm, burst) end
 if tpm > 0 and tokens > 0 then tpm_tat = gcra(KEYS[5], 'tpm', tokens, period / tpm, token_burst) end
 
+local function answer(allowed, as_trial, why, seconds)
+  return {allowed, as_trial, why, seconds, tostring(samples), h[2] or '', h[3] or '', b[6] or '0'}
+end
 if reason then
-  return {0, 0, reason, fmt(wait)}
+  return answer(0, 0, reason, fmt(wait))
 end
 
 if trial then
@@ -84,6 +122,9 @@ redis.call('ZADD', KEYS[3], fmt(now + lease), job)
 -- The set lives as long as its longest lease, so an idle endpoint leaves nothing behind.
 local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[3], math.ceil((tonumber(last[2]) - now) * 1000) + 1)
+-- The call waits for its first token from now on (first_token.lua and settle.lua end the wait).
+redis.call('ZADD', KEYS[7], fmt(now), job)
+redis.call('PEXPIRE', KEYS[7], math.max(redis.call('PTTL', KEYS[7]), math.ceil(lease * 1000) + 1))
 -- A tat in the past means "idle", the same as no key: expire it once it is reached.
 if rpm_tat then
   redis.call('SET', KEYS[4], fmt(rpm_tat), 'PX', math.ceil((rpm_tat - now) * 1000) + 1)
@@ -91,4 +132,4 @@ end
 if tpm_tat then
   redis.call('SET', KEYS[5], fmt(tpm_tat), 'PX', math.ceil((tpm_tat - now) * 1000) + 1)
 end
-return {1, trial and 1 or 0, 'ok', '0'}
+return answer(1, trial and 1 or 0, 'ok', '0')

@@ -1,9 +1,10 @@
 -- Settle one admitted call: breaker transition, lease release, token reservation trued up.
--- KEYS: breaker hash, trial, leases zset, rate tpm.
+-- KEYS: breaker hash, trial, leases zset, rate tpm, awaiting zset, ttft hash.
 -- ARGV: job id, outcome (success|failure|neutral), trial 0|1, reserved tokens, used tokens
 --       ('' = unknown: keep the reservation), tpm, period s, max failures, window s,
---       failure rate, min calls, base open wait s, max open wait s, breaker ttl s.
--- Returns the breaker state after: closed | open | half_open.
+--       failure rate, min calls, base open wait s, max open wait s, breaker ttl s, ttft window s.
+-- Returns {the breaker state after: closed | open | half_open, the transition this call made:
+-- opened (it tripped a closed breaker) | reopened (a failed trial) | closed (a good trial) | ''}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local job, outcome, as_trial = ARGV[1], ARGV[2], ARGV[3] == '1'
@@ -15,6 +16,11 @@ local B = KEYS[1]
 local function fmt(x) return string.format('%.6f', x) end
 
 redis.call('ZREM', KEYS[3], job)
+redis.call('ZREM', KEYS[5], job)  -- a call that ended waits for no first token any more
+if outcome == 'success' then  -- an answer is progress: suspicion needs a stretch without any
+  redis.call('HSET', KEYS[6], 'progress_at', fmt(now))
+  if redis.call('PTTL', KEYS[6]) < 0 then redis.call('PEXPIRE', KEYS[6], math.ceil(2 * tonumber(ARGV[15]) * 1000)) end
+end
 
 -- Tokens: give back what was reserved and not used (or charge the overrun), never below now,
 -- so unused time is not banked as a future burst.
@@ -39,7 +45,7 @@ local holder = redis.call('GET', KEYS[2])
 if holder == job then redis.call('DEL', KEYS[2]) end
 local state = redis.call('HGET', B, 'state') or 'closed'
 if outcome == 'neutral' then  -- the caller's own error says nothing about the endpoint
-  return reported(state)
+  return {reported(state), ''}
 end
 local failed = outcome == 'failure'
 
@@ -72,14 +78,19 @@ local function open(wait)
 end
 
 local ready = state == 'open' and reported(state) == 'half_open'
+local transition = ''
 -- A trial whose lease expired still settles, unless another job has taken the trial since.
 if as_trial and state == 'open' and (holder == job or (not holder and ready)) then
-  if failed then
+  if failed then  -- open again for twice as long, whether failures or suspicion opened it
     local wait = tonumber(redis.call('HGET', B, 'open_wait'))
     open(math.min(wait * 2, max_wait))
+    redis.call('HINCRBY', B, 'failed_trials', 1)  -- the next trial waits longer for its first token
+    transition = 'reopened'
   else  -- closed again: a fresh window, so old failures cannot trip it at once
+    transition = 'closed'
     redis.call('HSET', B, 'state', 'closed', 'consecutive', 0, 'open_wait', fmt(base_wait))
-    redis.call('HDEL', B, 'opened_at', 'w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w8', 'w9')
+    redis.call('HDEL', B, 'opened_at', 'opened_by', 'failed_trials',
+               'w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w8', 'w9')
   end
 elseif state == 'closed' then
   if not failed then
@@ -91,9 +102,11 @@ elseif state == 'closed' then
     -- Trips are judged on failures only: a success never opens the breaker.
     if consecutive >= max_failures or (total >= min_calls and bad >= rate * total) then
       open(base_wait)
+      redis.call('HSET', B, 'opened_by', 'failures')
+      transition = 'opened'
     end
   end
 end
 -- Calls that were in flight when the breaker opened settle here without moving it.
 redis.call('EXPIRE', B, ARGV[14])
-return reported(redis.call('HGET', B, 'state'))
+return {reported(redis.call('HGET', B, 'state')), transition}

@@ -373,11 +373,12 @@ def test_keys_left_behind_are_ours_and_expire(adm: Admitter, client: redis.Redis
         settled = {k.decode() for k in client.keys("*")}
         ttls = [client.pttl(k) for k in client.keys("*")]
     assert ticket.allowed
-    assert admitted == {KEYS.leases(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm")}
-    assert settled == {KEYS.breaker(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm")}
-    assert len(ttls) == 3 and all(ttl > 0 for ttl in ttls)
+    assert admitted == {KEYS.leases(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm"), KEYS.awaiting(E)}
+    # the answer is the endpoint's progress (ttft); the call waits for nothing any more (no awaiting)
+    assert settled == {KEYS.breaker(E), KEYS.rate(E, "rpm"), KEYS.rate(E, "tpm"), KEYS.ttft(E)}
+    assert len(ttls) == 4 and all(ttl > 0 for ttl in ttls)
     clock.sleep(0.2)  # both rate keys expire once their theoretical arrival time has passed
-    assert {k.decode() for k in client.keys("*")} == {KEYS.breaker(E)}
+    assert {k.decode() for k in client.keys("*")} == {KEYS.breaker(E), KEYS.ttft(E)}
     adm.reset(E)
     assert client.keys("*") == []
 
@@ -394,7 +395,10 @@ def test_stats_of_several_endpoints_in_one_call(adm: Admitter, clock: Clock) -> 
     assert every["never"] == {
         "state": "closed", "trips": 0, "calls": 0, "failures": 0, "success_rate": 1.0, "retry_in": 0.0,
         "open_wait": 0.0, "consecutive_failures": 0, "trial_in_flight": False, "in_flight": 0,
-        "paused_for": 0.0}
+        "paused_for": 0.0, "suspect": False, "suspicions": 0, "failed_trials": 0,
+        "ttft": {"samples": 0, "warm": False, "p50": None, "p95": None, "p99": None, "first_token_timeout": 60.0,
+                 "suspect_after": 30.0, "hedge_after": None, "awaiting_first_token": 0, "longest_wait": 0.0,
+                 "since_progress": None}}
     assert adm.stats([]) == {} and adm.in_flight([]) == {}
 
 

@@ -56,7 +56,7 @@ class FakeEndpoints:
         self.ended: dict[str, str] = {}  # endpoint -> answered | cancelled | failed
         self.started = {name: threading.Event() for name in behaviours}
 
-    def chat(self, endpoint, job, *, budget, on_token, cancel: CallCancel | None = None):  # noqa: ANN001
+    def chat(self, endpoint, job, *, budget, on_token, cancel: CallCancel | None = None, **_options):  # noqa: ANN001, ANN003
         self.calls.append(endpoint.id)
         self.started[endpoint.id].set()
         plan = self.behaviours[endpoint.id]

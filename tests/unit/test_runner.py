@@ -57,7 +57,7 @@ class ScriptedClient:
         self.pause = pause  # how a "<pause>" token waits
         self.calls: list[str] = []
 
-    def chat(self, endpoint, job, *, budget, on_token):  # noqa: ANN001 - same shape as LLMClient
+    def chat(self, endpoint, job, *, budget, on_token, **_options):  # noqa: ANN001, ANN003 - same shape as LLMClient
         self.calls.append(endpoint.id)
         step = self.script[endpoint.id]
         if isinstance(step, tuple):
@@ -189,6 +189,9 @@ class ScriptedGate:
 
     def pause(self, endpoint, seconds):  # noqa: ANN001, ANN201
         self.paused.append((endpoint.id, seconds))
+
+    def first_token(self, endpoint, job_id, seconds):  # noqa: ANN001, ANN201
+        return None
 
 
 def test_refused_endpoints_are_skipped_without_a_call(store: JobStore) -> None:
