@@ -19,6 +19,7 @@ from llmpool.conversations import ConversationStore
 from llmpool.endpoints import Endpoint
 from llmpool.gate import RedisGate
 from llmpool.groups import order_candidates
+from llmpool.heartbeats import WorkerHeartbeats
 from llmpool.hedge_pool import HedgePool, hedge_threads
 from llmpool.hedging import Hedging
 from llmpool.jobs import JobStore
@@ -32,6 +33,7 @@ from llmpool.runner import Gate
 from llmpool.schemas import ChatJob
 from llmpool.selection import Selection
 from llmpool.settings import Settings, get_settings
+from llmpool.share import FleetSlots
 
 __all__ = ["Resources", "SelectionCache", "open_resources", "current", "close_resources", "forget_after_fork",
            "reload_resources", "peek"]
@@ -116,6 +118,9 @@ def _build(settings: Settings) -> Resources:
     admitter = Admitter(client, keys)
     jobs = JobStore(client, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
     leases = LeaseKeeper(jobs, lease=settings.agent_job_lease, admitter=admitter)
+    selection_cache = SelectionCache(registry)
+    # The concurrency share applies while the jobs have another endpoint to go to (llmpool.share).
+    fleet_slots = FleetSlots(WorkerHeartbeats(client, keys), others=lambda: _choices(selection_cache) > 1)
     return Resources(
         settings=settings, keys=keys, redis=client, http=http, probe_http=make_probe_client(settings),
         llm=LLMClient(http, settings),
@@ -123,11 +128,16 @@ def _build(settings: Settings) -> Resources:
         conversations=ConversationStore(
             client, keys, max_messages=settings.agent_conversation_max_messages,
             ttl=settings.agent_conversation_ttl),
-        registry=registry, selection_cache=SelectionCache(registry),
+        registry=registry, selection_cache=selection_cache,
         metrics=MetricsRecorder(MetricsStore(client, keys)),
-        gate=RedisGate(admitter, settings, leases=leases), in_flight=admitter.in_flight,
+        gate=RedisGate(admitter, settings, leases=leases, fleet_slots=fleet_slots), in_flight=admitter.in_flight,
         hedging=Hedging.from_settings(settings, HedgePool(hedges)) if hedges else None,
     )
+
+
+def _choices(cache: SelectionCache) -> int:
+    selection = cache.get()
+    return len(selection.order) if selection else 0
 
 
 def open_resources(settings: Settings | None = None) -> Resources:
