@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +11,7 @@ from api.deps import open_state
 from api.errors import install_error_handlers
 from api.routes import chat, control, metrics, status
 from llmpool import __version__
+from llmpool.logs import configure_logging
 from llmpool.settings import print_issues_report_once, settings_or_exit
 
 __all__ = ["app", "create_app"]
@@ -20,7 +20,7 @@ __all__ = ["app", "create_app"]
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = settings_or_exit()
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings, service="api")  # after uvicorn's own: its loggers then write through ours
     print_issues_report_once(settings)
     app.state.llmpool = open_state(settings)
     app.state.llmpool.start()

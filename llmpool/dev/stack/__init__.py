@@ -56,10 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the stack, supervise it, stop it; 0 after a requested stop, 1 on any failure."""
     settings = load_settings()  # a ConfigError here reaches cli.py, which exits 2
+    supervisor = Supervisor(json_lines=settings.agent_log_format == "json")
     report = issues_report(settings)
     if report:
-        print(report, flush=True)
-    supervisor = Supervisor()
+        supervisor.say(report)
     supervisor.install_signal_handlers()
     try:
         banner = _start_stack(supervisor, settings, ready_timeout=args.ready_timeout)
@@ -199,8 +199,10 @@ def _service_commands(settings: Settings, *, data_dir: Path) -> list[tuple[str, 
             python, "-m", "celery", "-A", "workers", "beat", "--loglevel", level,
             "-s", f"{data_dir}/celerybeat-schedule",
         ]),
+        # workers.flower_app gives Flower its basic auth (AGENT_FLOWER_BASIC_AUTH, through its
+        # environment, not argv) and purges offline workers.
         ("flower", [
-            python, "-m", "celery", "-A", "workers", "flower",
+            python, "-m", "celery", "-A", "workers.flower_app", "flower",
             f"--port={settings.agent_flower_port}", "--address=127.0.0.1",
         ]),
         ("api", [
@@ -217,7 +219,7 @@ def _banner(settings: Settings, *, redis: str, llm: str, log_dir: Path) -> str:
     return "\n".join([
         "",
         f"  API      {api}   (status: {api}/status)",
-        f"  Flower   http://127.0.0.1:{settings.agent_flower_port}",
+        f"  Flower   http://127.0.0.1:{settings.agent_flower_port}   ({_flower_auth(settings)})",
         f"  Redis    {redis}",
         f"  LLM      {llm}",
         f"  Logs     {log_dir}/",
@@ -228,6 +230,13 @@ def _banner(settings: Settings, *, redis: str, llm: str, log_dir: Path) -> str:
         READY_LINE,
         "",
     ])
+
+
+def _flower_auth(settings: Settings) -> str:
+    """How Flower is opened, naming the user and never the password."""
+    if settings.agent_flower_basic_auth is None:
+        return "no auth: its REST API answers 401; set AGENT_FLOWER_BASIC_AUTH=user:password"
+    return f"basic auth, user {settings.agent_flower_basic_auth.get_secret_value().partition(':')[0]}"
 
 
 def _redact(url: str) -> str:

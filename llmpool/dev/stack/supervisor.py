@@ -7,6 +7,7 @@ in order) and, on Linux, PR_SET_PDEATHSIG (so they die even if we are SIGKILLed)
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -15,11 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-__all__ = ["Child", "Supervisor", "StackAborted", "NAME_WIDTH"]
+__all__ = ["Child", "Supervisor", "StackAborted", "NAME_WIDTH", "json_line"]
 
 NAME_WIDTH = 8
 COLORS = ("36", "33", "32", "35", "34", "31", "96", "93")  # ANSI: cyan, yellow, green, ...
@@ -73,9 +75,10 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
 class Supervisor:
     """Starts children, forwards their output, watches them and stops them in reverse order."""
 
-    def __init__(self, *, out: TextIO | None = None, color: bool | None = None) -> None:
+    def __init__(self, *, out: TextIO | None = None, color: bool | None = None, json_lines: bool = False) -> None:
         self.out = out or sys.stdout
-        self.color = self.out.isatty() if color is None else color
+        self.json_lines = json_lines  # AGENT_LOG_FORMAT=json: every line we print is one JSON object
+        self.color = self.out.isatty() if color is None and not json_lines else bool(color)
         self.children: list[Child] = []
         self.stop_requested = threading.Event()
         self._write_lock = threading.Lock()
@@ -84,7 +87,11 @@ class Supervisor:
     # --- output ---
 
     def say(self, text: str, *, name: str = "llmpool") -> None:
-        """Print lines with a fixed-width name prefix, colored when the output is a terminal."""
+        """Print lines with a fixed-width name prefix, colored when the output is a terminal; as JSON
+        lines with `json_lines` (a part's own JSON lines pass as they are: they name their service)."""
+        if self.json_lines:
+            self.write("".join(json_line(line, name=name) + "\n" for line in text.splitlines() or [""]))
+            return
         prefix = f"{name:<{NAME_WIDTH}} | "
         if self.color:
             color = "1" if name == "llmpool" else COLORS[self._color_index(name)]
@@ -226,6 +233,18 @@ class Supervisor:
         proc.wait()
         if child.reader is not None:
             child.reader.join(timeout=2.0)
+
+
+def json_line(line: str, *, name: str) -> str:
+    """`line` if it is a JSON object already, else a JSON object carrying it as `message`."""
+    if line.startswith("{"):
+        try:
+            if isinstance(json.loads(line), dict):
+                return line
+        except ValueError:
+            pass
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return json.dumps({"ts": stamp, "level": "INFO", "service": name, "message": line})
 
 
 def _signal_group(pgid: int, signum: int) -> None:
