@@ -1,7 +1,7 @@
 -- A call's first token: its wait ends, and its TTFT goes into the endpoint's histogram.
 -- KEYS: awaiting zset, ttft hash.
 -- ARGV: job id, ttft s, window s, bucket base s, bucket ratio, buckets.
--- The hash holds two generations of `window` seconds: c<i> (this one) and p<i> (the one before)
+-- The hash holds two generations of `window` seconds: now<i> (this one) and old<i> (the one before)
 -- count the TTFTs in bucket i (upper bound base * ratio^i; the last bucket takes anything slower),
 -- `epoch` names the current generation, and every record recomputes `samples` (both generations),
 -- `p50`, `p95`, `p99` (a bucket's upper bound) and `progress_at` (now). It lives two windows.
@@ -22,10 +22,10 @@ if stored ~= epoch then
   local fields = redis.call('HGETALL', H)
   local moved = {}
   for n = 1, #fields, 2 do
-    local kind, idx = string.match(fields[n], '^([cp])(%d+)$')
-    if kind then
+    local kind, idx = string.match(fields[n], '^(%a+)(%d+)$')
+    if kind == 'now' or kind == 'old' then
       redis.call('HDEL', H, fields[n])
-      if kind == 'c' and stored == epoch - 1 then moved['p' .. idx] = fields[n + 1] end
+      if kind == 'now' and stored == epoch - 1 then moved['old' .. idx] = fields[n + 1] end
     end
   end
   for field, count in pairs(moved) do redis.call('HSET', H, field, count) end
@@ -36,14 +36,14 @@ local index = 0
 if ttft > base then
   index = math.min(buckets - 1, math.ceil(math.log(ttft / base) / math.log(ratio) - 1e-9))
 end
-redis.call('HINCRBY', H, 'c' .. index, 1)
+redis.call('HINCRBY', H, 'now' .. index, 1)
 
 local counts, total = {}, 0
 for i = 0, buckets - 1 do counts[i] = 0 end
 local fields = redis.call('HGETALL', H)
 for n = 1, #fields, 2 do
-  local idx = string.match(fields[n], '^[cp](%d+)$')
-  if idx then
+  local kind, idx = string.match(fields[n], '^(%a+)(%d+)$')
+  if kind == 'now' or kind == 'old' then
     idx = tonumber(idx)
     counts[idx] = counts[idx] + tonumber(fields[n + 1])
     total = total + tonumber(fields[n + 1])
