@@ -16,6 +16,7 @@ rescue ~16 / answer time jobs a second, above the load that one worker's hung sh
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import itertools
 import logging
@@ -38,13 +39,15 @@ def hedge_threads(concurrency: int) -> int:
 
 
 class Timer:
-    """One scheduled callback; `cancel` keeps it from running if it has not started."""
+    """One scheduled callback; `cancel` keeps it from running if it has not started. It runs in a
+    copy of its scheduler's context, so a hedge's log lines name the job (llmpool.logs)."""
 
-    __slots__ = ("fn", "cancelled")
+    __slots__ = ("fn", "cancelled", "context")
 
     def __init__(self, fn: Callable[[], None]) -> None:
         self.fn = fn
         self.cancelled = False
+        self.context = contextvars.copy_context()
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -90,7 +93,7 @@ class HedgePool:
                 self._done()
 
         try:
-            return self._executor.submit(run)
+            return self._executor.submit(contextvars.copy_context().run, run)  # the submitter's job context
         except RuntimeError:  # shut down between the check and here
             self._done()
             return None
@@ -121,6 +124,6 @@ class HedgePool:
                 _, _, timer = heapq.heappop(self._due)
             if not timer.cancelled:
                 try:
-                    timer.fn()
+                    timer.context.run(timer.fn)
                 except Exception:  # one job's bug must not stop every other job's hedges
                     log.exception("a hedge timer failed")

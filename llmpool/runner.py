@@ -273,6 +273,7 @@ class _Run:
         return self.deadline - self.clock()
 
     def admit_call(self, endpoint: Endpoint) -> Ticket:
+        set_job_field("endpoint", endpoint.id)  # a hedge leg sets it in its own thread's copy of the context
         ticket = self.gate.admit(endpoint, self.job_id, tokens=self.reserved, budget=self._budget())
         self._tickets[endpoint.id] = ticket
         return ticket

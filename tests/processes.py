@@ -20,7 +20,7 @@ from llmpool.dev.redis_server import free_port
 from llmpool.redis_conn import sync_client
 from llmpool.settings import Settings
 
-__all__ = ["clean_env", "ManagedProcess", "start_worker", "start_api", "start_beat", "wait_for"]
+__all__ = ["clean_env", "ManagedProcess", "start_worker", "start_api", "start_beat", "start_flower", "wait_for"]
 
 ROOT = Path(__file__).resolve().parent.parent
 OUR_VARS = {name.upper() for name in Settings.model_fields}
@@ -136,6 +136,24 @@ def start_api(tmp: Path, env: dict[str, str], *, timeout: float = 30.0) -> tuple
     def answers() -> bool:
         try:
             return httpx.get(url + "/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    proc.wait_ready(answers, timeout)
+    return proc, url
+
+
+def start_flower(tmp: Path, env: dict[str, str], *, timeout: float = 30.0) -> tuple[ManagedProcess, str]:
+    """Flower as `llmpool up` and compose start it (workers.flower_app) on a free port; its base URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "celery", "-A", "workers.flower_app", "flower", f"--port={port}",
+            "--address=127.0.0.1"]
+    proc = ManagedProcess("flower", argv, env, tmp / "flower.log").start()
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(url + "/healthcheck", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -50,7 +50,7 @@ def _configure(loglevel: Any = None, **_: Any) -> None:
     handler.addFilter(ChatTaskLines())
 
 
-@signals.celeryd_after_setup.connect
+@signals.celeryd_init.connect  # before Celery sets up logging: every line names the node
 def _name_the_node(sender: Any = None, **_: Any) -> None:
     if sender:
         set_identity(node=str(sender))
