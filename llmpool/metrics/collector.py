@@ -78,9 +78,12 @@ class PoolCollector(Collector):
         self.jobs = JobStore(client, keys, ttl=1, stream_ttl=1)  # read-only here: the TTLs are never used
 
     def collect(self) -> Iterator[Metric]:
+        # The series before the registry: a series read here was written for an endpoint that was
+        # registered when it was used, so one that is new since is never taken for one that left.
+        raw = self.store.read()
         snap = self.registry.snapshot()
         models = {e: r.endpoint.model_name for e, r in snap.records.items()}
-        stored = self.store.forget_endpoints(self.store.read(), keep=set(snap.records))
+        stored = self.store.forget_endpoints(raw, keep=set(snap.records))
         for item in stored:
             family = item.family
             yield _histogram(family, item) if family.kind == "histogram" else _counter(family, item, models)
