@@ -17,6 +17,7 @@ from llmpool.dev.redis_server import free_port
 from llmpool.errors import SubmitFailed
 from llmpool.keys import Keys
 from llmpool.locks import LOCK_TTL
+from llmpool.metrics import MetricsStore
 from tests.chaos.harness import FAST_RECOVERY, Chaos, open_chaos
 from tests.processes import wait_for
 
@@ -53,6 +54,11 @@ def test_sigkill_of_a_worker_running_jobs(chaos: Chaos) -> None:
     assert chaos.mock.stats("llm")["chat_requests"] == 16
     # the killed worker's endpoint slots came back within a lease, not after its longest call
     wait_for(lambda: chaos.redis.zcard(Keys().leases("local")) == 0, timeout=LEASE + 2, what="slots back")
+    # /metrics agrees with the records: each hand-back counted by the sweep, each job once (by its last run)
+    counted = {s.family.name: s.values for s in MetricsStore(chaos.redis, Keys()).read()}
+    lapsed = sum(1 for h in ledger.histories.values() for e in h if e.get("event") == "lease_lapsed")
+    assert counted["llmpool_sweep_recoveries_total"] == {("lease_lapsed", "chat.default"): lapsed}
+    assert sum(counted["llmpool_jobs_total"].values()) == 8
     print(f"\n[chaos] worker SIGKILL: 8 submitted, {ledger.summary()}, slowest recovery {slowest:.1f}s")
 
 
