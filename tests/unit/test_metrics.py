@@ -230,5 +230,9 @@ def test_a_run_costs_one_round_trip_and_a_dead_redis_fails_no_job() -> None:
     MetricsRecorder(MetricsStore(client, KEYS)).run_ended(FAILOVER_RUN)
     assert client.trips == 1
     assert len(client.hgetall(KEYS.metric("llmpool_jobs"))) == 1
-    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # nothing listens there
+    server = fakeredis.FakeServer()
+    server.connected = False  # Redis is down: every command raises ConnectionError
+    down = fakeredis.FakeRedis(server=server)
+    with pytest.raises(redis.ConnectionError):
+        down.ping()
     MetricsRecorder(MetricsStore(down, KEYS)).run_ended(FAILOVER_RUN)  # dropped, not raised
