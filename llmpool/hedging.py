@@ -10,9 +10,9 @@ as its endpoint's failure. Only the winner publishes tokens, so the job's stream
 answers and needs no `reset`.
 
 When the first call fails before any token the hedge (if sent) simply goes on as the job's next
-call; when its first-token wait runs out, a hedge still without a token is cancelled too, so a job
-whose two endpoints both stall times out once, not twice in a row. Each call settles its own
-admission in its own thread, the moment it ends.
+call; when its first-token wait runs out, a hedge silent past its own endpoint's usual TTFT is
+cancelled too, so a job whose two endpoints both stall times out once, not twice in a row. Each
+call settles its own admission in its own thread, the moment it ends.
 """
 
 from __future__ import annotations
@@ -235,9 +235,15 @@ class HedgedAttempt:
             self._cond.notify_all()
 
     def _cancel_silent_hedge(self) -> None:
-        """The primary's first-token wait ran out: a hedge still silent ends with it (one timeout, not two)."""
+        """The primary's first-token wait ran out: a hedge that is silent past its own endpoint's usual
+        TTFT (its p95, or any wait while that is unknown) ends with it, so a job whose two endpoints both
+        stall times out once, not twice in a row. A hedge still within its endpoint's usual TTFT goes on,
+        as the job's next call, bounded by its own first-token timeout."""
         for leg in self._legs:
-            if leg.role == "hedge" and leg.end is None and not leg.published:
+            if leg.role != "hedge" or leg.end is not None or leg.published:
+                continue
+            usual = getattr(leg.ticket, "hedge_after", None)
+            if usual is None or time.monotonic() - leg.started >= usual:
                 leg.cancel.cancel()
 
     # --- the hedge -------------------------------------------------------------------------------

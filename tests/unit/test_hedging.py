@@ -240,3 +240,26 @@ def test_without_hedging_nothing_changes(store: JobStore) -> None:
     result, report = run_chat(JOB, job_id="j", candidates=[ep("a"), ep("b")], client=client,  # type: ignore[arg-type]
                               publisher=publisher, deadline=time.time() + 60, max_calls=3)
     assert result.endpoint == "a" and client.calls == ["a"] and report.hedges == []
+
+
+def test_a_hedge_still_within_its_endpoints_usual_ttft_outlives_the_first_calls_timeout(
+    store: JobStore, pool: HedgePool
+) -> None:
+    """The first call timed out, but the hedge's endpoint is merely slower than the delay: it answers."""
+
+    @dataclass(frozen=True)
+    class SlowBackupTicket(Ticket):
+        hedge_after: float | None = None
+
+    class Gate(RecordingGate):
+        def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Ticket:
+            self.admitted.append(endpoint.id)
+            return SlowBackupTicket(hedge_after=None if endpoint.id == "a" else NEVER)
+
+    client = FakeEndpoints({"a": Behaviour(wait=0.2, error=FirstTokenTimeout("a silent", endpoint="a")),
+                            "b": Behaviour(wait=0.5, answer="from b")})
+    gate = Gate()
+    result, report, _ = hedged_run(store, pool, client, gate, max_calls=2)
+    assert result.endpoint == "b" and client.ended == {"a": "failed", "b": "answered"}
+    assert [f["endpoint"] for f in report.failures] == ["a"]
+    assert sorted(gate.settled) == [("a", "failure"), ("b", "success")]
