@@ -203,7 +203,7 @@ def _measure(res: Resources, job: ChatJob, claim: Claim, report: RunReport, *, e
     first_wait = (claim.started_at - created) if claim.claim == 1 and claim.started_at and created else None
     res.metrics.run_ended(RunFacts(
         queue=queue_for(job.priority), ended=ended, error=error, result=result, failures=report.failures,
-        refusals=report.refusals, failovers=report.failovers, queue_wait=first_wait,
+        refusals=report.refusals, failovers=report.failovers, hedges=report.hedges, queue_wait=first_wait,
         latency=(now - created) if ended and created else None))
 
 

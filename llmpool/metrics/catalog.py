@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Family", "COUNTED", "JOBS", "CALL_FAILURES", "FAILOVERS", "REFUSALS", "TOKENS", "SWEEP_RECOVERIES",
-           "QUEUE_WAIT", "JOB_LATENCY", "TTFT", "TOKENS_PER_SECOND", "LIVE", "BREAKER_STATES", "NO_ENDPOINT",
-           "bounded_code", "bucket_of", "format_bound"]
+__all__ = ["Family", "COUNTED", "JOBS", "CALL_FAILURES", "FAILOVERS", "HEDGES", "REFUSALS", "TOKENS",
+           "SWEEP_RECOVERIES", "QUEUE_WAIT", "JOB_LATENCY", "TTFT", "TOKENS_PER_SECOND", "LIVE", "BREAKER_STATES",
+           "NO_ENDPOINT", "bounded_code", "bucket_of", "format_bound"]
 
 NO_ENDPOINT = "none"  # the endpoint label of a job that ended before any endpoint answered
 OTHER = "other"  # a code that does not look like one of ours (never expected; keeps labels bounded)
@@ -80,6 +80,12 @@ FAILOVERS = Family(
     "llmpool_failovers_total", "counter",
     "Failed calls after which the job moved on to the next endpoint at once, by the endpoint that failed.",
     ("endpoint",))
+HEDGES = Family(
+    "llmpool_hedges_total", "counter",
+    "Calls that waited past their endpoint's hedge delay (its p95 TTFT) without a token, by that endpoint "
+    "and what became of the hedge: won or lost (sent to the next candidate; the first token wins), or not "
+    "sent: refused (admission), no_thread (every hedge thread busy), no_budget (no call left), admit_failed.",
+    ("endpoint", "outcome"))
 REFUSALS = Family(
     "llmpool_admission_refusals_total", "counter",
     "Calls the fleet-wide gate did not let through, by endpoint and reason (open, trial_busy, paused, "
@@ -111,8 +117,8 @@ TOKENS_PER_SECOND = Family(
     "Output tokens per second of a successful call after its first token (1 / time per output token).",
     ("endpoint",), buckets=(1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 500, 1000))
 
-COUNTED: tuple[Family, ...] = (JOBS, CALL_FAILURES, FAILOVERS, REFUSALS, TOKENS, SWEEP_RECOVERIES, QUEUE_WAIT,
-                               JOB_LATENCY, TTFT, TOKENS_PER_SECOND)
+COUNTED: tuple[Family, ...] = (JOBS, CALL_FAILURES, FAILOVERS, HEDGES, REFUSALS, TOKENS, SWEEP_RECOVERIES,
+                               QUEUE_WAIT, JOB_LATENCY, TTFT, TOKENS_PER_SECOND)
 
 # --- live: read from the pool's state at scrape time -------------------------------------------------
 

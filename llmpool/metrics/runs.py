@@ -14,6 +14,7 @@ from typing import Any
 from llmpool.metrics.catalog import (
     CALL_FAILURES,
     FAILOVERS,
+    HEDGES,
     JOB_LATENCY,
     JOBS,
     NO_ENDPOINT,
@@ -41,6 +42,7 @@ class RunFacts:
     failures: Sequence[Mapping[str, object]] = ()  # RunReport.failures
     refusals: Sequence[Mapping[str, object]] = ()  # RunReport.refusals
     failovers: Sequence[str] = ()  # RunReport.failovers: endpoints that failed and were left
+    hedges: Sequence[Mapping[str, object]] = ()  # RunReport.hedges (llmpool.hedging.Race.record)
     queue_wait: float | None = None  # submit to first claim: given by the job's first run only
     latency: float | None = None  # submit to end, when this run ended the job
 
@@ -73,6 +75,9 @@ def run_batch(facts: RunFacts) -> Batch:
         batch.count(CALL_FAILURES, (str(failure.get("endpoint")), bounded_code(failure.get("type"))))
     for endpoint in facts.failovers:
         batch.count(FAILOVERS, (endpoint,))
+    for hedge in facts.hedges:
+        outcome = hedge.get("state") if hedge.get("state") != "sent" else ("won" if hedge.get("won") else "lost")
+        batch.count(HEDGES, (str(hedge.get("from")), bounded_code(outcome)))
     for refusal in facts.refusals:
         batch.count(REFUSALS, (str(refusal.get("endpoint")), bounded_code(refusal.get("reason"))))
     if facts.queue_wait is not None:

@@ -236,3 +236,19 @@ def test_a_run_costs_one_round_trip_and_a_dead_redis_fails_no_job() -> None:
     with pytest.raises(redis.ConnectionError):
         down.ping()
     MetricsRecorder(MetricsStore(down, KEYS)).run_ended(FAILOVER_RUN)  # dropped, not raised
+
+
+def test_hedges_count_under_the_slow_endpoint_by_what_became_of_them(any_redis: redis.Redis) -> None:
+    _registered(any_redis)
+    won = {"event": "hedge", "state": "sent", "delay": 1.0, "from": A, "endpoint": B, "won": True}
+    lost = {**won, "won": False}
+    refused = {"event": "hedge", "state": "refused", "delay": 1.0, "from": A}
+    recorder = MetricsRecorder(MetricsStore(any_redis, KEYS))
+    recorder.run_ended(RunFacts(queue="chat.default", ended="succeeded", result=_success(B), hedges=[won]))
+    recorder.run_ended(RunFacts(queue="chat.default", ended="succeeded", result=_success(A), hedges=[lost]))
+    recorder.run_ended(RunFacts(queue="chat.default", ended="succeeded", result=_success(A), hedges=[refused]))
+    got = scrape(any_redis)
+    hedges = {k: v for k, v in got.items() if k.startswith("llmpool_hedges_total")}
+    assert hedges == {'llmpool_hedges_total{endpoint="ep-a",outcome="won"}': 1,
+                      'llmpool_hedges_total{endpoint="ep-a",outcome="lost"}': 1,
+                      'llmpool_hedges_total{endpoint="ep-a",outcome="refused"}': 1}
