@@ -39,12 +39,11 @@ def chromium() -> str:
     return found
 
 
-def browse(url: str, *, screenshot: Path | None = None) -> str:
+def browse(url: str, *, profile: Path, screenshot: Path | None = None) -> str:
     """The DOM Chromium rendered for `url` (scripts run for up to 3 s of virtual time); with
-    `screenshot`, also a PNG of the window."""
+    `screenshot`, also a PNG of the window. `profile`: the browser's own directory (the test's)."""
     base = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--mute-audio",
-            f"--window-size={WINDOW[0]},{WINDOW[1]}", "--virtual-time-budget=3000",
-            f"--user-data-dir={screenshot.parent / 'chromium-profile' if screenshot else '/tmp/llmpool-chromium'}"]
+            f"--window-size={WINDOW[0]},{WINDOW[1]}", "--virtual-time-budget=3000", f"--user-data-dir={profile}"]
     if screenshot is not None:
         subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=CHROMIUM_SECONDS,
                        check=True)
@@ -92,14 +91,16 @@ def test_chromium_shows_flowers_task_page_and_the_apis_status(up: tuple[Up, dict
     authed = flower.replace("http://", f"http://{USER}:{PASSWORD}@")
     shots = {"flower-task.png": f"{authed}/task/{job_id}", "flower-tasks.png": f"{authed}/tasks",
              "api-status.png": f"{api}/status"}
-    doms = {name: browse(url, screenshot=tmp_path / name) for name, url in shots.items()}
+    profile = tmp_path / "chromium"
+    doms = {name: browse(url, profile=profile, screenshot=tmp_path / name) for name, url in shots.items()}
 
     task, tasks, status = doms["flower-task.png"], doms["flower-tasks.png"], doms["api-status.png"]
     assert job_id in task and "SUCCESS" in task and "&lt;chat job: 1 messages, priority=default&gt;" in task
     assert job_id in tasks and "llmpool.chat" in tasks  # the list, filled by its scripts through the auth
     assert TEXT not in task + tasks
     assert '"status":"ready"' in status and '"hosts":' in status and "worker1@" in status
-    assert job_id not in browse(f"{flower}/task/{job_id}")  # no credentials: nothing of the task shows
+    anonymous = browse(f"{flower}/task/{job_id}", profile=tmp_path / "anonymous")
+    assert job_id not in anonymous  # no credentials: nothing of the task shows
     for name in shots:
         assert png_size(tmp_path / name) == WINDOW, name
     if os.environ.get("LLMPOOL_UPDATE_SCREENSHOTS") == "1":
