@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from llmpool.endpoints import Endpoint
 from llmpool.errors import CallCancelled, EndpointTimeout, LLMPoolError, LocalShortage, RetryableError
-from llmpool.hedge_pool import HedgePool, Timer
+from llmpool.hedge_pool import HedgePool, Timer, hedge_threads
 from llmpool.http_deadline import CallCancel
 from llmpool.llm_client import CallOutcome
 from llmpool.settings import Settings
@@ -34,7 +34,8 @@ from llmpool.settings import Settings
 if TYPE_CHECKING:
     from llmpool.runner import Outcome, Ticket
 
-__all__ = ["Hedging", "HedgedAttempt", "Leg", "LegEnd", "Race", "RaceOps", "cold_hedge_delay"]
+__all__ = ["Hedging", "HedgedAttempt", "Leg", "LegEnd", "Race", "RaceOps", "cold_hedge_delay", "hedge_delay",
+           "hedging_status"]
 
 log = logging.getLogger(__name__)
 COLD_FRACTION = 0.05  # an endpoint with no TTFT history is hedged after this share of the first-token timeout
@@ -68,12 +69,26 @@ class Hedging:
                    ceiling=settings.agent_first_token_timeout)
 
     def delay_for(self, ticket: Ticket) -> float:
-        """Seconds the admitted call waits for a first token before it is hedged: its endpoint's p95
-        TTFT (admission's `hedge_after`, llmpool.ttft), at least the floor; the cold delay while unknown."""
-        p95 = getattr(ticket, "hedge_after", None)
-        if p95 is None:
-            return self.cold_delay
-        return min(self.ceiling, max(self.min_delay, float(p95)))
+        """Seconds the admitted call waits for a first token before it is hedged (`hedge_delay`)."""
+        return hedge_delay(getattr(ticket, "hedge_after", None), min_delay=self.min_delay,
+                           cold_delay=self.cold_delay, ceiling=self.ceiling)
+
+
+def hedge_delay(p95: float | None, *, min_delay: float, cold_delay: float, ceiling: float) -> float:
+    """The endpoint's p95 TTFT (admission's `hedge_after`, llmpool.ttft) within [min_delay, ceiling];
+    `cold_delay` while the endpoint has too few samples for a p95."""
+    if p95 is None:
+        return cold_delay
+    return min(ceiling, max(min_delay, float(p95)))
+
+
+def hedging_status(settings: Settings, p95s: dict[str, float | None]) -> dict[str, object]:
+    """Hedging for /status: whether it is on, its bounds, and each endpoint's hedge delay now."""
+    cold, ceiling = cold_hedge_delay(settings), settings.agent_first_token_timeout
+    return {"enabled": settings.agent_hedge_enabled, "min_delay": settings.agent_hedge_min_delay,
+            "cold_delay": cold, "threads_per_worker": hedge_threads(settings.agent_worker_concurrency),
+            "delays": {endpoint_id: hedge_delay(p95, min_delay=settings.agent_hedge_min_delay, cold_delay=cold,
+                                                ceiling=ceiling) for endpoint_id, p95 in p95s.items()}}
 
 
 class RaceOps(Protocol):

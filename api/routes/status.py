@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
 from llmpool.heartbeats import ALIVE_FOR, WorkerHeartbeats, by_host
+from llmpool.hedging import hedging_status
 from llmpool.redis_memory import parse_memory
 from llmpool.registry import Snapshot
 from llmpool.schemas import QUEUES
@@ -86,6 +87,8 @@ async def status(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, An
         "health_monitoring": _monitoring(state, snap),
         "configuration": state.settings.redacted(),
         "api": {**state.hub.stats(), "redis_connections": state.settings.agent_api_redis_connections},
+        "hedging": hedging_status(state.settings, {e: (b.get("ttft") or {}).get("hedge_after")
+                                                   for e, b in breakers.items()}),
         "next_poll": None if current else _next_poll(state),
         **live,
     }

@@ -230,6 +230,8 @@ def test_status_reports_ready_with_workers_and_redacted_config(stack: Stack) -> 
     assert status["status"] == "ready" and status["workers"] == 1
     assert status["current_llm"]["deploy_id"] == "local"
     assert status["configuration"]["jwt_secret"] == "***"
+    hedging = status["hedging"]  # on by default; an endpoint with no TTFT history waits the cold delay
+    assert hedging["enabled"] is True and hedging["delays"] == {"local": hedging["cold_delay"]}
     root = httpx.get(stack.api + "/", timeout=5).json()
     assert root["status"] == "ready" and root["llm_mode"] == "local"
 

@@ -20,13 +20,14 @@ from llmpool.completion import Completion
 from llmpool.endpoints import Endpoint
 from llmpool.errors import AllEndpointsFailed, CallCancelled, FirstTokenTimeout, ServerError
 from llmpool.hedge_pool import HedgePool
-from llmpool.hedging import Hedging
+from llmpool.hedging import Hedging, hedging_status
 from llmpool.http_deadline import CallCancel
 from llmpool.jobs import EventPublisher, JobStore, decode_event
 from llmpool.keys import Keys
 from llmpool.llm_client import CallOutcome
 from llmpool.runner import Outcome, RunReport, run_chat
 from llmpool.schemas import parse_job
+from llmpool.settings import load_settings
 
 JOB = parse_job({"messages": [{"role": "user", "content": "q"}], "stream": True})
 HEDGE_DELAY = 0.05
@@ -263,3 +264,12 @@ def test_a_hedge_still_within_its_endpoints_usual_ttft_outlives_the_first_calls_
     assert result.endpoint == "b" and client.ended == {"a": "failed", "b": "answered"}
     assert [f["endpoint"] for f in report.failures] == ["a"]
     assert sorted(gate.settled) == [("a", "failure"), ("b", "success")]
+
+
+@pytest.mark.parametrize(("p95", "delay"), [(None, 3.0), (0.05, 1.0), (2.5, 2.5), (120.0, 60.0)],
+                         ids=["cold", "floor", "p95", "ceiling"])
+def test_the_hedge_delay_is_the_p95_within_its_floor_and_ceiling(p95: float | None, delay: float) -> None:
+    settings = load_settings(agent_first_token_timeout=60, agent_hedge_min_delay=1)
+    status = hedging_status(settings, {"ep": p95})
+    assert status["cold_delay"] == 3.0  # a twentieth of the first-token timeout
+    assert status["delays"] == {"ep": delay}
