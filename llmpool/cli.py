@@ -31,6 +31,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import redis
 
     from llmpool.admission import Admitter
+    from llmpool.gate_figures import read_gate_figures, share_base
     from llmpool.heartbeats import ALIVE_FOR, WorkerHeartbeats, by_host
     from llmpool.hosts_view import render_hosts
     from llmpool.keys import Keys
@@ -44,11 +45,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     keys = Keys(settings.agent_redis_prefix)
     try:
         snap = Registry(client, keys).snapshot()
-        breakers = Admitter(client, keys).stats(list(snap.records))
         heartbeats = WorkerHeartbeats(client, keys)
         pipe = client.pipeline(transaction=False)
         heartbeats.alive_names(pipe, since=time.time() - ALIVE_FOR)
-        hosts = by_host(heartbeats.figures(pipe.execute()[0]))
+        workers = heartbeats.figures(pipe.execute()[0])
+        hosts = by_host(workers)
+        selected = len(snap.selection.order) if snap.selection else 0
+        breakers = read_gate_figures(Admitter(client, keys), settings, [r.endpoint for r in snap.records.values()],
+                                     fleet_slots=share_base(selected, workers))
     except redis.RedisError as exc:
         print(f"llmpool: cannot read the registry at {redacted_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1

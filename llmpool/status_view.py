@@ -82,18 +82,32 @@ def discovery_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"total": len(rows), **counts, "llms": llms}
 
 
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}s" if value < 10 else f"{value:.0f}s"
+
+
+def _breaker_cell(breaker: dict[str, Any]) -> str:
+    """The breaker's state; "suspect" while admission holds the endpoint for hanging (llmpool.ttft)."""
+    if breaker.get("suspect"):
+        return "suspect" if breaker.get("state") == "open" else "suspect-trial"
+    return str(breaker.get("state", "-"))
+
+
 def render_table(rows: list[dict[str, Any]]) -> str:
     """The registry as a plain-text table for the terminal."""
-    headers = ["", "rank", "id", "model", "source", "health", "breaker", "in-flight", "latency", "fails",
-               "last error"]
+    headers = ["", "rank", "id", "model", "source", "health", "breaker", "in-flight", "ttft p95", "1st-token t/o",
+               "latency", "fails", "last error"]
     lines = [headers]
     for r in rows:
         mark = "*" if r["is_current"] else ("P" if r["is_pinned"] else "")
         latency = f"{r['latency'] * 1000:.0f}ms" if r["latency"] is not None else "-"
         breaker = r.get("breaker") or {}
+        ttft = breaker.get("ttft") or {}
+        cap = breaker.get("max_concurrency")
+        in_flight = str(breaker.get("in_flight", "-")) + (f"/{cap}" if cap else "")
         lines.append([mark, "-" if r["rank"] is None else str(r["rank"]), r["deploy_id"][:24],
-                      r["model_name"][:32], r["source"], r["status"], str(breaker.get("state", "-")),
-                      str(breaker.get("in_flight", "-")), latency,
+                      r["model_name"][:32], r["source"], r["status"], _breaker_cell(breaker), in_flight,
+                      _seconds(ttft.get("p95")), _seconds(ttft.get("first_token_timeout")), latency,
                       str(r["consecutive_failures"]), (r["last_error"] or "")[:40]])
     widths = [max(len(row[i]) for row in lines) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
+from llmpool.gate_figures import read_gate_figures, share_base
 from llmpool.heartbeats import ALIVE_FOR, WorkerHeartbeats, by_host
 from llmpool.hedging import hedging_status
 from llmpool.redis_memory import parse_memory
@@ -25,7 +26,6 @@ def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
     """The registry, breakers, live workers with their figures, queue depths and Redis memory, in
     four round trips."""
     snap = state.registry.snapshot()
-    breakers = state.admitter.stats(list(snap.records))
     heartbeats = WorkerHeartbeats(state.redis, state.keys)
     pipe = state.redis.pipeline(transaction=False)
     heartbeats.alive_names(pipe, since=time.time() - ALIVE_FOR)
@@ -33,7 +33,11 @@ def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
         pipe.llen(state.keys.celery_queue(queue))
     pipe.info("memory")
     names, *depths, memory = pipe.execute()
-    return snap, {"workers": len(names), "hosts": by_host(heartbeats.figures(names)),
+    workers = heartbeats.figures(names)
+    selected = len(snap.selection.order) if snap.selection else 0
+    breakers = read_gate_figures(state.admitter, state.settings, [r.endpoint for r in snap.records.values()],
+                                 fleet_slots=share_base(selected, workers))
+    return snap, {"workers": len(names), "hosts": by_host(workers),
                   "queues": dict(zip(QUEUES, map(int, depths), strict=True)),
                   "redis_memory": parse_memory(memory, warn_at=state.settings.agent_redis_memory_warn).to_dict(),
                   "breakers": breakers}
