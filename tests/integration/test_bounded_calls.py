@@ -37,9 +37,11 @@ SPECS = [ContainerSpec(name="bad", model_name="Llama-3.1-70B-Instruct", ttft=0.0
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     tmp = tmp_path_factory.mktemp("bounded")
     with RedisServer(data_dir=tmp / "redis") as server, MockLLM(SPECS) as mock:
+        # Hedging off: these tests are about one call's own bounds, which a hedge would race past.
         started = start_pool(tmp, server, mock, workers=1, threads=4, max_failures=10,
                              agent_request_timeout=TIMEOUT, agent_first_token_timeout=2,
-                             agent_max_response_bytes=MAX_BYTES, agent_max_line_bytes=MAX_LINE)
+                             agent_max_response_bytes=MAX_BYTES, agent_max_line_bytes=MAX_LINE,
+                             agent_hedge_enabled="false")
         try:
             yield started
         finally:
