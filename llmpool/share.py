@@ -8,7 +8,9 @@ endpoint may hold at most AGENT_ENDPOINT_SHARE of the fleet's chat slots (llmpoo
 
 The fleet's chat slots are the summed pool sizes of the live workers that consume a chat queue,
 as their heartbeats report them (llmpool.heartbeats), read at most every REFRESH seconds per
-process. With one endpoint selected the jobs have nowhere else to go, so no share applies (0).
+process. With one endpoint selected the jobs have nowhere else to go, so no share applies (0);
+nor while a live worker has not reported its pool yet (it has just started): a share of a
+count that misses workers would be too strict.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ CHAT_QUEUE_PREFIX = "chat."
 
 
 def chat_slots(figures: list[dict[str, Any]]) -> int:
-    """Summed concurrency of the workers whose queues include a chat queue."""
+    """Summed concurrency of the workers whose queues include a chat queue; 0 if a pool is unknown."""
     total = 0
     for worker in figures:
-        queues = worker.get("queues") or []
-        if any(str(q).startswith(CHAT_QUEUE_PREFIX) for q in queues):
-            total += max(0, int(worker.get("concurrency") or 0))
+        if "queues" not in worker or "concurrency" not in worker:
+            return 0  # a worker starting up, or one whose figures just expired
+        if any(str(q).startswith(CHAT_QUEUE_PREFIX) for q in worker["queues"] or []):
+            total += max(0, int(worker["concurrency"] or 0))
     return total
 
 

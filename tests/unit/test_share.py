@@ -15,7 +15,12 @@ CHAT = ["control", "chat.high", "chat.default", "chat.low"]
 
 def test_only_workers_that_run_chat_jobs_count() -> None:
     assert chat_slots([{"concurrency": 64, "queues": CHAT}, {"concurrency": 4, "queues": ["control"]},
-                       {"concurrency": 8, "queues": ["chat.low"]}, {"node": "figures expired"}]) == 72
+                       {"concurrency": 8, "queues": ["chat.low"]}]) == 72
+
+
+def test_no_count_while_a_live_worker_has_not_reported_its_pool() -> None:
+    """A share of a count missing that worker's slots would be too strict: no share until it reports."""
+    assert chat_slots([{"concurrency": 64, "queues": CHAT}, {"node": "w2@b", "pid": 7}]) == 0
 
 
 def test_fleet_slots_come_from_live_heartbeats_and_apply_only_with_somewhere_else_to_go(
