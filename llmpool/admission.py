@@ -83,7 +83,7 @@ class Admission:
     trial: bool  # this caller holds the one half-open trial, fleet-wide
     reason: Reason
     retry_after: float  # seconds until it could pass (0 when allowed)
-    first_token_timeout: float | None = None  # this call's wait for a first token (None: the setting)
+    first_token_timeout: float | None = None  # this call's wait for a first token, if shorter than the setting
     hedge_after: float | None = None  # the endpoint's p95 TTFT; None while it is cold (llmpool.ttft)
 
 
@@ -126,8 +126,10 @@ class Admitter:
         allowed, trial, reason, retry, samples, p95, p99, failed_trials = self._admit(keys=keys, args=args)
         summary = TtftSummary.from_fields({"samples": as_text(samples), "p95": as_text(p95), "p99": as_text(p99)})
         timeout = first_token_timeout(summary, ttft, trial=bool(trial), failed_trials=int(failed_trials))
+        # At the ceiling the call keeps AGENT_FIRST_TOKEN_TIMEOUT's own meaning (a per-read timeout).
         return Admission(bool(allowed), bool(trial), as_text(reason), max(0.0, float(retry)),  # type: ignore[arg-type]
-                         first_token_timeout=timeout, hedge_after=hedge_after(summary, ttft))
+                         first_token_timeout=timeout if timeout < ttft.timeout_ceiling else None,
+                         hedge_after=hedge_after(summary, ttft))
 
     def first_token(self, endpoint_id: str, job_id: str, seconds: float, *, ttft: TtftConfig = DEFAULT_TTFT) -> int:
         """A call's first token came after `seconds`: its wait ends and the TTFT is recorded; samples after."""
