@@ -346,6 +346,11 @@ def config_issues(settings: Settings) -> list[str]:
         issues.append(
             "WARNING: AGENT_FIRST_TOKEN_TIMEOUT is above AGENT_REQUEST_TIMEOUT (the total wins)"
         )
+    if settings.agent_first_token_floor >= settings.agent_first_token_timeout:
+        issues.append(
+            "WARNING: AGENT_FIRST_TOKEN_FLOOR is not below AGENT_FIRST_TOKEN_TIMEOUT "
+            "(first-token timeouts cannot adapt to an endpoint's TTFT)"
+        )
     return issues
 
 

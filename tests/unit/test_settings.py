@@ -98,6 +98,9 @@ REPORT_CASES = [
      ["WARNING: Health check timeout too low (minimum 1 second)"]),
     ({"cloud_chat_ui_auth_token": "t", "use_cloud_llm": True},
      ["WARNING: Cloud LLM enabled but no CLOUD_CHAT_UI_URL provided"]),
+    ({"jwt_secret": "s", "agent_first_token_timeout": 3},
+     ["WARNING: AGENT_FIRST_TOKEN_FLOOR is not below AGENT_FIRST_TOKEN_TIMEOUT "
+      "(first-token timeouts cannot adapt to an endpoint's TTFT)"]),
 ]
 
 
