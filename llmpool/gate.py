@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import redis
 
-from llmpool.admission import Admission, Admitter, breaker_config, limits_for
+from llmpool.admission import Admission, Admitter, Reason, breaker_config, limits_for
 from llmpool.endpoints import Endpoint
 from llmpool.leases import LeaseKeeper
 from llmpool.runner import Outcome, Ticket
@@ -43,11 +43,13 @@ class RedisGate:
         self.ttft = ttft_config(settings)
         self.fleet_slots = fleet_slots or (lambda: 0)  # the base of the concurrency share (llmpool.share)
         self._open_until: dict[str, float] = {}  # endpoint id -> monotonic time its wait ends
+        self._open_why: dict[str, Reason] = {}  # endpoint id -> "open" or "suspect", for the refusals it caches
 
     def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Admission:
         remaining = self._open_until.get(endpoint.id, 0.0) - time.monotonic()
         if remaining > 0:
-            return Admission(allowed=False, trial=False, reason="open", retry_after=remaining)
+            return Admission(allowed=False, trial=False, reason=self._open_why.get(endpoint.id, "open"),
+                             retry_after=remaining)
         lease = min(budget, self.settings.agent_request_timeout) + self.settings.agent_lease_margin
         if self.leases is not None:  # renewed while the call runs
             lease = min(lease, self.leases.lease)
@@ -64,6 +66,7 @@ class RedisGate:
                         endpoint.id, ticket.retry_after)
         if ticket.reason in ("open", "suspect"):
             self._open_until[endpoint.id] = time.monotonic() + ticket.retry_after
+            self._open_why[endpoint.id] = ticket.reason
         return ticket
 
     def first_token(self, endpoint: Endpoint, job_id: str, seconds: float) -> None:
@@ -85,6 +88,7 @@ class RedisGate:
         if settled.state == "open" and outcome == "failure":
             # The base wait never outlasts the real one (which may have doubled); after it, Redis decides.
             self._open_until[endpoint.id] = time.monotonic() + self.breaker.open_wait
+            self._open_why[endpoint.id] = "open"
 
     def pause(self, endpoint: Endpoint, seconds: float) -> None:
         log.info("endpoint %s answered 429: paused %.1fs for every worker", endpoint.id, seconds)

@@ -13,6 +13,7 @@ import redis
 from llmpool.admission import Admission, Admitter, Limits, limits_for
 from llmpool.breaker import BreakerConfig
 from llmpool.endpoints import Endpoint
+from llmpool.gate import RedisGate
 from llmpool.keys import Keys
 from llmpool.settings import load_settings
 from llmpool.ttft import TtftConfig, bucket_bound, bucket_of, percentile
@@ -272,3 +273,38 @@ def test_a_share_refusal_is_a_concurrency_refusal(adm: Admitter) -> None:
     share = limits_for(endpoint("a", "llama-3.1-70b"), load_settings(), fleet_slots=4)
     assert [admit(adm, f"j{n}", limits=share).allowed for n in range(3)] == [True, True, False]
     assert admit(adm, "j9", limits=share).reason == "concurrency"
+
+
+# --- the gate in front of it (llmpool.gate) ---------------------------------------------------
+
+def _gate(client: redis.Redis, **settings: object) -> RedisGate:
+    values = {"agent_ttft_min_samples": TTFT.min_samples, "agent_first_token_floor": TTFT.timeout_floor,
+              "agent_first_token_timeout": TTFT.timeout_ceiling, "agent_suspect_floor": TTFT.suspect_floor,
+              "agent_suspect_max": TTFT.suspect_max, "agent_suspect_wait": TTFT.suspect_wait, **settings}
+    return RedisGate(Admitter(client, KEYS), load_settings(**values), fleet_slots=lambda: 4)
+
+
+def test_the_gate_records_first_tokens_and_remembers_a_suspicion(client: redis.Redis, clock: Clock) -> None:
+    gate, ep = _gate(client), endpoint(E, "llama-3.1-70b")
+    for n in range(TTFT.min_samples):
+        ticket = gate.admit(ep, f"w{n}", tokens=1, budget=60)
+        gate.first_token(ep, f"w{n}", 0.02)
+        gate.settle(ep, f"w{n}", ticket, outcome="success", reserved=1, used=1, duration=0.05)
+    assert gate.admit(ep, "stuck", tokens=1, budget=60).first_token_timeout == TTFT.timeout_floor
+    clock.sleep(0.31)
+    first = gate.admit(ep, "j1", tokens=1, budget=60)
+    cached = gate.admit(ep, "j2", tokens=1, budget=60)  # answered by this process without Redis
+    assert (first.reason, cached.reason) == ("suspect", "suspect") and 0 < cached.retry_after <= first.retry_after
+
+
+def test_the_gate_holds_an_endpoint_to_its_share_and_survives_a_lost_first_token(client: redis.Redis) -> None:
+    gate, ep = _gate(client), endpoint(E, "llama-3.1-70b")
+    tickets = [gate.admit(ep, f"j{n}", tokens=1, budget=60) for n in range(3)]
+    assert [t.allowed for t in tickets] == [True, True, False]  # half of the 4 slots fleet_slots says
+    assert tickets[2].reason == "concurrency"
+
+    def redis_away(*_args: object, **_kwargs: object) -> int:
+        raise redis.ConnectionError("Redis went away")
+
+    gate.admitter.first_token = redis_away  # type: ignore[method-assign]
+    gate.first_token(ep, "j0", 0.1)  # logged, not raised: the answer streaming in matters more
