@@ -164,7 +164,7 @@ class Admitter:
         used = "" if used_tokens is None else max(0, used_tokens)
         args = [job_id, outcome, int(trial), max(0, reserved_tokens), used, limits.tpm, limits.period,
                 breaker.max_failures, breaker.window, breaker.failure_rate, breaker.min_calls,
-                breaker.open_wait, breaker.open_wait_max, BREAKER_TTL, ttft.window]
+                breaker.open_wait, breaker.open_wait_max, BREAKER_TTL, ttft.window, ttft.min_samples]
         state, transition = self._settle(keys=keys, args=args)
         return Settlement(as_text(state), as_text(transition))  # type: ignore[arg-type]
 

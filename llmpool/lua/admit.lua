@@ -28,23 +28,35 @@ end
 -- Leases of dead workers expire here; a job re-admitted keeps its one member.
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now))
 
--- Suspicion: a call that has waited longer than the endpoint's usual first token (suspect factor
--- x its p99, within floor..max; the max while it has fewer than min_samples TTFTs), while nothing
--- on the endpoint made progress (a first token, an answer, or the server's own load signal in
--- `progress_at`) for as long, means the server hangs, not that it is slow: a slow server under
--- load still answers someone. The breaker opens for suspect_wait, and then one trial decides.
-local h = redis.call('HMGET', KEYS[8], 'samples', 'p95', 'p99', 'progress_at')
+-- Suspicion: the endpoint has been asked and left unanswered longer than its usual first token
+-- (suspect factor x its p99, within floor..max; the max while it has fewer than min_samples
+-- TTFTs), while nothing on it made progress (a first token, an answer, or the server's own load
+-- signal in `progress_at`) for as long: the server hangs, it is not just slow, for a slow server
+-- under load still answers someone. Unanswered since: the oldest call still waiting for its first
+-- token, or the earliest call since the last progress that ended without one after a long wait
+-- (`unanswered_since`, settle.lua) if such calls ran on until the oldest waiting one started
+-- (`unanswered_until`), so calls each cut short (hedged) still add up. A call must be waiting
+-- now, and the silence unbroken: old silence on an idle endpoint proves nothing. The breaker
+-- opens for suspect_wait, and then one trial decides.
+local h = redis.call('HMGET', KEYS[8], 'samples', 'p95', 'p99', 'progress_at', 'unanswered_since',
+                     'unanswered_until')
 local samples = tonumber(h[1] or '0') or 0
 local warm = samples >= min_samples and h[3]
 local function suspected()
   local after = suspect_max
   if warm then after = math.min(math.max(suspect_factor * tonumber(h[3]), suspect_floor), suspect_max) end
-  if now - tonumber(h[4] or '0') <= after then return false end
+  local progress = tonumber(h[4] or '0')
+  if now - progress <= after then return false end
   for _ = 1, 8 do  -- the oldest call still waiting, skipping marks whose lease is gone (a dead worker's)
     local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
     if #oldest == 0 then return false end
-    local expiry = redis.call('ZSCORE', KEYS[3], oldest[1])
-    if expiry then return now - tonumber(oldest[2]) > after end
+    if redis.call('ZSCORE', KEYS[3], oldest[1]) then
+      local since, unanswered = tonumber(oldest[2]), tonumber(h[5] or '0')
+      if unanswered > 0 and unanswered >= progress and since <= tonumber(h[6] or '0') then
+        since = math.min(since, unanswered)
+      end
+      return now - since > after
+    end
     redis.call('ZREM', KEYS[7], oldest[1])
   end
   return false

@@ -2,7 +2,8 @@
 -- KEYS: breaker hash, trial, leases zset, rate tpm, awaiting zset, ttft hash.
 -- ARGV: job id, outcome (success|failure|neutral), trial 0|1, reserved tokens, used tokens
 --       ('' = unknown: keep the reservation), tpm, period s, max failures, window s,
---       failure rate, min calls, base open wait s, max open wait s, breaker ttl s, ttft window s.
+--       failure rate, min calls, base open wait s, max open wait s, breaker ttl s, ttft window s,
+--       ttft min samples.
 -- Returns {the breaker state after: closed | open | half_open, the transition this call made:
 -- opened (it tripped a closed breaker) | reopened (a failed trial) | closed (a good trial) | ''}.
 local t = redis.call('TIME')
@@ -16,10 +17,32 @@ local B = KEYS[1]
 local function fmt(x) return string.format('%.6f', x) end
 
 redis.call('ZREM', KEYS[3], job)
+local asked_at = tonumber(redis.call('ZSCORE', KEYS[5], job))  -- set while the call had no first token
 redis.call('ZREM', KEYS[5], job)  -- a call that ended waits for no first token any more
+local function touch_ttft()
+  if redis.call('PTTL', KEYS[6]) < 0 then redis.call('PEXPIRE', KEYS[6], math.ceil(2 * tonumber(ARGV[15]) * 1000)) end
+end
 if outcome == 'success' then  -- an answer is progress: suspicion needs a stretch without any
   redis.call('HSET', KEYS[6], 'progress_at', fmt(now))
-  if redis.call('PTTL', KEYS[6]) < 0 then redis.call('PEXPIRE', KEYS[6], math.ceil(2 * tonumber(ARGV[15]) * 1000)) end
+  touch_ttft()
+elseif asked_at then
+  -- A call that ended without a first token after waiting longer than the endpoint's usual TTFT
+  -- (cut at its own timeout, or by us because its hedge answered first) is evidence of silence:
+  -- suspicion counts the endpoint unanswered since the earliest such wait after its last progress
+  -- (`unanswered_since`), up to the latest (`unanswered_until`), so calls that are each cut short
+  -- still add up to a hang. A quick error answer is no evidence.
+  local h = redis.call('HMGET', KEYS[6], 'samples', 'p99', 'progress_at', 'unanswered_since')
+  local usual = 0
+  if tonumber(h[1] or '0') >= tonumber(ARGV[16]) and h[2] then usual = tonumber(h[2]) end
+  local progress, since = tonumber(h[3] or '0'), tonumber(h[4] or '0')
+  local from = math.max(asked_at, progress)
+  if now - asked_at > usual then
+    redis.call('HSET', KEYS[6], 'unanswered_until', fmt(now))
+    if since == 0 or since < progress or from < since then  -- none yet, one from before the progress, or later
+      redis.call('HSET', KEYS[6], 'unanswered_since', fmt(from))
+    end
+    touch_ttft()
+  end
 end
 
 -- Tokens: give back what was reserved and not used (or charge the overrun), never below now,

@@ -179,6 +179,41 @@ def test_the_servers_own_load_signal_counts_as_progress(adm: Admitter, clock: Cl
     assert admit(adm, "later").reason == "suspect"
 
 
+def test_calls_each_cut_short_still_add_up_to_a_hang(adm: Admitter, clock: Clock) -> None:
+    """Hedged calls: each is cancelled (settled neutral) 0.12 s in with no token; none waits 0.3 s."""
+    warm(adm)
+    with clock.within(0.3):  # c2 is admitted before 0.3 s of silence
+        c0 = admit(adm, "c0")
+        clock.sleep(0.12)
+        c1 = admit(adm, "c1")
+        settle(adm, "c0", c0, "neutral")  # its hedge answered first
+        clock.sleep(0.12)
+        c2 = admit(adm, "c2")
+        settle(adm, "c1", c1, "neutral")
+    assert c0.allowed and c1.allowed and c2.allowed
+    clock.sleep(0.12)
+    assert admit(adm, "c3").reason == "suspect"  # unanswered for 0.36 s, one call after another
+
+
+def test_old_silence_on_an_idle_endpoint_proves_nothing(adm: Admitter, clock: Clock) -> None:
+    warm(adm)
+    cut = admit(adm, "cut")
+    clock.sleep(0.12)
+    settle(adm, "cut", cut, "neutral")
+    clock.sleep(0.5)  # idle: nobody asked it anything
+    with clock.within(0.3):
+        assert admit(adm, "new").allowed
+        assert admit(adm, "next").allowed  # "new" waits, but the silence since "cut" is broken
+
+
+def test_a_quick_error_answer_is_no_evidence(adm: Admitter, client: redis.Redis, clock: Clock) -> None:
+    warm(adm)
+    with clock.within(0.02):  # within the endpoint's usual TTFT
+        quick = admit(adm, "quick")
+        settle(adm, "quick", quick, "neutral")  # e.g. a 400: no token, but an answer at once
+    assert client.hget(KEYS.ttft(E), "unanswered_since") is None
+
+
 def test_a_cold_endpoint_is_suspected_only_after_the_max(adm: Admitter, clock: Clock) -> None:
     cold = TtftConfig(min_samples=5, suspect_floor=0.1, suspect_max=0.6, suspect_wait=0.2)
     assert admit(adm, "stuck", config=cold).allowed
