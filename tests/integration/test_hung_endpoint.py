@@ -3,9 +3,9 @@
 Real Redis, two real worker processes (16 threads each, so the fleet has 32 chat slots and an
 endpoint's default share, AGENT_ENDPOINT_SHARE 0.5, is 16), the mock LLM with two containers: the
 selected 70B and an 8B. Every other setting is `make up`'s default (AGENT_FIRST_TOKEN_TIMEOUT 60 s,
-AGENT_REQUEST_TIMEOUT 300 s), except that hedging is off: these tests show what suspicion, the
-adaptive first-token timeout and the share achieve by themselves (tests/integration/test_hedging.py
-and bench/ cover hedging).
+AGENT_REQUEST_TIMEOUT 300 s). The hang runs twice: with hedging off, to show what suspicion, the
+adaptive first-token timeout and the share achieve by themselves, and with hedging on (the
+default), where every hung call is cut short by its hedge and suspicion must still see the hang.
 
 The issue's scenario at its own scale: 8 chats a second, the 70B hangs for 20 s (the mock reads
 each request and never answers) while the 8B stays healthy.
@@ -37,13 +37,13 @@ SHARE = int(0.5 * WORKERS * THREADS)  # AGENT_ENDPOINT_SHARE of the fleet's chat
 
 @pytest.fixture
 def fleet(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pool]:
-    threads = getattr(request, "param", THREADS)
+    threads, hedging = getattr(request, "param", (THREADS, False))
     containers = [ContainerSpec(name="big", model_name="Llama-3.1-70B-Instruct", ttft=0.05, tokens_per_second=200),
                   ContainerSpec(name="small", model_name="Llama-3.1-8B-Instruct", ttft=0.05, tokens_per_second=200)]
     with RedisServer(data_dir=tmp_path / "redis", appendonly=False) as server, \
             MockLLM(containers=containers) as mock:
         pool = start_pool(tmp_path, server, mock, workers=WORKERS, threads=threads, agent_first_token_timeout=60,
-                          agent_request_timeout=300, agent_hedge_enabled="false")
+                          agent_request_timeout=300, agent_hedge_enabled=str(hedging).lower())
         try:
             yield pool
         finally:
@@ -78,6 +78,7 @@ def _ttft(pool: Pool, endpoint: str) -> dict[str, Any]:
     return pool.admitter.stats([endpoint])[endpoint]
 
 
+@pytest.mark.parametrize("fleet", [(THREADS, False), (THREADS, True)], indirect=True, ids=["hedging-off", "hedging-on"])
 def test_a_hung_70b_costs_the_pool_seconds_not_a_minute(fleet: Pool) -> None:
     warm = _finished(fleet, _open_loop(fleet, 4, prefix="warm"), timeout=30)  # the 70B's TTFT history
     assert {r["result"]["endpoint"] for r in warm} == {BIG}
@@ -91,7 +92,9 @@ def test_a_hung_70b_costs_the_pool_seconds_not_a_minute(fleet: Pool) -> None:
     first_small = min(float(r["finished_at"]) for r in outage if r["result"]["endpoint"] == SMALL) - hang_at
     big = fleet.mock.stats("big")
     breaker = _ttft(fleet, BIG)
-    print(f"\n[hung 70B, {RATE:g} chats/s, {OUTAGE:g} s, hedging off] {len(outage)} chats, all answered; "
+    hedging = fleet.env["AGENT_HEDGE_ENABLED"] == "true"
+    print(f"\n[hung 70B, {RATE:g} chats/s, {OUTAGE:g} s, hedging {'on' if hedging else 'off'}] {len(outage)} chats, "
+          f"all answered; "
           f"first 8B answer {first_small:.2f}s after the hang; latency p50 {statistics.median(latencies):.2f}s "
           f"p95 {_p95(latencies):.2f}s max {latencies[-1]:.2f}s; calls to the hung 70B {big['chat_requests']}, "
           f"peak in flight on it {big['peak_in_flight']} (share {SHARE}); suspicions {breaker['suspicions']}, "
@@ -101,9 +104,11 @@ def test_a_hung_70b_costs_the_pool_seconds_not_a_minute(fleet: Pool) -> None:
     assert _p95(latencies) < 5.0
     assert big["peak_in_flight"] <= SHARE
     assert breaker["suspicions"] >= 1  # the pool suspected the hang; it did not wait for failures
+    # Without suspicion every chat tries the selected 70B first (with hedging: 160 of 160 calls).
+    assert big["chat_requests"] < len(outage) / 2
 
 
-@pytest.mark.parametrize("fleet", [32], indirect=True)  # 64 slots: its share (32) holds 8/s x 2 s
+@pytest.mark.parametrize("fleet", [(32, False)], indirect=True)  # 64 slots: its share (32) holds 8/s x 2 s
 def test_a_slow_but_alive_70b_is_not_suspected(fleet: Pool) -> None:
     fleet.mock.configure("big", ttft=1.0)
     _finished(fleet, _open_loop(fleet, 3, prefix="history"), timeout=30)  # its history: TTFT about 1 s
