@@ -14,9 +14,10 @@ What follows, the same for every worker:
   AGENT_FIRST_TOKEN_TIMEOUT (the ceiling, also used while the endpoint is cold: fewer than
   AGENT_TTFT_MIN_SAMPLES samples). A half-open trial waits twice as long for each failed trial
   before it (up to the ceiling), so an endpoint that became slower than its history gets back.
-- `suspect_after`: how long a call may wait for its first token, with no progress anywhere on the
-  endpoint, before admission suspects the endpoint of hanging (admit.lua computes the same):
-  AGENT_SUSPECT_FACTOR x p99 within [AGENT_SUSPECT_FLOOR, AGENT_SUSPECT_MAX]; the max while cold.
+- `suspect_after`: how long the endpoint may leave calls unanswered (one waiting call, or calls
+  each cut short with no token, one after another), with no progress anywhere on it, before
+  admission suspects it of hanging (admit.lua computes the same): AGENT_SUSPECT_FACTOR x p99
+  within [AGENT_SUSPECT_FLOOR, AGENT_SUSPECT_MAX]; the max while cold.
 - `hedge_after`: the p95 a hedged job waits before it sends its request to the next candidate;
   None while cold (nothing known about the endpoint: no hedge before the first-token timeout).
 """
