@@ -25,7 +25,7 @@ end
 if outcome == 'success' then  -- an answer is progress: suspicion needs a stretch without any
   redis.call('HSET', KEYS[6], 'progress_at', fmt(now))
   touch_ttft()
-elseif asked_at then
+elseif asked_at and not (outcome == 'neutral' and used == 0) then  -- used 0: it never reached the endpoint
   -- A call that ended without a first token after waiting longer than the endpoint's usual TTFT
   -- (cut at its own timeout, or by us because its hedge answered first) is evidence of silence:
   -- suspicion counts the endpoint unanswered since the earliest such wait after its last progress

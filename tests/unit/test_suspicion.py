@@ -206,6 +206,16 @@ def test_old_silence_on_an_idle_endpoint_proves_nothing(adm: Admitter, clock: Cl
         assert admit(adm, "next").allowed  # "new" waits, but the silence since "cut" is broken
 
 
+def test_a_call_that_never_left_this_process_is_no_evidence(adm: Admitter, client: redis.Redis,
+                                                             clock: Clock) -> None:
+    warm(adm)
+    short = admit(adm, "short")
+    clock.sleep(0.5)  # it waited for a free connection of our own pool, then gave up (LocalShortage)
+    adm.settle(E, "short", outcome="neutral", trial=short.trial, reserved_tokens=5, used_tokens=0, duration=0.5,
+               limits=FREE, breaker=BREAKER, ttft=TTFT)
+    assert client.hget(KEYS.ttft(E), "unanswered_since") is None
+
+
 def test_a_quick_error_answer_is_no_evidence(adm: Admitter, client: redis.Redis, clock: Clock) -> None:
     warm(adm)
     with clock.within(0.02):  # within the endpoint's usual TTFT
