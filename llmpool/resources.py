@@ -35,7 +35,7 @@ from llmpool.selection import Selection
 from llmpool.settings import Settings, get_settings
 from llmpool.share import FleetSlots
 
-__all__ = ["Resources", "SelectionCache", "open_resources", "current", "close_resources", "forget_after_fork",
+__all__ = ["Resources", "chat_connections", "SelectionCache", "open_resources", "current", "close_resources", "forget_after_fork",
            "reload_resources", "peek"]
 
 
@@ -105,15 +105,25 @@ _lock = threading.Lock()
 _current: Resources | None = None
 
 
+def _hedges(settings: Settings) -> int:
+    return hedge_threads(settings.agent_worker_concurrency) if settings.agent_hedge_enabled else 0
+
+
+def chat_connections(settings: Settings) -> int:
+    """Connections of a worker process's chat HTTP pool: one per thread (at least 10), plus one per
+    hedge thread, which calls beside the worker's own threads."""
+    return max(settings.agent_worker_concurrency, 10) + _hedges(settings)
+
+
 def _build(settings: Settings) -> Resources:
     keys = Keys(settings.agent_redis_prefix)
     # Hedge threads call (HTTP) and admit and settle (Redis) beside the worker's own threads.
-    hedges = hedge_threads(settings.agent_worker_concurrency) if settings.agent_hedge_enabled else 0
+    hedges = _hedges(settings)
     client = redis_client(
         settings, max_connections=settings.agent_worker_concurrency + hedges + 8,
         health_check_interval=30, socket_connect_timeout=5, socket_timeout=10,
     )
-    http = make_http_client(settings, max_connections=max(settings.agent_worker_concurrency, 10) + hedges)
+    http = make_http_client(settings, max_connections=chat_connections(settings))
     registry = Registry(client, keys)
     admitter = Admitter(client, keys)
     jobs = JobStore(client, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)

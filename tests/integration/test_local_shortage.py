@@ -18,7 +18,7 @@ import pytest
 from beat.tasks import run_discovery, run_health_pass
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
 from llmpool.dev.redis_server import RedisServer
-from llmpool.resources import Resources, _build
+from llmpool.resources import Resources, _build, chat_connections
 from llmpool.settings import load_settings
 from tests.pool import start_pool
 from tests.processes import wait_for
@@ -66,11 +66,11 @@ def hold_connections(http: httpx.Client, holder: MockLLM, n: int) -> list[thread
 
 def test_a_saturated_chat_pool_does_not_touch_health_probes(redis_url: str, mock: MockLLM,
                                                             holder: MockLLM) -> None:
-    res = resources(redis_url, mock, agent_worker_concurrency=1)  # the chat pool: 10 connections
+    res = resources(redis_url, mock, agent_worker_concurrency=1)
     try:
         run_discovery(res, force=True)
         before = res.registry.snapshot().health[C1]
-        hold_connections(res.http, holder, 10)
+        hold_connections(res.http, holder, chat_connections(res.settings))  # every one of the chat pool
         with pytest.raises(httpx.PoolTimeout):  # the chat pool really is full
             res.http.get(mock.url("c1") + "/health", timeout=httpx.Timeout(1, pool=0.2))
         result = run_health_pass(res)
@@ -100,26 +100,28 @@ def test_a_probe_that_finds_no_free_connection_leaves_health_as_it_was(redis_url
 
 
 def test_chat_calls_that_find_no_free_connection_charge_no_breaker_and_run_later(tmp_path: Path) -> None:
-    """A worker run with more threads (-c 12) than its chat pool has connections (10, sized from
-    AGENT_WORKER_CONCURRENCY), as a worker started by hand with a bigger -c is: two of twelve
+    """A worker run with more threads (-c) than its chat pool has connections (sized from
+    AGENT_WORKER_CONCURRENCY), as a worker started by hand with a bigger -c is: two of the
     3-second calls find the pool full."""
     slow = ContainerSpec(name="llm", ttft=3.0, tokens_per_second=0)
     endpoint = deploy_id("llm")
+    connections = chat_connections(load_settings(agent_worker_concurrency=10))
+    jobs = connections + 2
     with RedisServer(data_dir=tmp_path / "redis") as server, MockLLM([slow]) as llm:
-        pool = start_pool(tmp_path, server, llm, workers=1, threads=12, max_failures=1,
+        pool = start_pool(tmp_path, server, llm, workers=1, threads=jobs, max_failures=1,
                           agent_worker_concurrency=10, agent_connect_timeout=1)
         try:
-            records = pool.finished(pool.submit(12), timeout=60)
+            records = pool.finished(pool.submit(jobs), timeout=60)
             peak = llm.stats("llm")["peak_in_flight"]
             breaker = pool.admitter.stats([endpoint])[endpoint]
             in_flight = pool.admitter.in_flight([endpoint])[endpoint]
         finally:
             pool.stop()
-    assert [r["state"] for r in records] == ["succeeded"] * 12
+    assert [r["state"] for r in records] == ["succeeded"] * jobs
     short = [r for r in records if any(e["event"] == "refused" and e.get("reason") == "no_free_connection"
                                        for e in r["history"])]
     assert short, "no call found the pool full: the test proved nothing"
     assert all(r["calls"] == 1 for r in records)  # the shortage cost no job a call
-    assert peak <= 10
+    assert peak <= connections
     # With AGENT_MAX_FAILURES=1 one charged failure would have opened the breaker.
     assert (breaker["state"], breaker["failures"], in_flight) == ("closed", 0, 0), breaker
