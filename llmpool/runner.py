@@ -239,7 +239,11 @@ class _Run:
                                          "retry_after": ticket.retry_after})
             return None, False
         self.report.calls += 1
-        race = HedgedAttempt(self, endpoint, backup, pool=hedging.pool, delay=hedging.delay_for(ticket),
+        # A trial decides the endpoint for the whole fleet: cancelled by a hedge it would decide
+        # nothing, and a suspect endpoint that is only slower than its old p95 would stay suspect
+        # until its history aged out. So its hedge is due only after the job's budget: never.
+        delay = self._budget() + 1 if ticket.trial else hedging.delay_for(ticket)
+        race = HedgedAttempt(self, endpoint, backup, pool=hedging.pool, delay=delay,
                              may_hedge=lambda: self.report.calls < max_calls and self._budget() > 0,
                              budget=self._budget()).run(ticket)
         if race.hedge_sent:

@@ -91,6 +91,7 @@ class RecordingGate:
     """Admits all but `refuse`; records every settlement as (endpoint, outcome)."""
 
     refuse: set[str] = field(default_factory=set)
+    trials: set[str] = field(default_factory=set)  # endpoints whose admission hands out the half-open trial
     admitted: list[str] = field(default_factory=list)
     settled: list[tuple[str, Outcome]] = field(default_factory=list)
 
@@ -98,7 +99,7 @@ class RecordingGate:
         if endpoint.id in self.refuse:
             return Ticket(allowed=False, reason="concurrency", retry_after=1.0)
         self.admitted.append(endpoint.id)
-        return Ticket()
+        return Ticket(trial=endpoint.id in self.trials)
 
     def settle(self, endpoint: Endpoint, job_id: str, ticket: Ticket, *, outcome: Outcome, reserved: int,
                used: int | None, duration: float) -> None:
@@ -170,6 +171,16 @@ def test_the_first_call_answering_first_cancels_the_hedge(store: JobStore, pool:
     assert sorted(gate.settled) == [("a", "success"), ("b", "neutral")]
     assert report.hedges[0]["won"] is False
     assert "".join(e["text"] for e in stream(publisher)) == "from a "
+
+
+def test_a_trial_call_is_not_hedged_it_decides(store: JobStore, pool: HedgePool) -> None:
+    """The half-open trial must end on its own: a hedge cancelling it would leave the breaker undecided."""
+    client = FakeEndpoints({"a": Behaviour(wait=0.3, answer="from a"), "b": Behaviour(answer="from b")})
+    gate = RecordingGate(trials={"a"})
+    result, report, _ = hedged_run(store, pool, client, gate)
+    assert (result.endpoint, result.content) == ("a", "from a")  # waited past the hedge delay, unhedged
+    assert client.calls == ["a"] and gate.settled == [("a", "success")]
+    assert report.calls == 1 and report.hedges == []
 
 
 def test_both_stalled_the_job_times_out_once(store: JobStore, pool: HedgePool) -> None:
