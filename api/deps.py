@@ -17,6 +17,7 @@ from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.llm_client import LLMClient, make_http_client
 from llmpool.metrics.collector import PoolCollector
+from llmpool.ttft import ttft_config
 from llmpool.redis_conn import async_redis_client, celery_transport_options, redis_client
 from llmpool.registry import Registry
 from llmpool.settings import Settings
@@ -114,7 +115,8 @@ def open_state(settings: Settings) -> ApiState:
                     client=client, celery=control_app(settings),
                     registry=Registry(sync, keys), llm=llm, admitter=Admitter(sync, keys), hub=hub,
                     budget=budget,
-                    metrics=PoolCollector(sync, keys, checks_enabled=settings.agent_health_check_enabled))
+                    metrics=PoolCollector(sync, keys, checks_enabled=settings.agent_health_check_enabled,
+                                          ttft=ttft_config(settings)))
 
 
 def get_state(request: Request) -> ApiState:

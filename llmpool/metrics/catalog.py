@@ -145,5 +145,20 @@ LIVE: dict[str, Family] = {f.name: f for f in (
            ("endpoint", "model", "source", "rank")),
     Family("llmpool_endpoint_current", "gauge", "1 for the endpoint jobs go to first now, 0 for the others.",
            ("endpoint",)),
+    # Hung endpoints (llmpool.ttft, admit.lua): suspicion and the adaptive first-token timeout.
+    Family("llmpool_endpoint_suspect", "gauge",
+           "1 while the endpoint is suspected of hanging (calls unanswered past its usual TTFT, no progress).",
+           ("endpoint",)),
+    Family("llmpool_endpoint_suspicions_total", "counter",
+           "Times the endpoint was suspected of hanging (kept in its breaker, which Redis forgets after a day unused).",
+           ("endpoint",)),
+    Family("llmpool_endpoint_first_token_timeout_seconds", "gauge",
+           "The first-token timeout the endpoint's next call gets (from its TTFT history; the setting when cold).",
+           ("endpoint",)),
+    Family("llmpool_endpoint_ttft_p95_seconds", "gauge",
+           "The endpoint's recent p95 time to first token (its hedge delay); absent while it has no history.",
+           ("endpoint",)),
+    Family("llmpool_endpoint_awaiting_first_token", "gauge",
+           "Calls on the endpoint still waiting for their first token, fleet-wide.", ("endpoint",)),
 )}
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}

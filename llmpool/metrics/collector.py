@@ -7,6 +7,7 @@ process answers with the same fleet-wide numbers, so Prometheus scrapes one of t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from llmpool.admission import Admitter
+from llmpool.admission import DEFAULT_TTFT, Admitter
+from llmpool.gate_figures import exported_numbers
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.metrics.catalog import BREAKER_STATES, LIVE, NO_ENDPOINT, Family, format_bound
@@ -24,6 +26,7 @@ from llmpool.metrics.store import MetricsStore, Stored
 from llmpool.registry import Registry, Snapshot
 from llmpool.schemas import QUEUES
 from llmpool.status_view import endpoint_rows
+from llmpool.ttft import TtftConfig
 
 __all__ = ["PoolCollector", "exposition"]
 
@@ -68,10 +71,12 @@ def _gauge(name: str, rows: list[tuple[list[str], float]]) -> Metric:
 class PoolCollector(Collector):
     """Reads everything at each scrape: a handful of round trips, whatever the fleet's size."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, checks_enabled: bool = True) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, *, checks_enabled: bool = True,
+                 ttft: TtftConfig = DEFAULT_TTFT) -> None:
         self.redis = client
         self.keys = keys
         self.checks_enabled = checks_enabled
+        self.ttft = ttft
         self.store = MetricsStore(client, keys)
         self.registry = Registry(client, keys)
         self.admitter = Admitter(client, keys)
@@ -102,7 +107,7 @@ class PoolCollector(Collector):
         yield _gauge("llmpool_jobs_unpublished", [([], float(counts["unpublished"]))])
 
     def _endpoints(self, snap: Snapshot) -> Iterator[Metric]:
-        breakers = self.admitter.stats(list(snap.records))
+        breakers = self.admitter.stats(list(snap.records), ttft=self.ttft)
         rows = endpoint_rows(snap, checks_enabled=self.checks_enabled, breakers=breakers)
         yield _gauge("llmpool_breaker_state", [([r["deploy_id"]], float(BREAKER_STATES[_breaker(r)["state"]]))
                                                for r in rows])
@@ -117,6 +122,14 @@ class PoolCollector(Collector):
             ([r["deploy_id"], r["model_name"], r["source"], str(-1 if r["rank"] is None else r["rank"])], 1.0)
             for r in rows])
         yield _gauge("llmpool_endpoint_current", [([r["deploy_id"]], float(r["is_current"])) for r in rows])
+        gate = exported_numbers(breakers)
+        for name, field in (("llmpool_endpoint_suspect", "suspect"),
+                            ("llmpool_endpoint_suspicions_total", "suspicions_total"),
+                            ("llmpool_endpoint_first_token_timeout_seconds", "first_token_timeout_seconds"),
+                            ("llmpool_endpoint_ttft_p95_seconds", "ttft_p95_seconds"),
+                            ("llmpool_endpoint_awaiting_first_token", "awaiting_first_token")):
+            yield _gauge(name, [([endpoint], value) for endpoint, figures in gate.items()
+                                if not math.isnan(value := figures[field])])
 
 
 def _breaker(row: dict[str, Any]) -> dict[str, Any]:

@@ -98,6 +98,15 @@ def test_a_failover_moves_the_job_failover_and_breaker_series(stack: Stack) -> N
     assert after[f'llmpool_time_to_first_token_seconds_count{{endpoint="{BACKUP}"}}'] == 4
     assert after[f'llmpool_tokens_total{{direction="out",endpoint="{BACKUP}"}}'] > 0
     assert after['llmpool_queue_wait_seconds_count{queue="chat.default"}'] == 4
+    # The hung-endpoint gauges: a 500 is an answer, not silence, so nobody is suspected; only the
+    # backup has a TTFT history; each endpoint's next first-token timeout is within the setting (5 s).
+    gate = {name: {ep: after.get(f'llmpool_endpoint_{name}{{endpoint="{ep}"}}') for ep in (PRIMARY, BACKUP)}
+            for name in ("suspect", "suspicions_total", "ttft_p95_seconds", "first_token_timeout_seconds",
+                         "awaiting_first_token")}
+    assert gate["suspect"] == {PRIMARY: 0, BACKUP: 0} and gate["awaiting_first_token"] == {PRIMARY: 0, BACKUP: 0}
+    assert gate["suspicions_total"] == {PRIMARY: 0, BACKUP: 0}
+    assert gate["ttft_p95_seconds"][PRIMARY] is None and 0 < (gate["ttft_p95_seconds"][BACKUP] or 0) < 1
+    assert all(0 < (t or 0) <= 5 for t in gate["first_token_timeout_seconds"].values()), gate
     assert after['llmpool_job_latency_seconds_count{outcome="succeeded",queue="chat.default"}'] == 4
     assert not [k for k in after if k.startswith("llmpool_jobs_total") and k != JOBS]
     assert SECRET not in text and not [a["job_id"] for a in answers if str(a["job_id"]) in text]
