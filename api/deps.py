@@ -17,10 +17,10 @@ from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.llm_client import LLMClient, make_http_client
 from llmpool.metrics.collector import PoolCollector
-from llmpool.ttft import ttft_config
 from llmpool.redis_conn import async_redis_client, celery_transport_options, redis_client
 from llmpool.registry import Registry
 from llmpool.settings import Settings
+from llmpool.ttft import ttft_config
 
 __all__ = ["ApiState", "RedisBudget", "open_state", "redis_clients", "get_state", "control_app", "API_CLIENT_NAME",
            "PRODUCER_CONNECTIONS"]
