@@ -35,8 +35,8 @@ from llmpool.selection import Selection
 from llmpool.settings import Settings, get_settings
 from llmpool.share import FleetSlots
 
-__all__ = ["Resources", "chat_connections", "SelectionCache", "open_resources", "current", "close_resources", "forget_after_fork",
-           "reload_resources", "peek"]
+__all__ = ["Resources", "chat_connections", "SelectionCache", "open_resources", "current", "close_resources",
+           "forget_after_fork", "reload_resources", "peek"]
 
 
 def _nothing_in_flight(endpoint_ids: list[str]) -> dict[str, int]:
