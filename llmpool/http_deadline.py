@@ -133,14 +133,18 @@ class _DeadlineStream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
 
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        limit, deadline = _capped(timeout, httpcore.ReadTimeout)
+    @contextmanager
+    def _operation(self, timeout: float | None, expired: type[Exception],
+                   broken: type[Exception]) -> Iterator[float | None]:
+        """One socket operation: its timeout cut to the deadline, cancellable while it runs (a
+        cancel makes it raise `broken`), and the deadline marked expired if it is what ended it."""
+        limit, deadline = _capped(timeout, expired)
         cancel = _cancel_of_current()
         if cancel is not None:
-            cancel.enter(self, httpcore.ReadError)
+            cancel.enter(self, broken)
         try:
-            return self._inner.read(max_bytes, limit)
-        except httpcore.ReadTimeout:
+            yield limit
+        except expired:
             if deadline is not None:
                 deadline.expired = True
             raise
@@ -148,20 +152,13 @@ class _DeadlineStream(httpcore.NetworkStream):
             if cancel is not None:
                 cancel.leave()
 
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        with self._operation(timeout, httpcore.ReadTimeout, httpcore.ReadError) as limit:
+            return self._inner.read(max_bytes, limit)
+
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        limit, deadline = _capped(timeout, httpcore.WriteTimeout)
-        cancel = _cancel_of_current()
-        if cancel is not None:
-            cancel.enter(self, httpcore.WriteError)
-        try:
+        with self._operation(timeout, httpcore.WriteTimeout, httpcore.WriteError) as limit:
             self._inner.write(buffer, limit)
-        except httpcore.WriteTimeout:
-            if deadline is not None:
-                deadline.expired = True
-            raise
-        finally:
-            if cancel is not None:
-                cancel.leave()
 
     def close(self) -> None:
         self._inner.close()

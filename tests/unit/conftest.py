@@ -9,10 +9,12 @@ from __future__ import annotations
 import _posixsubprocess  # type: ignore[import-not-found]  # what subprocess and multiprocessing call
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+from tests.unit.raw_server import Behaviour, RawServer
 
 REASON = "tests/unit starts no process; a test that needs one belongs in tests/integration"
 
@@ -30,3 +32,17 @@ def no_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if hasattr(os, name):
             monkeypatch.setattr(os, name, _refuse)
     yield
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Behaviour], RawServer]]:
+    """Start raw servers (threads, not processes); every one is closed after the test."""
+    servers: list[RawServer] = []
+
+    def start(behaviour: Behaviour) -> RawServer:
+        servers.append(RawServer(behaviour))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

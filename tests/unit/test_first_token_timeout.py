@@ -19,7 +19,7 @@ from llmpool.errors import FirstTokenTimeout
 from llmpool.llm_client import LLMClient, make_http_client
 from llmpool.schemas import parse_job
 from llmpool.settings import load_settings
-from tests.unit.test_http_deadline import RawServer
+from tests.unit.raw_server import RawServer
 
 JOB = parse_job({"messages": [{"role": "user", "content": "q"}], "stream": True})
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
@@ -54,17 +54,6 @@ def tokens_after(first: float, gap: float, count: int) -> Callable[[socket.socke
     return behaviour
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., RawServer]]:
-    servers: list[RawServer] = []
-
-    def start(behaviour: Callable[[socket.socket, threading.Event], None]) -> RawServer:
-        servers.append(RawServer(behaviour))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 @pytest.fixture

@@ -9,15 +9,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from llmpool.http_deadline import CallCancel, call_deadline, make_bounded_client
+from tests.unit.raw_server import Behaviour
 
 DRIP = 0.1  # seconds between the bytes a trickling server sends
-Behaviour = Callable[[socket.socket, threading.Event], None]
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
@@ -45,61 +45,8 @@ def answers(conn: socket.socket, stop: threading.Event) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
-class RawServer:
-    """Accepts connections on a free port and runs `behaviour` on each after reading the request."""
-
-    def __init__(self, behaviour: Behaviour) -> None:
-        self.behaviour = behaviour
-        self.stop = threading.Event()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                part = conn.recv(4096)
-                if not part:
-                    return
-                request += part
-            try:
-                self.behaviour(conn, self.stop)
-            except OSError:
-                pass  # the client went away: what a deadline is for
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
-        for thread in self.threads:
-            thread.join(5)
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[[Behaviour], RawServer]]:
-    servers: list[RawServer] = []
-
-    def start(behaviour: Behaviour) -> RawServer:
-        servers.append(RawServer(behaviour))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 @pytest.fixture
