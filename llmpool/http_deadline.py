@@ -31,6 +31,7 @@ from contextlib import contextmanager
 
 import httpcore
 import httpx
+from httpx._utils import get_environment_proxies  # what httpx.Client reads; not exported
 
 __all__ = ["CallCancel", "CallDeadline", "call_deadline", "make_bounded_client"]
 
@@ -196,23 +197,38 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
 
 class _DeadlineTransport(httpx.HTTPTransport):
-    """httpx's own transport over a connection pool that uses the deadline backend.
+    """httpx's own transport over a connection pool (direct, or through an HTTP proxy) that uses
+    the deadline backend.
 
     httpx takes no network backend, so the pool it built is swapped for an identical one that has
-    ours (tests/unit/test_http_deadline.py fails if an httpx upgrade stops honouring it). Proxies
-    from the environment are not used: LLM servers are reached directly.
+    ours (tests/unit/test_http_deadline.py fails if an httpx upgrade stops honouring it). A SOCKS
+    proxy keeps httpx's own pool: its calls have httpx's per-operation timeouts only.
     """
 
-    def __init__(self, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, network_backend=_DeadlineBackend(),
-        )
+    def __init__(self, limits: httpx.Limits, proxy: httpx.Proxy | None = None) -> None:
+        super().__init__(limits=limits, proxy=proxy)
+        common: dict[str, typing.Any] = {
+            "ssl_context": httpx.create_ssl_context(), "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry, "network_backend": _DeadlineBackend()}
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(**common)
+        elif proxy.url.scheme in ("http", "https"):
+            url = httpcore.URL(scheme=proxy.url.raw_scheme, host=proxy.url.raw_host, port=proxy.url.port,
+                               target=proxy.url.raw_path)
+            self._pool = httpcore.HTTPProxy(proxy_url=url, proxy_auth=proxy.raw_auth, proxy_headers=proxy.headers.raw,
+                                            proxy_ssl_context=proxy.ssl_context, **common)
+
+
+def _proxy_mounts(limits: httpx.Limits) -> dict[str, httpx.BaseTransport | None]:
+    """HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY, as httpx itself reads them, over our transport
+    (an explicit transport turns httpx's own reading of them off)."""
+    return {pattern: None if url is None else _DeadlineTransport(limits, proxy=httpx.Proxy(url))
+            for pattern, url in get_environment_proxies().items()}
 
 
 def make_bounded_client(*, max_connections: int, timeout: float) -> httpx.Client:
     """A pooled httpx client whose calls honour `call_deadline`; `timeout` is its default per operation."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.Client(transport=_DeadlineTransport(limits), timeout=timeout, follow_redirects=False)
+    return httpx.Client(transport=_DeadlineTransport(limits), mounts=_proxy_mounts(limits), timeout=timeout,
+                        follow_redirects=False)

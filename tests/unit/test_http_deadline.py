@@ -144,3 +144,29 @@ def test_a_cancelled_call_sends_nothing_more_and_the_pool_still_works(serve, cli
     with call_deadline(10, cancel=cancel), pytest.raises(httpx.HTTPError):
         client.get(good.url)
     assert client.get(good.url).text == "ok"  # the next call, on the same pool, is not touched
+
+
+def test_an_http_proxy_from_the_environment_is_used_and_bounded(serve, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """HTTP_PROXY is honoured as httpx honours it, and a call through the proxy still ends at its deadline."""
+    proxy = serve(answers)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with make_bounded_client(max_connections=2, timeout=2.0) as through_proxy:
+        # llm.invalid resolves nowhere: an answer can only have come from the proxy.
+        assert through_proxy.get("http://llm.invalid/v1/models").text == "ok"
+    trickling = serve(trickle_body)
+    monkeypatch.setenv("HTTP_PROXY", trickling.url)
+    with make_bounded_client(max_connections=2, timeout=2.0) as through_proxy:
+        started = time.monotonic()
+        with call_deadline(0.4) as deadline, pytest.raises(httpx.ReadTimeout):
+            through_proxy.get("http://llm.invalid/v1/models")
+        assert deadline.expired and time.monotonic() - started < 2.0  # not the 2 s per-read timeout
+
+
+def test_no_proxy_reaches_the_server_directly(serve, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    server = serve(answers)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the discard port: nothing answers there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with make_bounded_client(max_connections=2, timeout=2.0) as direct:
+        assert direct.get(server.url).text == "ok"
