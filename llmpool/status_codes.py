@@ -12,6 +12,8 @@ _STATUS = {
     "waiting": 503,
     "expired": 504,
     "overloaded": 503,  # a limit of the API's own (waiting clients, connections): retry later
+    "local_shortage": 503,  # ours, not the LLM's (e.g. every connection of our HTTP pool busy)
+    "no_free_connection": 503,
     "redis_full": 503,  # Redis is up but at maxmemory: try again later
     "redis_unavailable": 503,
     "submit_failed": 503,  # the broker did not take the job: ours, not an LLM's (502)

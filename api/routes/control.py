@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
-from llmpool.errors import ConfigError, LLMPoolError
+from llmpool.errors import ConfigError, LLMPoolError, LocalShortage
 from llmpool.llm_request import build_request
 from llmpool.registry import Snapshot
 from llmpool.schemas import parse_job
@@ -127,9 +127,9 @@ def _test_llm(state: ApiState) -> JSONResponse:
     body: dict[str, Any] = {"llm_url": endpoint.chat_url, "llm_info": llm_info(endpoint)}
     try:
         response = state.llm.send(request, timeout=state.settings.agent_health_check_timeout * 2)
-    except LLMPoolError as exc:
+    except LLMPoolError as exc:  # the endpoint's failure is a 502; a shortage of our own is not its fault
         return JSONResponse({"status": "error", **body, "connection_test": False,
-                             "error": exc.to_dict()}, status_code=502)
+                             "error": exc.to_dict()}, status_code=503 if isinstance(exc, LocalShortage) else 502)
     ok = response.status_code in CONNECTION_OK
     body.update(connection_test=ok, http_status=response.status_code,
                 latency=time.monotonic() - started)
