@@ -24,9 +24,9 @@ __all__ = [
     "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout", "RequestTimeout",
     "StreamCut", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
     "ResponseTooLarge", "LineTooLong", "LocalShortage", "NoFreeConnection", "CallCancelled",
-    "CallerError", "BadRequest", "ContextTooLong",
+    "CallerError", "BadRequest", "ContextTooLong", "ModelNotFound",
     "WaitError", "NoLLMAvailable", "Refused", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
-    "JobFailed", "JobNotFound", "ResultTimeout", "SubmitFailed", "RedisFull", "Overloaded", "error_from_dict",
+    "JobFailed", "JobNotFound", "JobCancelled", "JobAlreadyFinished", "ResultTimeout", "SubmitFailed", "RedisFull", "Overloaded", "error_from_dict",
 ]
 
 
@@ -146,6 +146,12 @@ class ContextTooLong(BadRequest):
     code = "context_too_long"
 
 
+class ModelNotFound(CallerError):
+    """The job names a model no known endpoint serves (nor an alias of one); nothing ran."""
+
+    code = "model_not_found"
+
+
 # --- nothing to run on ---
 class WaitError(LLMPoolError):
     code = "waiting"
@@ -192,6 +198,18 @@ class JobNotFound(LLMPoolError):
     """No job has this id (never submitted, or its record expired)."""
 
     code = "not_found"
+
+
+class JobCancelled(LLMPoolError):
+    """The job was cancelled (`Client.cancel`, `DELETE /jobs/{id}`): it ran no further and never will."""
+
+    code = "cancelled"
+
+
+class JobAlreadyFinished(LLMPoolError):
+    """A cancel came too late: the job had ended already (its state is in `details`)."""
+
+    code = "job_finished"
 
 
 class ResultTimeout(LLMPoolError):

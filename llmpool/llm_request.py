@@ -53,8 +53,22 @@ def _body(endpoint: Endpoint, job: ChatJob, *, stream: bool) -> dict[str, Any]:
         body["stream_options"] = usage
     if job.tools:
         body["tools"] = job.tools
-        body["tool_choice"] = "auto"
+        body["tool_choice"] = job.tool_choice if job.tool_choice is not None else "auto"
+    _add_openai_fields(body, job, endpoint)
     return body
+
+
+def _add_openai_fields(body: dict[str, Any], job: ChatJob, endpoint: Endpoint) -> None:
+    """The job's own sampling and output fields; a vLLM server keeps its end-of-turn stop too."""
+    if job.top_p is not None:
+        body["top_p"] = job.top_p
+    if job.stop is not None:
+        stops = [job.stop] if isinstance(job.stop, str) else list(job.stop)
+        body["stop"] = [*body.get("stop", []), *stops] if endpoint.flavor == "vllm" else stops
+    for name in ("seed", "response_format", "user"):
+        value = getattr(job, name)
+        if value is not None:
+            body[name] = value
 
 
 def build_request(

@@ -27,6 +27,7 @@ from llmpool.keys import Keys
 from llmpool.leases import LeaseKeeper
 from llmpool.llm_client import LLMClient, make_http_client, make_probe_client
 from llmpool.metrics import MetricsRecorder, MetricsStore
+from llmpool.model_choice import serving, wanted_model
 from llmpool.redis_conn import redis_client
 from llmpool.registry import Registry
 from llmpool.runner import Gate
@@ -62,9 +63,16 @@ class Resources:
     hedging: Hedging | None = None  # None: AGENT_HEDGE_ENABLED is off
 
     def candidates(self, selection: Selection, job: ChatJob) -> list[Endpoint]:
-        """The selection's endpoints in the order this job tries them (groups, stickiness, pin)."""
-        return order_candidates(selection.order, settings=self.settings, thread_id=job.thread_id,
-                                pinned=selection.pinned, in_flight=self.in_flight)
+        """The selection's endpoints serving the job's model, in the order it tries them (groups, stickiness, pin)."""
+        model = wanted_model(job.model, selection.order, self.settings.agent_model_aliases)
+        return order_candidates(serving(selection.order, model), settings=self.settings,
+                                thread_id=job.thread_id, pinned=selection.pinned, in_flight=self.in_flight)
+
+    def model_vanished(self, job: ChatJob) -> bool:
+        """True when the job names a model that no known endpoint serves, healthy or not."""
+        endpoints = [e for e in self.registry.snapshot().endpoints if e.model_type == "chat"]
+        model = wanted_model(job.model, endpoints, self.settings.agent_model_aliases)
+        return model is not None and not serving(endpoints, model)
 
     def close(self) -> None:
         self.leases.stop()

@@ -50,6 +50,13 @@ class ChatJob(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    # OpenAI sampling and output fields, passed to the endpoint as given (None: the endpoint's default).
+    tool_choice: str | dict[str, Any] | None = None
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = Field(default=None, max_length=256)
     thread_id: ThreadId | None = None
     priority: Priority = "default"
     deadline: float | None = Field(default=None, gt=0, description="unix time, seconds")
@@ -66,6 +73,13 @@ class ChatJob(BaseModel):
             ):
                 raise ValueError('each tool must be {"type": "function", "function": {"name": ...}}')
         return tools
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_bounded(cls, stop: str | list[str] | None) -> Any:
+        if isinstance(stop, list) and len(stop) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return stop
 
     def summary(self) -> str:
         """A one-line description with no message text, for Flower and logs."""

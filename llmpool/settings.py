@@ -26,7 +26,7 @@ Seconds = Annotated[float, Field(gt=0)]
 CommaList = Annotated[list[str], NoDecode]
 
 DEFAULT_PRIORITY_MODELS = ["llama-3.1-70b", "llama-3.1-8b", "mistral-7b", "falcon-7b"]
-SECRET_FIELDS = ("jwt_secret", "cloud_chat_ui_auth_token", "agent_flower_basic_auth")
+SECRET_FIELDS = ("jwt_secret", "cloud_chat_ui_auth_token", "agent_flower_basic_auth", "agent_api_jwt_secret")
 
 
 class EndpointLimits(BaseModel):
@@ -189,6 +189,25 @@ class Settings(BaseSettings):
     # (Flower 2 answers 401 on its REST API without auth). A secret: never logged, never in argv.
     agent_flower_basic_auth: SecretStr | None = None
 
+    # --- model choice (a job's `model`) ---
+    # JSON: alias -> model name or hf_model_id, e.g. {"gpt-4o": "llama-3.1-70b"}; keys match case-insensitively.
+    agent_model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    # --- the API's own auth and input limits (api/auth.py, api/jwt_verify.py, api/limits.py) ---
+    # Bearer JWTs on every route but GET /, /health and /metrics: HS256 with the secret, or RS256 /
+    # ES256 with the public key (PEM text, or the path of a PEM file); never both. Unset: the API is open.
+    agent_api_jwt_secret: SecretStr | None = None
+    agent_api_jwt_public_key: str | None = None
+    agent_api_jwt_audience: str | None = None  # checked against `aud` when set
+    agent_api_jwt_issuer: str | None = None  # checked against `iss` when set
+    # Requests past these are refused (413 for the body, 422 naming the field) before anything is enqueued.
+    agent_api_max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    agent_api_max_message_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 200_000
+    agent_api_max_messages: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    agent_api_max_thread_id: Annotated[int, Field(ge=1, le=200)] = 128  # characters; it is part of a Redis key
+    agent_api_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 65_536
+    agent_api_max_tools: Annotated[int, Field(ge=0, le=128)] = 128
+
     @field_validator("agent_priority_models", "agent_openai_servers", "agent_ollama_servers",
                      mode="before")
     @classmethod
@@ -231,7 +250,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "jwt_secret", "cloud_chat_ui_auth_token", "cloud_chat_ui_url", "cloud_model_name",
-        "llm_container_name", "agent_flower_basic_auth", mode="before",
+        "llm_container_name", "agent_flower_basic_auth", "agent_api_jwt_secret", "agent_api_jwt_public_key",
+        "agent_api_jwt_audience", "agent_api_jwt_issuer", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -280,6 +300,27 @@ class Settings(BaseSettings):
         if isinstance(value, dict) and any(not str(key).strip() for key in value):
             raise ValueError("an empty key would match every endpoint")
         return value
+
+    @field_validator("agent_model_aliases", mode="before")
+    @classmethod
+    def _aliases_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}  # bad JSON: a ValueError naming it
+        if isinstance(value, dict):
+            if any(not str(k).strip() or not str(v).strip() for k, v in value.items()):
+                raise ValueError("aliases and the models they name must not be empty")
+            return {str(k).strip().lower(): str(v).strip() for k, v in value.items()}
+        return value
+
+    @field_validator("agent_api_jwt_public_key")
+    @classmethod
+    def _public_key_pem(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A path is read here, so a missing file or a bad key stops start-up with the variable named.
+        if value is None:
+            return value
+        if info.data.get("agent_api_jwt_secret") is not None:
+            raise ValueError("set AGENT_API_JWT_SECRET or AGENT_API_JWT_PUBLIC_KEY, not both")
+        return read_public_key(value)
 
     def redacted(self) -> dict[str, Any]:
         """Every setting as plain JSON, secrets shown only as set or not."""
@@ -351,6 +392,11 @@ def config_issues(settings: Settings) -> list[str]:
             "WARNING: AGENT_FIRST_TOKEN_FLOOR is not below AGENT_FIRST_TOKEN_TIMEOUT "
             "(first-token timeouts cannot adapt to an endpoint's TTFT)"
         )
+    if settings.agent_api_jwt_secret is None and settings.agent_api_jwt_public_key is None:
+        issues.append("WARNING: The API is open: no AGENT_API_JWT_SECRET or AGENT_API_JWT_PUBLIC_KEY, so anyone "
+                      "who reaches it can pin models, reload the configuration and read any thread")
+    elif settings.agent_api_jwt_secret is not None and len(settings.agent_api_jwt_secret.get_secret_value()) < 32:
+        issues.append("WARNING: AGENT_API_JWT_SECRET is shorter than 32 characters (HS256 wants 256 bits)")
     return issues
 
 

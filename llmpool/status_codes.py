@@ -8,6 +8,7 @@ _STATUS = {
     "invalid_job": 422,
     "bad_request": 400,
     "context_too_long": 400,
+    "model_not_found": 404,
     "no_llm_available": 503,
     "waiting": 503,
     "expired": 504,
@@ -17,6 +18,9 @@ _STATUS = {
     "redis_full": 503,  # Redis is up but at maxmemory: try again later
     "redis_unavailable": 503,
     "submit_failed": 503,  # the broker did not take the job: ours, not an LLM's (502)
+    "cancelled": 409,  # the job was cancelled before it answered (DELETE /jobs/{id})
+    "job_finished": 409,  # a cancel of a job that had ended already
+    "not_found": 404,
 }
 
 

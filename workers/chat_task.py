@@ -20,8 +20,10 @@ from llmpool.deadlines import default_deadline
 from llmpool.errors import (
     AllEndpointsFailed,
     InvalidJob,
+    JobCancelled,
     JobExpired,
     LLMPoolError,
+    ModelNotFound,
     NoLLMAvailable,
     Refused,
     TooManyAttempts,
@@ -185,8 +187,13 @@ def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Ev
         raise AllEndpointsFailed(f"the job used all {claim.calls} of its LLM calls in earlier runs")
     if selection is None or not selection.order:
         raise NoLLMAvailable("No LLM selected yet")
+    candidates = res.candidates(selection, job)
+    if not candidates and job.model:
+        if res.model_vanished(job):  # accepted at submit, gone since: waiting would not bring it back
+            raise ModelNotFound(f"The model '{job.model}' is served by no endpoint any more", param="model")
+        raise NoLLMAvailable(f"No endpoint serving '{job.model}' is up yet")
     result, _ = run_chat(
-        _messages_with_memory(job, res), job_id=job_id, candidates=res.candidates(selection, job),
+        _messages_with_memory(job, res), job_id=job_id, candidates=candidates,
         client=res.llm, publisher=publisher, deadline=deadline, gate=res.gate, max_calls=calls_left,
         report=report, hedging=res.hedging,
     )
@@ -220,6 +227,9 @@ def _run(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Eve
                 raise
             raise _wait_or_fail(res, job_id, claim, report, deadline, waiting) from None
     except Parked:
+        _measure(res, job, claim, report, ended=None)
+        raise
+    except JobCancelled:  # the cancel wrote the job's end; this run writes nothing more
         _measure(res, job, claim, report, ended=None)
         raise
     except LLMPoolError as exc:

@@ -1,0 +1,46 @@
+"""Which endpoints serve a job's `model`: exact name or hf_model_id (case-insensitive), or an alias. Pure.
+
+`auto` or no model means the selection as it is. Aliases (AGENT_MODEL_ALIASES) map a name clients
+know (e.g. `gpt-4o`) to a model the fleet serves; an alias never hides a model of the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from llmpool.endpoints import Endpoint
+
+__all__ = ["AUTO", "wanted_model", "serves", "serving", "model_ids"]
+
+AUTO = "auto"
+
+
+def wanted_model(requested: str | None, endpoints: Iterable[Endpoint],
+                 aliases: Mapping[str, str]) -> str | None:
+    """The model a job asks for, aliases resolved; None for `auto` or no model."""
+    if requested is None or not requested.strip() or requested.strip().lower() == AUTO:
+        return None
+    name = requested.strip()
+    if any(serves(e, name) for e in endpoints):
+        return name
+    return aliases.get(name.lower(), name)
+
+
+def serves(endpoint: Endpoint, model: str) -> bool:
+    """True when the endpoint's model name or hf_model_id is `model`, ignoring case."""
+    wanted = model.lower()
+    return wanted in (endpoint.model.lower(), endpoint.model_name.lower())
+
+
+def serving(endpoints: Iterable[Endpoint], model: str | None) -> list[Endpoint]:
+    """The endpoints serving `model`, in their order; all of them when `model` is None."""
+    return [e for e in endpoints if model is None or serves(e, model)]
+
+
+def model_ids(endpoints: Iterable[Endpoint]) -> list[str]:
+    """One id per distinct model (what requests send: hf_model_id, else the name), in order."""
+    seen: dict[str, str] = {}
+    for endpoint in endpoints:
+        model_id = endpoint.model or endpoint.model_name
+        seen.setdefault(model_id.lower(), model_id)
+    return list(seen.values())
