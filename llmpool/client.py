@@ -23,7 +23,15 @@ from kombu import Queue
 from kombu.exceptions import OperationalError
 
 from llmpool.deadlines import prepare_job
-from llmpool.errors import JobNotFound, RedisFull, RedisUnavailable, ResultTimeout, SubmitFailed, error_from_dict
+from llmpool.errors import (
+    JobAlreadyFinished,
+    JobNotFound,
+    RedisFull,
+    RedisUnavailable,
+    ResultTimeout,
+    SubmitFailed,
+    error_from_dict,
+)
 from llmpool.jobs import FINAL_STATES, REDIS_FULL, JobStore
 from llmpool.keys import Keys
 from llmpool.redaction import job_repr
@@ -145,6 +153,19 @@ class Client:
             self.jobs.published(job_id)
         except redis.RedisError:  # the sweep publishes it again; the claim skips the duplicate
             pass
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a queued, waiting or running job; returns the state it had.
+
+        A running call is abandoned within a second (its worker watches for it) and settled
+        neutral. Raises JobNotFound for an unknown id and JobAlreadyFinished for a job that ended.
+        """
+        verdict, state = self.jobs.cancel(job_id)
+        if verdict == "unknown":
+            raise JobNotFound(f"No job with id {job_id}", job_id=job_id)
+        if verdict == "final":
+            raise JobAlreadyFinished(f"job {job_id} had ended already ({state})", job_id=job_id, state=state)
+        return state
 
     def record(self, job_id: str) -> dict[str, Any] | None:
         """The job's record (state, attempts, endpoint, result or error), or None if unknown."""

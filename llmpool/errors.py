@@ -26,7 +26,8 @@ __all__ = [
     "ResponseTooLarge", "LineTooLong", "LocalShortage", "NoFreeConnection", "CallCancelled",
     "CallerError", "BadRequest", "ContextTooLong", "ModelNotFound",
     "WaitError", "NoLLMAvailable", "Refused", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
-    "JobFailed", "JobNotFound", "JobCancelled", "JobAlreadyFinished", "ResultTimeout", "SubmitFailed", "RedisFull", "Overloaded", "error_from_dict",
+    "JobFailed", "JobNotFound", "JobCancelled", "JobAlreadyFinished",
+    "ResultTimeout", "SubmitFailed", "RedisFull", "Overloaded", "error_from_dict",
 ]
 
 

@@ -14,6 +14,7 @@ lapsed and whose job was handed to another worker can no longer change it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -88,16 +89,17 @@ class JobStore:
         self.ttl = int(ttl)
         self.stream_ttl = int(stream_ttl)
         self._scripts = {name: register(client, name) for name in (
-            "job_create", "job_abandon", "job_claim", "job_renew", "job_park", "job_finish", "job_recover")}
+            "job_create", "job_abandon", "job_claim", "job_renew", "job_park", "job_finish", "job_recover",
+            "job_cancel")}
 
     def create(self, job_id: str, *, queue: str, deadline: float, summary: str,
-               payload: Mapping[str, Any], memory_limit: float = 0.0) -> bool:
+               payload: Mapping[str, Any], memory_limit: float = 0.0, owner: str | None = None) -> bool:
         """Record a submitted job with its payload; False when the id exists already (nothing changes).
 
         `memory_limit`: a fraction of Redis's maxmemory past which the job is refused (RedisFull,
         nothing written); 0 checks nothing.
         """
-        args = [job_id, queue, repr(deadline), summary, self.ttl, json.dumps(payload), memory_limit]
+        args = [job_id, queue, repr(deadline), summary, self.ttl, json.dumps(payload), memory_limit, owner or ""]
         created = self._scripts["job_create"](keys=[self.keys.job(job_id), self.keys.jobs_unpublished()],
                                               args=args)
         if created == -1:
@@ -156,6 +158,28 @@ class JobStore:
                 json.dumps(payload), calls, self.ttl, self.stream_ttl, STREAM_MAXLEN,
                 json.dumps([*(history or []), entry])]
         return bool(self._scripts["job_finish"](keys=keys, args=args))
+
+    def cancel(self, job_id: str, *, reason: str = "cancelled by its client") -> tuple[str, str]:
+        """Cancel a job that has not ended: ("cancelled", the state it had), ("final", its state) when
+        it had ended already, or ("unknown", "") when no job has this id."""
+        k = self.keys
+        keys = [k.job(job_id), k.job_stream(job_id), k.jobs_running(), k.jobs_parked(), k.jobs_unpublished(),
+                k.job_history(job_id)]
+        error = json.dumps({"type": "cancelled", "message": f"the job was cancelled: {reason}"})
+        entry = json.dumps({"event": "cancelled", "at": time.time()})
+        verdict, state = self._scripts["job_cancel"](
+            keys=keys, args=[job_id, error, self.ttl, self.stream_ttl, STREAM_MAXLEN, entry])
+        return as_text(verdict), as_text(state)
+
+    def cancelled(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs are cancelled (one round trip): their runs must stop now."""
+        if not job_ids:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "state")
+        return {j for j, state in zip(job_ids, pipe.execute(), strict=True)
+                if state is not None and as_text(state) == "cancelled"}
 
     def recover(self, *, limit: int, republish_grace: float) -> list[Recovered]:
         """Take orphaned, due and unpublished jobs for the sweep to publish (each stays in
@@ -241,7 +265,9 @@ class EventPublisher:
     """Collects one run's tokens and writes them to the job's stream in small batches.
 
     `lost` is set when the run no longer holds the job (its lease lapsed and another worker took
-    it): from then on nothing of this run reaches readers.
+    it): from then on nothing of this run reaches readers. `cancelled` is set (with `lost`) when
+    the job was cancelled: `stop` also ends the run's calls in flight, which the runner registers
+    with `watch` (anything with a `cancel()`: llmpool.http_deadline.CallCancel).
     """
 
     store: JobStore
@@ -250,8 +276,31 @@ class EventPublisher:
     claim: int | None = None
     lost: bool = False
     published: int = 0  # token batches written: a restart after this needs a reset event
+    cancelled: bool = False
     _buffer: list[str] = field(default_factory=list)
+    _calls: set[Any] = field(default_factory=set)  # the run's calls in flight, to end on `stop`
+    _calls_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_flush: float = field(default_factory=time.monotonic)
+
+    def watch(self, call: Any) -> None:
+        """A call of this run starts: `stop` ends it (at once, if the job was cancelled already)."""
+        with self._calls_lock:
+            self._calls.add(call)
+            cancelled = self.cancelled
+        if cancelled:
+            call.cancel()
+
+    def unwatch(self, call: Any) -> None:
+        with self._calls_lock:
+            self._calls.discard(call)
+
+    def stop(self) -> None:
+        """The job was cancelled: write nothing more and end every call in flight now."""
+        with self._calls_lock:
+            self.cancelled = self.lost = True
+            calls = list(self._calls)
+        for call in calls:
+            call.cancel()
 
     def token(self, text: str) -> None:
         if not self.stream_tokens or self.lost:

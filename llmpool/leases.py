@@ -6,12 +6,19 @@ thread renews all of them in one round trip every third of a lease. A job the re
 lost (its lease lapsed, e.g. while Redis was away, and the sweep handed it to another worker) is
 marked so its run writes nothing more. The same thread renews the endpoint concurrency leases of
 the process's calls in flight, so a killed worker's slots come back within a lease too.
+
+The thread also looks every CANCEL_POLL for held jobs that were cancelled (`DELETE /jobs/{id}`,
+`Client.cancel`: their state is `cancelled`, one pipelined HGET per held job, and only while it
+holds jobs) and stops their runs: the publisher writes nothing more and their calls in flight are
+cut (llmpool.http_deadline.CallCancel), so a cancelled call is abandoned within a second and
+settled neutral like a hedge's loser.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from llmpool.admission import Admitter
@@ -20,6 +27,8 @@ from llmpool.jobs import EventPublisher, JobStore
 __all__ = ["LeaseKeeper"]
 
 log = logging.getLogger(__name__)
+
+CANCEL_POLL = 0.5  # seconds between looks for cancelled jobs: a cancel takes effect within about this
 
 
 class LeaseKeeper:
@@ -31,6 +40,7 @@ class LeaseKeeper:
         self.admitter = admitter
         self.lease = lease
         self.every = lease / 3
+        self.cancel_poll = min(CANCEL_POLL, self.every)
         self._held: dict[str, EventPublisher] = {}
         self._calls: set[tuple[str, str]] = set()  # (endpoint id, job id) of calls in flight
         self._lock = threading.Lock()
@@ -93,12 +103,26 @@ class LeaseKeeper:
                     publisher.lost = True
         return lost
 
+    def stop_cancelled(self) -> set[str]:
+        """Stop the runs of held jobs that were cancelled; returns their ids."""
+        with self._lock:
+            held = dict(self._held)
+        cancelled = self.store.cancelled([j for j, p in held.items() if not p.cancelled])
+        for job_id in cancelled:
+            log.info("job %s was cancelled: its run stops and its calls are abandoned", job_id)
+            held[job_id].stop()
+        return cancelled
+
     def stop(self) -> None:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._wait(self.every):
+        next_renewal = time.monotonic() + self.every
+        while not self._wait(self.cancel_poll):
             try:
-                self.renew_once()
+                self.stop_cancelled()
+                if time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + self.every
+                    self.renew_once()
             except Exception as exc:  # Redis away: keep trying; the sweep decides what lapsed
                 log.warning("could not renew job leases: %s", exc)

@@ -189,8 +189,8 @@ class LLMClient:
                     call.consume(response)
             except (httpx.HTTPError, LLMPoolError) as exc:
                 if cancel is not None and cancel.cancelled:  # whatever the cut socket raised, we cut it
-                    raise CallCancelled(f"call to {endpoint.id} cancelled: the job's other call answered first",
-                                        endpoint=endpoint.id) from exc
+                    raise CallCancelled(f"call to {endpoint.id} cancelled (its twin answered first, or the job "
+                                        "was cancelled)", endpoint=endpoint.id) from exc
                 if isinstance(exc, LLMPoolError):
                     raise
                 raise _translated(exc, deadline, endpoint.id, call) from exc

@@ -23,6 +23,7 @@ from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     AllEndpointsFailed,
     CallCancelled,
+    JobCancelled,
     JobExpired,
     LLMPoolError,
     LocalShortage,
@@ -174,8 +175,14 @@ class _Run:
         return {"first_token_timeout": wait,
                 "on_first_token": lambda seconds: self.gate.first_token(endpoint, self.job_id, seconds)}
 
+    def check_cancelled(self) -> None:
+        """A cancelled job makes no further call."""
+        if self.publisher.cancelled:
+            raise JobCancelled("the job was cancelled", calls=self.report.calls)
+
     def attempt(self, endpoint: Endpoint) -> ChatResult | None:
         """One candidate: None when it refused or failed retryably (the caller moves on)."""
+        self.check_cancelled()
         budget = self.deadline - self.clock()
         if budget <= 0:
             raise JobExpired("the job's deadline passed before an endpoint answered", failures=self.report.failures)
@@ -188,9 +195,11 @@ class _Run:
         self.report.calls += 1
         started = time.monotonic()
         settle = self._settler(endpoint, ticket, started)
+        cancel = CallCancel()  # the job's cancel (llmpool.leases) ends the call through it
+        self.publisher.watch(cancel)
         try:
             outcome = self.client.chat(endpoint, self.job, budget=budget, on_token=self.publisher.token,
-                                       **self.call_options(endpoint))
+                                       cancel=cancel, **self.call_options(endpoint))
         except RetryableError as exc:
             settle("failure", None)
             self._failed(endpoint, exc)
@@ -200,8 +209,10 @@ class _Run:
             self._short(endpoint, exc)
             raise _RunOut() from exc
         except BaseException:
-            settle("neutral", None)  # the caller's error, or ours: the endpoint is not to blame
+            settle("neutral", None)  # the caller's error, or ours (a cancelled job): the endpoint is not to blame
             raise
+        finally:
+            self.publisher.unwatch(cancel)
         settle("success", outcome.completion.usage.get("total_tokens"))
         return _result(outcome, endpoint, self.report.calls)
 
@@ -231,6 +242,7 @@ class _Run:
     def attempt_hedged(self, endpoint: Endpoint, backup: Endpoint, hedging: Hedging,
                        max_calls: int) -> tuple[ChatResult | None, bool]:
         """`attempt`, raced by a hedge to `backup` if it waits too long; True when the hedge used `backup` up."""
+        self.check_cancelled()
         if self._budget() <= 0:
             raise JobExpired("the job's deadline passed before an endpoint answered", failures=self.report.failures)
         ticket = self.admit_call(endpoint)
@@ -283,8 +295,12 @@ class _Run:
         return ticket
 
     def make_call(self, endpoint: Endpoint, *, on_token: Callable[[str], None], cancel: CallCancel) -> CallOutcome:
-        return self.client.chat(endpoint, self.job, budget=self._budget(), on_token=on_token, cancel=cancel,
-                                **self.call_options(endpoint))
+        self.publisher.watch(cancel)  # a cancel of the job ends both legs of a race
+        try:
+            return self.client.chat(endpoint, self.job, budget=self._budget(), on_token=on_token, cancel=cancel,
+                                    **self.call_options(endpoint))
+        finally:
+            self.publisher.unwatch(cancel)
 
     def settle_call(self, endpoint: Endpoint, ticket: Ticket, *, outcome: Outcome, used: int | None,
                     started: float) -> None:
@@ -326,10 +342,14 @@ def run_chat(
                 result, backup_used = run.attempt(endpoint), False
         except _RunOut:
             break
+        except CallCancelled:
+            run.check_cancelled()  # cut because the job was cancelled: say so
+            raise
         if result is not None:
             return result, run.report
         failed_from = endpoint.id if len(run.report.failures) > failures else None
         index += 2 if backup_used else 1  # a hedge that was sent was the backup's call
+    run.check_cancelled()
     report = run.report
     if report.refusals and report.calls < max_calls:
         retry_after = min(float(r["retry_after"]) for r in report.refusals)  # type: ignore[arg-type]

@@ -70,14 +70,14 @@ def _deadline(job: ChatJob, claim: Claim, res: Resources) -> float:
 def _messages_with_memory(job: ChatJob, res: Resources) -> ChatJob:
     if not (job.remember and job.thread_id):
         return job
-    history = [Message.model_validate(m) for m in res.conversations.history(job.thread_id)]
+    history = [Message.model_validate(m) for m in res.conversations.history(job.thread_id, job.owner)]
     return job.model_copy(update={"messages": [*history, *job.messages]}) if history else job
 
 
 def _remember(job: ChatJob, content: str, res: Resources) -> None:
     if job.remember and job.thread_id:
         turn = [m.model_dump(exclude_none=True) for m in job.messages if m.role == "user"][-1:]
-        res.conversations.append(job.thread_id, [*turn, {"role": "assistant", "content": content}])
+        res.conversations.append(job.thread_id, [*turn, {"role": "assistant", "content": content}], job.owner)
 
 
 def _history(report: RunReport) -> list[dict[str, Any]]:
