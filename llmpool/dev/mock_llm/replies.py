@@ -35,6 +35,9 @@ class ChatRequest:
     tools: list[dict[str, Any]]
 
 
+ARGUMENT_PIECE = 8  # characters of a tool call's arguments per streamed delta
+
+
 @dataclass(frozen=True)
 class Reply:
     """What the mock will answer: text tokens, or one tool call."""
@@ -47,8 +50,13 @@ class Reply:
 
     @property
     def completion_tokens(self) -> int:
-        # A tool call goes out as two chunks (name, then arguments): count those.
-        return 2 if self.tool_call else len(self.tokens)
+        # A tool call goes out as its name, then its arguments in pieces: count those chunks.
+        return 1 + len(self.argument_pieces()) if self.tool_call else len(self.tokens)
+
+    def argument_pieces(self) -> list[str]:
+        """The tool call's arguments in the pieces a stream sends them in, as vLLM splits them."""
+        arguments = str((self.tool_call or {}).get("function", {}).get("arguments", ""))
+        return [arguments[i:i + ARGUMENT_PIECE] for i in range(0, len(arguments), ARGUMENT_PIECE)] or [""]
 
     def usage(self, emitted: int | None = None) -> dict[str, int]:
         """OpenAI `usage`, for the whole reply or for the first `emitted` tokens."""
@@ -119,7 +127,7 @@ def plan_reply(request: ChatRequest, *, container: str, reply: str | None) -> Re
     tool = _first_tool_name(request.tools)
     if tool and re.search(r"\btool\b", last_user, re.IGNORECASE):
         call = {"id": f"call_{digest[:24]}", "type": "function",
-                "function": {"name": tool, "arguments": "{}"}}
+                "function": {"name": tool, "arguments": json.dumps({"request": last_user})}}
         return Reply(reply_id, [], "tool_calls", prompt_tokens, call)
     text = reply if reply is not None else f"Hello from {container}! You said: {last_user}"
     tokens = tokenize(text)

@@ -37,8 +37,11 @@ async def stream_body(request: ChatRequest, reply: Reply, timing: Timing) -> Any
         head = {"index": 0, "id": call["id"], "type": "function",
                 "function": {"name": call["function"]["name"], "arguments": ""}}
         yield sse(chunk(reply, model, {"tool_calls": [head]}))
-        args = {"index": 0, "function": {"arguments": call["function"]["arguments"]}}
-        yield sse(chunk(reply, model, {"tool_calls": [args]}, reply.finish_reason))
+        pieces = reply.argument_pieces()
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            args = {"index": 0, "function": {"arguments": piece}}
+            yield sse(chunk(reply, model, {"tool_calls": [args]}, reply.finish_reason if last else None))
     for i, token in enumerate(reply.tokens):
         await timing.wait(i)
         last = i == len(reply.tokens) - 1
