@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api.deps import open_state
 from api.errors import install_error_handlers
-from api.routes import chat, control, metrics, status
+from api.routes import chat, control, metrics, openai, status
 from llmpool import __version__
 from llmpool.logs import configure_logging
 from llmpool.settings import print_issues_report_once, settings_or_exit
@@ -38,6 +38,7 @@ def create_app() -> FastAPI:
     app.include_router(chat.router)
     app.include_router(control.router)
     app.include_router(metrics.router)
+    app.include_router(openai.router)
     return app
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from redis.exceptions import MaxConnectionsError
 
+from api.openai_errors import is_openai_route, reshaped
 from llmpool.errors import LLMPoolError, Overloaded, RedisFull
 from llmpool.status_codes import http_status_for
 
@@ -64,8 +66,27 @@ async def _llmpool_error(request: Request, exc: LLMPoolError) -> JSONResponse:
     return error_response(http_status_for(exc.code), exc.to_dict())
 
 
+Handler = Callable[[Request, Any], Awaitable[JSONResponse]]
+
+
+def _openai_shaped(handler: Handler) -> Handler:
+    """The same answer, in OpenAI's error shape on the `/v1` routes (the `openai` package reads it)."""
+
+    async def handle(request: Request, exc: Any) -> JSONResponse:
+        response = await handler(request, exc)
+        if not is_openai_route(request.url.path):
+            return response
+        if isinstance(exc, RequestValidationError):
+            first = exc.errors()[0] if exc.errors() else {}
+            malformed = first.get("type") == "json_invalid"
+            return reshaped(response, status=400 if malformed else 422, param=_location(tuple(first.get("loc", ()))))
+        return reshaped(response)
+
+    return handle
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, _invalid_body)  # type: ignore[arg-type]
-    app.add_exception_handler(redis.RedisError, _redis_down)
-    app.add_exception_handler(OperationalError, _redis_down)
-    app.add_exception_handler(LLMPoolError, _llmpool_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _openai_shaped(_invalid_body))
+    app.add_exception_handler(redis.RedisError, _openai_shaped(_redis_down))
+    app.add_exception_handler(OperationalError, _openai_shaped(_redis_down))
+    app.add_exception_handler(LLMPoolError, _openai_shaped(_llmpool_error))

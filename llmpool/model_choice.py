@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from llmpool.endpoints import Endpoint
+from llmpool.errors import ModelNotFound
 
-__all__ = ["AUTO", "wanted_model", "serves", "serving", "model_ids"]
+__all__ = ["AUTO", "wanted_model", "serves", "serving", "model_ids", "require_model"]
 
 AUTO = "auto"
 
@@ -44,3 +45,12 @@ def model_ids(endpoints: Iterable[Endpoint]) -> list[str]:
         model_id = endpoint.model or endpoint.model_name
         seen.setdefault(model_id.lower(), model_id)
     return list(seen.values())
+
+
+def require_model(requested: str | None, endpoints: list[Endpoint], aliases: Mapping[str, str]) -> None:
+    """ModelNotFound (404) when the job names a model no known chat endpoint serves, healthy or not."""
+    chat = [e for e in endpoints if e.model_type == "chat"]
+    model = wanted_model(requested, chat, aliases)
+    if model is not None and not serving(chat, model):
+        raise ModelNotFound(f"The model '{requested}' does not exist: no endpoint serves it "
+                            "(GET /v1/models lists the models served now)", param="model")

@@ -17,6 +17,7 @@ import redis
 from llmpool.admission import Admitter
 from llmpool.conversations import ConversationStore
 from llmpool.endpoints import Endpoint
+from llmpool.errors import ModelNotFound
 from llmpool.gate import RedisGate
 from llmpool.groups import order_candidates
 from llmpool.heartbeats import WorkerHeartbeats
@@ -27,7 +28,7 @@ from llmpool.keys import Keys
 from llmpool.leases import LeaseKeeper
 from llmpool.llm_client import LLMClient, make_http_client, make_probe_client
 from llmpool.metrics import MetricsRecorder, MetricsStore
-from llmpool.model_choice import serving, wanted_model
+from llmpool.model_choice import require_model, serving, wanted_model
 from llmpool.redis_conn import redis_client
 from llmpool.registry import Registry
 from llmpool.runner import Gate
@@ -70,9 +71,11 @@ class Resources:
 
     def model_vanished(self, job: ChatJob) -> bool:
         """True when the job names a model that no known endpoint serves, healthy or not."""
-        endpoints = [e for e in self.registry.snapshot().endpoints if e.model_type == "chat"]
-        model = wanted_model(job.model, endpoints, self.settings.agent_model_aliases)
-        return model is not None and not serving(endpoints, model)
+        try:
+            require_model(job.model, self.registry.snapshot().endpoints, self.settings.agent_model_aliases)
+        except ModelNotFound:
+            return True
+        return False
 
     def close(self) -> None:
         self.leases.stop()
