@@ -2,11 +2,53 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmpool.schemas import MAX_TEXT, ChatJob, Priority, ThreadId
 
-__all__ = ["PollRequest"]
+__all__ = ["PollRequest", "FunctionTool", "ToolChoice"]
+
+FunctionName = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")  # OpenAI's rule for names
+
+
+class FunctionSpec(BaseModel):
+    """OpenAI's `function` of a tool: a name, what it does, and its JSON Schema parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = FunctionName
+    description: str | None = Field(default=None, max_length=10_000)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionTool(BaseModel):
+    """One tool in OpenAI's shape: `{"type": "function", "function": {...}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = FunctionName
+
+
+class NamedToolChoice(BaseModel):
+    """`{"type": "function", "function": {"name": ...}}`: the model must call this tool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class PollRequest(BaseModel):
@@ -22,6 +64,8 @@ class PollRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
     timeout: float | None = Field(default=None, gt=0, le=86_400, description="seconds until the deadline")
+    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    tool_choice: ToolChoice | None = None
 
     def to_job(self, *, stream: bool, now: float) -> ChatJob:
         return ChatJob(
@@ -30,4 +74,11 @@ class PollRequest(BaseModel):
             thread_id=self.thread_id, priority=self.priority, stream=stream,
             remember=self.thread_id is not None,
             deadline=now + self.timeout if self.timeout else None,
+            tools=[t.model_dump(exclude_none=True) for t in self.tools] if self.tools else None,
+            tool_choice=self._tool_choice(),
         )
+
+    def _tool_choice(self) -> str | dict[str, Any] | None:
+        if not self.tools or self.tool_choice is None:
+            return None  # without tools there is nothing to choose from
+        return self.tool_choice if isinstance(self.tool_choice, str) else self.tool_choice.model_dump()

@@ -12,7 +12,9 @@ chose this over cancelling the XREAD: redis-py drops the connection of a cancell
 cannot know how much of the reply is still unread), so each new client would cost a reconnect.
 
 Every waiter reads its stream from the start (`0-0`), so a late joiner still sees the tokens and
-the `end` already there. A client that does not read (a slow HTTP client) is not read for once
+the `end` already there; a client that reconnects (SSE's Last-Event-ID) follows from the entry after
+the one it had. Each event handed out carries its entry id as `id`. A client that does not read
+(a slow HTTP client) is not read for once
 MAX_BUFFERED events wait for it: its memory stays bounded, and the others go on.
 """
 
@@ -36,7 +38,7 @@ from llmpool.errors import Overloaded
 from llmpool.jobs import READ_BLOCK_MS, decode_event
 from llmpool.keys import Keys
 
-__all__ = ["StreamHub", "Waiter", "WaitTimeout"]
+__all__ = ["StreamHub", "Waiter", "WaitTimeout", "parse_entry_id"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,14 @@ EntryId = tuple[int, int]
 
 def _entry_id(raw: Any) -> EntryId:
     ms, _, seq = as_text(raw).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def parse_entry_id(text: str) -> EntryId | None:
+    """A stream entry id from outside (`1700000000000-3`), or None when it is not one."""
+    ms, dash, seq = text.strip().partition("-")
+    if not (ms.isdigit() and (not dash or seq.isdigit())) or len(text) > 41:
+        return None
     return int(ms), int(seq or 0)
 
 
@@ -70,9 +80,10 @@ class Waiter:
         self._buffer: deque[dict[str, Any]] = deque()
         self._arrived = asyncio.Event()
 
-    def follow(self, key: str, *, until: float) -> None:
-        """Read the stream at `key` from its start until its `end`, or until `until` (unix time)."""
-        self.key, self.until = key, until
+    def follow(self, key: str, *, until: float, after: EntryId = (0, 0)) -> None:
+        """Read the stream at `key` from the entry after `after` (its start by default) until its
+        `end`, or until `until` (unix time)."""
+        self.key, self.until, self.position = key, until, after
         self._hub.attach(self)
 
     @property
@@ -86,7 +97,7 @@ class Waiter:
 
     def deliver(self, entry_id: EntryId, event: dict[str, Any]) -> None:
         """Called by the hub: one more event of the stream, in order."""
-        self._buffer.append(event)
+        self._buffer.append({**event, "id": f"{entry_id[0]}-{entry_id[1]}"})
         self.position = entry_id
         self.ended = event.get("type") == "end"
         self._arrived.set()

@@ -232,6 +232,18 @@ class JobStore:
         """The key of the job's event stream, for readers that XREAD it themselves (async ones)."""
         return self.keys.job_stream(job_id)
 
+    def stream_after(self, job_id: str, after: tuple[int, int]) -> list[dict[str, Any]] | None:
+        """The events of the job's stream after entry `after`, each with its entry `id`; None when
+        the stream is gone (its TTL passed). For a finished job: nothing more will come."""
+        key = self.keys.job_stream(job_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrange(key, min=f"({after[0]}-{after[1]}", max="+", count=STREAM_MAXLEN)
+        pipe.exists(key)
+        entries, exists = pipe.execute()
+        if not exists:
+            return None
+        return [{**decode_event(fields), "id": as_text(entry_id)} for entry_id, fields in entries]
+
     def events(self, job_id: str, *, until: float) -> Iterator[dict[str, Any]]:
         """Every event of the job's stream from its start, ending after `end`; `until` is unix time.
 

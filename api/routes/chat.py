@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ApiState, get_state
 from api.disconnects import ClientGone, FollowingStream, gone_response, unless_disconnected
 from api.errors import error_response
+from api.model_check import require_served_model
 from api.schemas import PollRequest
 from api.stream_hub import Waiter, WaitTimeout
 from llmpool.deadlines import prepare_job
@@ -105,6 +106,7 @@ async def poll_requests(
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")] = None,
 ) -> Response:
     job = prepare_job(body.to_job(stream=not _wants_json(request), now=time.time()), state.settings)
+    await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
     waiter = state.hub.waiter()  # Overloaded (503) before anything is enqueued
     response: Response | None = None
     try:
