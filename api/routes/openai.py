@@ -19,13 +19,14 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
 from api.disconnects import ClientGone, FollowingStream, gone_response, unless_disconnected
+from api.model_check import require_served_model
 from api.openai_errors import openai_error
 from api.openai_format import DONE, Answer, chunk, completion, ending_chunks, model_list, sse
 from api.openai_schemas import ChatCompletionRequest, unsupported_field
 from api.stream_hub import Waiter, WaitTimeout
 from llmpool.deadlines import prepare_job
 from llmpool.jobs import FINAL_STATES
-from llmpool.model_choice import model_ids, require_model, serving, wanted_model
+from llmpool.model_choice import model_ids, serving, wanted_model
 from llmpool.schemas import ChatJob, Priority
 from llmpool.status_codes import http_status_for
 
@@ -62,7 +63,7 @@ async def chat_completions(
         return openai_error(400, f"Unsupported value for '{unsupported[0]}': {unsupported[1]}",
                             code="unsupported_parameter", param=unsupported[0])
     job = prepare_job(body.to_job(priority=x_llmpool_priority, deadline=x_llmpool_deadline), state.settings)
-    await run_in_threadpool(_require_model, state, job)  # 404 model_not_found before anything is enqueued
+    await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
     waiter = state.hub.waiter()  # Overloaded (503) before anything is enqueued
     response: Response | None = None
     try:
@@ -73,10 +74,6 @@ async def chat_completions(
     finally:
         if not isinstance(response, FollowingStream):  # a streamed answer closes its waiter itself
             waiter.close()
-
-
-def _require_model(state: ApiState, job: ChatJob) -> None:
-    require_model(job.model, state.registry.snapshot().endpoints, state.settings.agent_model_aliases)
 
 
 async def _run(request: Request, state: ApiState, waiter: Waiter, job: ChatJob, body: ChatCompletionRequest,

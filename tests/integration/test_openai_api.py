@@ -161,3 +161,15 @@ def test_an_idempotency_key_answers_the_same_job_again(api: tuple[Pool, str]) ->
     first = client.chat.completions.create(**ask)
     again = client.chat.completions.create(**ask)
     assert again.id == first.id and again.choices[0].message.content == first.choices[0].message.content
+
+
+def test_poll_requests_refuses_an_unknown_model_with_nothing_enqueued(api: tuple[Pool, str]) -> None:
+    pool, url = api
+    before = _job_count(pool)
+    answer = httpx.post(url + "/poll_requests", json={"message": "hi", "model": "no-such-model"},
+                        headers={"Accept": "application/json"}, timeout=10)
+    assert answer.status_code == 404 and answer.json()["error"]["type"] == "model_not_found"
+    assert _job_count(pool) == before
+    served = httpx.post(url + "/poll_requests", json={"message": "hi", "model": "gpt-4o-mini"},
+                        headers={"Accept": "application/json"}, timeout=30)
+    assert served.status_code == 200 and served.json()["endpoint"] == deploy_id("small")
