@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.auth import BearerAuth
+from api.body_limit import install_body_limit
 from api.deps import open_state
 from api.errors import install_error_handlers
 from api.routes import chat, control, metrics, openai, status
@@ -34,6 +36,8 @@ def create_app() -> FastAPI:
     app = FastAPI(title="llmpool", version=__version__, lifespan=lifespan,
                   description="HTTP shim for llmpool, compatible with the TT-Studio agent's routes.")
     install_error_handlers(app)
+    install_body_limit(app)
+    app.add_middleware(BearerAuth)  # added last, so outermost: a request without a valid token reads no body
     app.include_router(status.router)
     app.include_router(chat.router)
     app.include_router(control.router)

@@ -13,6 +13,7 @@ from fastapi import Request
 from api.stream_hub import StreamHub
 from llmpool.admission import Admitter
 from llmpool.client import Client, producer_config
+from llmpool.input_limits import InputLimits
 from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.llm_client import LLMClient, make_http_client
@@ -109,7 +110,7 @@ def open_state(settings: Settings) -> ApiState:
     jobs = JobStore(sync, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
     llm = LLMClient(make_http_client(settings, max_connections=20), settings)
     hub = StreamHub(aredis, keys, max_waiters=settings.agent_api_max_waiters)
-    client = Client(settings=settings, connection=sync)
+    client = Client(settings=settings, connection=sync, limits=InputLimits.from_settings(settings))
     client.celery.conf.broker_pool_limit = PRODUCER_CONNECTIONS  # read at the first publish
     return ApiState(settings=settings, keys=keys, redis=sync, aredis=aredis, jobs=jobs,
                     client=client, celery=control_app(settings),

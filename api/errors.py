@@ -32,6 +32,11 @@ def _location(loc: tuple[object, ...]) -> str:
 
 
 async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    malformed = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+    if malformed:  # not JSON at all: 400, as opposed to JSON with invalid fields (422)
+        where = malformed[0].get("ctx", {}).get("error", "invalid JSON")
+        error = {"type": "malformed_json", "message": f"The body is not valid JSON: {where}"}
+        return error_response(400, error)
     problems = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
     error = {"type": "invalid_request", "message": "Invalid request: " + "; ".join(problems)}
     return error_response(422, error, detail=problems)

@@ -10,6 +10,7 @@ signals, no beat schedule and no result backend (the job record is the one store
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -32,6 +33,7 @@ from llmpool.errors import (
     SubmitFailed,
     error_from_dict,
 )
+from llmpool.input_limits import InputLimits
 from llmpool.jobs import FINAL_STATES, REDIS_FULL, JobStore
 from llmpool.keys import Keys
 from llmpool.redaction import job_repr
@@ -40,7 +42,7 @@ from llmpool.redis_memory import SUBMIT_LIMIT
 from llmpool.schemas import QUEUES, ChatJob, ChatResult, queue_for
 from llmpool.settings import Settings, get_settings, load_settings
 
-__all__ = ["Client", "JobEvent", "Submitted", "CHAT_TASK", "producer_config", "publish_chat"]
+__all__ = ["Client", "JobEvent", "Submitted", "CHAT_TASK", "producer_config", "publish_chat", "owned_job_id"]
 
 CHAT_TASK = "llmpool.chat"
 # Past a job's own deadline the worker still needs a moment to record why it failed.
@@ -88,15 +90,26 @@ class JobEvent:
     data: dict[str, Any] | None = None
 
 
+def owned_job_id(job_id: str, owner: str | None) -> str:
+    """The id an idempotency key gives a job: itself, or with an owner, a digest of both, so one
+    subject's key can never name (and answer with) another subject's job."""
+    if owner is None:
+        return job_id
+    return "o" + hashlib.blake2b(f"{owner}\0{job_id}".encode("utf-8", errors="surrogatepass"),
+                                 digest_size=16).hexdigest()
+
+
 class Client:
     """A producer of chat jobs on one llmpool; needs only the Redis URL."""
 
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
-                 connection: redis.Redis | None = None) -> None:
-        """`connection`: a Redis client to share (the caller closes it); by default one of its own."""
+                 connection: redis.Redis | None = None, limits: InputLimits | None = None) -> None:
+        """`connection`: a Redis client to share (the caller closes it); by default one of its own.
+        `limits`: refuse jobs past them (InvalidJob) before storing anything (the API passes its own)."""
         if settings is None:
             settings = load_settings(redis_url=redis_url) if redis_url else get_settings()
         self.settings = settings
+        self.limits = limits
         self.keys = Keys(settings.agent_redis_prefix)
         self._owns_redis = connection is None
         self.redis = connection or redis_client(
@@ -116,13 +129,16 @@ class Client:
         """
         prepared = prepare_job(_as_job_dict(job, fields) if not isinstance(job, ChatJob) else job,
                                self.settings)
-        job_id = job_id or uuid.uuid4().hex
+        if self.limits is not None:
+            self.limits.check(prepared)
+        job_id = owned_job_id(job_id, prepared.owner) if job_id else uuid.uuid4().hex
         queue = queue_for(prepared.priority)
         payload = prepared.model_dump(mode="json", exclude_none=True)
         try:
             # Refused past SUBMIT_LIMIT of maxmemory, so that jobs already accepted can still finish.
             created = self.jobs.create(job_id, queue=queue, deadline=prepared.deadline or 0.0,
-                                       summary=prepared.summary(), payload=payload, memory_limit=SUBMIT_LIMIT)
+                                       summary=prepared.summary(), payload=payload, memory_limit=SUBMIT_LIMIT,
+                                       owner=prepared.owner)
         except redis.exceptions.OutOfMemoryError:
             # Past maxmemory itself: job_create.lua's first write was refused, so it wrote nothing
             # (Redis fails a script whole when its first write is refused).

@@ -7,9 +7,15 @@ own keys (queues, results) are Celery's.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
-__all__ = ["Keys"]
+__all__ = ["Keys", "owner_tag"]
+
+
+def owner_tag(owner: str) -> str:
+    """A short fixed-size digest of an owner (a token's `sub`, any text) that is safe in a key or job id."""
+    return hashlib.blake2b(owner.encode("utf-8", errors="surrogatepass"), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,15 @@ class Keys:
         """Sorted set: job id -> when it was last put on a queue, until the broker has its message."""
         return f"{self.prefix}:jobs:unpublished"
 
-    def conversation(self, thread_id: str) -> str:
-        """List: the last messages of one thread, as JSON, oldest first."""
-        return f"{self.prefix}:conv:{thread_id}"
+    def conversation(self, thread_id: str, owner: str | None = None) -> str:
+        """List: the last messages of one thread, as JSON, oldest first.
+
+        With an owner (the API's authenticated subject) the thread is theirs: the key holds a digest
+        of the owner after `~`, a character no thread_id has, so no thread name reaches another's.
+        """
+        if owner is None:
+            return f"{self.prefix}:conv:{thread_id}"
+        return f"{self.prefix}:conv:~{owner_tag(owner)}:{thread_id}"
 
     def workers(self) -> str:
         """Sorted set: worker hostname -> time of its last heartbeat."""

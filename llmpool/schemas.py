@@ -62,6 +62,8 @@ class ChatJob(BaseModel):
     deadline: float | None = Field(default=None, gt=0, description="unix time, seconds")
     stream: bool = Field(default=False, description="publish tokens to the job's Redis stream")
     remember: bool = Field(default=False, description="append this turn to the thread's memory")
+    # The API's authenticated caller (its token's `sub`): the job and the thread's memory are theirs.
+    owner: str | None = Field(default=None, min_length=1, max_length=1024)
 
     @field_validator("tools")
     @classmethod

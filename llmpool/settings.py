@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, V
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmpool.errors import ConfigError
+from llmpool.jwt_keys import read_public_key
 from llmpool.redis_conn import parse_sentinel_url
 
 __all__ = ["Settings", "EndpointLimits", "get_settings", "load_settings", "config_issues", "issues_report",

@@ -79,7 +79,8 @@ def endpoint_rows(snap: Snapshot, *, checks_enabled: bool,
 def discovery_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     counts = {state: sum(1 for r in rows if r["status"] == state) for state in STATES}
     llms = [{k: r[k] for k in ("deploy_id", "model_name", "status", "internal_url")} for r in rows]
-    return {"total": len(rows), **counts, "llms": llms}
+    # total_llms is the TT-Studio agent's name; total is llmpool's earlier one, kept for its readers.
+    return {"total_llms": len(rows), "total": len(rows), **counts, "llms": llms}
 
 
 def _seconds(value: Any) -> str:

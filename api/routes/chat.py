@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -11,11 +12,15 @@ from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import get_principal, may_read, owner_of
 from api.deps import ApiState, get_state
 from api.disconnects import ClientGone, FollowingStream, gone_response, unless_disconnected
 from api.errors import error_response
+from api.job_events import WAIT_GRACE, follow_sse
+from api.jwt_verify import Principal
 from api.model_check import require_served_model
 from api.schemas import PollRequest
+from api.sse import last_event_id, wants_sse
 from api.stream_hub import Waiter, WaitTimeout
 from llmpool.deadlines import prepare_job
 from llmpool.jobs import FINAL_STATES
@@ -25,7 +30,7 @@ from llmpool.status_codes import http_status_for
 router = APIRouter()
 
 JobId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
-WAIT_GRACE = 10.0  # past the job's deadline, how long the shim still waits for its end event
+JOB_ID = re.compile(r"[A-Za-z0-9._:-]+")  # the same rule, for the X-Job-Id header of an SSE reconnect
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -34,6 +39,11 @@ def _stats(result: dict[str, Any]) -> str:
     stats = {"tokens_decoded": usage.get("completion_tokens", 0), "ttft": timings.get("ttft"),
              "tpot": timings.get("tpot"), "total_time": timings.get("total")}
     return "[STATS]" + json.dumps(stats)
+
+
+def _tool_calls_line(tool_calls: list[dict[str, Any]]) -> str:
+    """The answer's tool calls (OpenAI's `tool_calls` list) on a line of their own, before [STATS]."""
+    return "\n[TOOL_CALLS]" + json.dumps(tool_calls, separators=(",", ":")) + "\n"
 
 
 def _answer(job_id: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +81,8 @@ async def _text_stream(first: dict[str, Any], events: AsyncIterator[dict[str, An
                 yield "\n[RESET]\n"  # the job restarted elsewhere: drop what came before
             elif kind == "end":
                 data = event.get("data") or {}
+                if event.get("state") == "succeeded" and data.get("tool_calls"):
+                    yield _tool_calls_line(data["tool_calls"])
                 yield _stats(data) if event.get("state") == "succeeded" else "\n[ERROR]" + json.dumps(data)
                 return
             event = await anext(events, None)
@@ -103,9 +115,11 @@ def _no_llm(state: ApiState) -> bool:
 @router.post("/poll_requests", summary="Run one chat turn and return (or stream) the answer.")
 async def poll_requests(
     body: PollRequest, request: Request, state: Annotated[ApiState, Depends(get_state)],
+    principal: Annotated[Principal | None, Depends(get_principal)],
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")] = None,
 ) -> Response:
-    job = prepare_job(body.to_job(stream=not _wants_json(request), now=time.time()), state.settings)
+    job = body.to_job(stream=not _wants_json(request), now=time.time())
+    job = prepare_job(job.model_copy(update={"owner": owner_of(principal)}), state.settings)
     await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
     waiter = state.hub.waiter()  # Overloaded (503) before anything is enqueued
     response: Response | None = None
@@ -126,8 +140,13 @@ def _wants_json(request: Request) -> bool:
 async def _submit_and_wait(request: Request, state: ApiState, waiter: Waiter, job: ChatJob,
                            idempotency_key: str | None) -> Response:
     """Submit, then wait for the answer: all of it (JSON), or its first event before streaming the rest."""
+    if wants_sse(request) and request.headers.get("x-job-id"):
+        return await _resume_sse(request, state, waiter, job, request.headers["x-job-id"])
     submitted = await run_in_threadpool(state.client.submit, job, job_id=idempotency_key)
     job_id = submitted.job_id
+    if wants_sse(request):  # a retried Idempotency-Key with Last-Event-ID resumes after that event
+        record = await run_in_threadpool(state.jobs.get, job_id) or {"state": "queued", "deadline": job.deadline}
+        return await follow_sse(state, waiter, job_id, record, after=last_event_id(request) or (0, 0))
     if not submitted.created:
         known = await run_in_threadpool(state.jobs.get, job_id)
         if known and known.get("state") in FINAL_STATES:  # its stream may be gone: answer from the record
@@ -150,10 +169,21 @@ async def _submit_and_wait(request: Request, state: ApiState, waiter: Waiter, jo
     return FollowingStream(waiter, _text_stream(first, events), media_type=TEXT, headers=headers)
 
 
+async def _resume_sse(request: Request, state: ApiState, waiter: Waiter, job: ChatJob, job_id: str) -> Response:
+    """An SSE client reconnecting with the job's id (X-Job-Id) and Last-Event-ID: nothing is submitted."""
+    record = None
+    if len(job_id) <= 200 and JOB_ID.fullmatch(job_id):
+        record = await run_in_threadpool(state.jobs.get, job_id)
+    if record is None or record.get("owner") != getattr(job, "owner", None):  # another's job: as if none
+        return error_response(404, {"type": "not_found", "message": f"No job with id {job_id}"})
+    return await follow_sse(state, waiter, job_id, record, after=last_event_id(request) or (0, 0))
+
+
 @router.get("/jobs/{job_id}", summary="A job's state, attempts, endpoint, result or error.")
-async def get_job(job_id: JobId, state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
+async def get_job(job_id: JobId, state: Annotated[ApiState, Depends(get_state)],
+                  principal: Annotated[Principal | None, Depends(get_principal)]) -> JSONResponse:
     record = await run_in_threadpool(state.jobs.get, job_id)
-    if record is None:
+    if record is None or not may_read(principal, record.get("owner")):  # another's job: as if none
         error = {"type": "not_found", "message": f"No job with id {job_id}"}
         return error_response(404, error)
     return JSONResponse({"job_id": job_id, **record})

@@ -1,7 +1,8 @@
 -- Record a newly submitted job, unless one with this id exists (an idempotency key reused).
 -- KEYS: job hash, unpublished zset.
 -- ARGV: job id, queue, deadline, summary, ttl seconds, payload JSON, memory limit (a fraction of
---       maxmemory past which new jobs are refused; 0: no check).
+--       maxmemory past which new jobs are refused; 0: no check), owner ('' for none: the API's
+--       authenticated subject, who alone may read the job).
 -- Returns 1 if created, 0 if the id exists, -1 if Redis is past the memory limit (nothing written).
 -- The job stays in `unpublished` until its message is confirmed on the broker, so a crash between
 -- this and the publish is repaired by the sweep.
@@ -22,6 +23,9 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 redis.call('HSET', KEYS[1], 'state', 'queued', 'queue', ARGV[2], 'deadline', ARGV[3],
            'summary', ARGV[4], 'created_at', string.format('%.6f', now), 'attempts', 0, 'claims', 0,
            'calls', 0, 'payload', ARGV[6])
+if ARGV[8] and ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[1], 'owner', ARGV[8])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 return 1

@@ -173,3 +173,11 @@ def test_poll_requests_refuses_an_unknown_model_with_nothing_enqueued(api: tuple
     served = httpx.post(url + "/poll_requests", json={"message": "hi", "model": "gpt-4o-mini"},
                         headers={"Accept": "application/json"}, timeout=30)
     assert served.status_code == 200 and served.json()["endpoint"] == deploy_id("small")
+
+
+def test_a_worker_fails_a_job_whose_model_no_endpoint_serves_with_model_not_found(api: tuple[Pool, str]) -> None:
+    pool, _url = api  # the Client does not check the registry: as if the model vanished after submit
+    job_id = pool.client.submit("hi", model="vanished-model").job_id
+    [record] = pool.finished([job_id], timeout=30)
+    assert record["state"] == "failed" and record["error"]["type"] == "model_not_found"
+    assert record["error"]["param"] == "model"

@@ -101,13 +101,20 @@ REPORT_CASES = [
     ({"jwt_secret": "s", "agent_first_token_timeout": 3},
      ["WARNING: AGENT_FIRST_TOKEN_FLOOR is not below AGENT_FIRST_TOKEN_TIMEOUT "
       "(first-token timeouts cannot adapt to an endpoint's TTFT)"]),
+    ({"jwt_secret": "s", "agent_api_jwt_secret": None},
+     ["WARNING: The API is open: no AGENT_API_JWT_SECRET or AGENT_API_JWT_PUBLIC_KEY, so anyone who reaches it "
+      "can pin models, reload the configuration and read any thread"]),
+    ({"jwt_secret": "s", "agent_api_jwt_secret": "short"},
+     ["WARNING: AGENT_API_JWT_SECRET is shorter than 32 characters (HS256 wants 256 bits)"]),
 ]
+# The cases above configure the API's own auth unless they say otherwise (its absence is a warning).
+API_SECRET = "a" * 32
 
 
 @pytest.mark.parametrize(("values", "lines"), REPORT_CASES)
 def test_issues_report_lists_only_what_holds(env: pytest.MonkeyPatch, values: dict,
                                              lines: list[str]) -> None:
-    report = issues_report(Settings(**values))
+    report = issues_report(Settings(**{"agent_api_jwt_secret": API_SECRET, **values}))
     if not lines:
         assert report == ""
         return
