@@ -11,7 +11,7 @@ from api.auth import BearerAuth
 from api.body_limit import install_body_limit
 from api.deps import open_state
 from api.errors import install_error_handlers
-from api.routes import chat, control, metrics, openai, status
+from api.routes import chat, control, jobs, metrics, openai, status
 from llmpool import __version__
 from llmpool.logs import configure_logging
 from llmpool.settings import print_issues_report_once, settings_or_exit
@@ -40,6 +40,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BearerAuth)  # added last, so outermost: a request without a valid token reads no body
     app.include_router(status.router)
     app.include_router(chat.router)
+    app.include_router(jobs.router)
     app.include_router(control.router)
     app.include_router(metrics.router)
     app.include_router(openai.router)

@@ -1,0 +1,75 @@
+"""Asynchronous jobs: POST /jobs (202 at once), GET /jobs/{id}/events (SSE, resumable), DELETE /jobs/{id}.
+
+GET /jobs/{id} (the record) lives with the chat routes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ApiState, get_state
+from api.disconnects import FollowingStream
+from api.errors import error_response
+from api.job_events import follow_sse
+from api.routes.chat import JobId
+from api.schemas import PollRequest
+from api.sse import last_event_id
+from llmpool.deadlines import prepare_job
+from llmpool.errors import JobAlreadyFinished, JobNotFound
+
+router = APIRouter()
+
+IdempotencyKey = Annotated[str | None, Header(max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
+def _not_found(job_id: str) -> JSONResponse:
+    return error_response(404, {"type": "not_found", "message": f"No job with id {job_id}"})
+
+
+def _links(job_id: str) -> dict[str, str]:
+    return {"url": f"/jobs/{job_id}", "events_url": f"/jobs/{job_id}/events"}
+
+
+@router.post("/jobs", status_code=202, summary="Submit a chat job and answer at once with its id and URL.")
+async def submit_job(body: PollRequest, state: Annotated[ApiState, Depends(get_state)],
+                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    job = prepare_job(body.to_job(stream=True, now=time.time()), state.settings)
+    submitted = await run_in_threadpool(state.client.submit, job, job_id=idempotency_key)
+    record: dict[str, Any] = {}
+    if not submitted.created:  # a retried Idempotency-Key: the job it named, as it is now
+        record = await run_in_threadpool(state.jobs.get, submitted.job_id) or {}
+    links = _links(submitted.job_id)
+    content = {"job_id": submitted.job_id, "state": record.get("state", "queued"), "created": submitted.created,
+               **links}
+    return JSONResponse(content, status_code=202, headers={"Location": links["url"]})
+
+
+@router.get("/jobs/{job_id}/events", summary="A job's events as Server-Sent Events; resumes after Last-Event-ID.")
+async def job_events(job_id: JobId, request: Request, state: Annotated[ApiState, Depends(get_state)]) -> Response:
+    waiter = state.hub.waiter()  # 503 overloaded when too many clients wait already
+    response: Response | None = None
+    try:
+        record = await run_in_threadpool(state.jobs.get, job_id)
+        if record is None:
+            return _not_found(job_id)
+        response = await follow_sse(state, waiter, job_id, record, after=last_event_id(request) or (0, 0))
+        return response
+    finally:
+        if not isinstance(response, FollowingStream):  # a live stream closes its waiter itself
+            waiter.close()
+
+
+@router.delete("/jobs/{job_id}", summary="Cancel a queued, waiting or running job.")
+async def cancel_job(job_id: JobId, state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
+    try:
+        was = await run_in_threadpool(state.client.cancel, job_id)
+    except JobNotFound:
+        return _not_found(job_id)
+    except JobAlreadyFinished as exc:
+        return error_response(409, exc.to_dict(), job_id=job_id)
+    return JSONResponse({"job_id": job_id, "state": "cancelled", "was": was})
