@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmpool.schemas import MAX_TEXT, ChatJob, Message, Priority
+from llmpool.schemas import MAX_TEXT, ChatJob, Message, Priority, parse_job
 
 __all__ = ["StreamOptions", "ChatCompletionRequest", "unsupported_field"]
 
@@ -50,13 +50,14 @@ class ChatCompletionRequest(BaseModel):
 
     def to_job(self, *, priority: Priority, deadline: float | None) -> ChatJob:
         """The chat job this request runs as (`auto` asks for no model: the selection serves it)."""
-        return ChatJob(
-            messages=self.messages, model=None if self.model.strip().lower() == "auto" else self.model,
-            max_tokens=self.max_completion_tokens or self.max_tokens, temperature=self.temperature,
-            tools=self.tools or None, tool_choice=self.tool_choice if self.tools else None,
-            top_p=self.top_p, stop=self.stop, seed=self.seed, response_format=self.response_format,
-            user=self.user, priority=priority, deadline=deadline, stream=self.stream,
-        )
+        # parse_job: what the job checks beyond this body (each tool's function name) is an InvalidJob, a 422
+        return parse_job({
+            "messages": self.messages, "model": None if self.model.strip().lower() == "auto" else self.model,
+            "max_tokens": self.max_completion_tokens or self.max_tokens, "temperature": self.temperature,
+            "tools": self.tools or None, "tool_choice": self.tool_choice if self.tools else None,
+            "top_p": self.top_p, "stop": self.stop, "seed": self.seed, "response_format": self.response_format,
+            "user": self.user, "priority": priority, "deadline": deadline, "stream": self.stream,
+        })
 
 
 def unsupported_field(body: ChatCompletionRequest) -> tuple[str, str] | None:

@@ -34,6 +34,7 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 WAIT_GRACE = 10.0  # past the job's deadline, how long the route still waits for its end event
 SSE = "text/event-stream"
+MAX_DEADLINE = 7 * 86_400  # seconds ahead: a deadline past it is a client's mistake (or inf)
 KEY_PATTERN = r"^[A-Za-z0-9._:-]+$"
 RESTARTED = ("The answer was restarted on another endpoint after part of it had been streamed; the "
              "stream ends here so that two answers are not joined. The full answer is in GET /jobs/{id}, "
@@ -62,6 +63,9 @@ async def chat_completions(
     if unsupported is not None:
         return openai_error(400, f"Unsupported value for '{unsupported[0]}': {unsupported[1]}",
                             code="unsupported_parameter", param=unsupported[0])
+    if x_llmpool_deadline is not None and not time.time() < x_llmpool_deadline <= time.time() + MAX_DEADLINE:
+        return openai_error(422, "X-LLMPool-Deadline must be a unix time in the future, at most 7 days ahead",
+                            code="invalid_request", param="X-LLMPool-Deadline")
     job = prepare_job(body.to_job(priority=x_llmpool_priority, deadline=x_llmpool_deadline), state.settings)
     await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
     waiter = state.hub.waiter()  # Overloaded (503) before anything is enqueued

@@ -149,6 +149,12 @@ def test_what_llmpool_cannot_honour_is_400_naming_the_field(api: tuple[Pool, str
     bad_priority = httpx.post(url + "/v1/chat/completions", headers={"X-LLMPool-Priority": "urgent"},
                               json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
     assert bad_priority.status_code == 422 and "x-llmpool-priority" in bad_priority.json()["error"]["param"]
+    past = httpx.post(url + "/v1/chat/completions", headers={"X-LLMPool-Deadline": "1000"},
+                      json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+    assert past.status_code == 422 and past.json()["error"]["param"] == "X-LLMPool-Deadline"
+    nameless = httpx.post(url + "/v1/chat/completions", timeout=10, json={
+        "model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]})
+    assert nameless.status_code == 422 and "tools" in nameless.json()["error"]["message"]
     assert _job_count(pool) == before
 
 

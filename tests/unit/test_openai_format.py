@@ -12,6 +12,7 @@ import pytest
 from api.openai_format import Answer, completion, ending_chunks
 from api.openai_schemas import ChatCompletionRequest, unsupported_field
 from api.routes.openai import _chunks
+from llmpool.errors import InvalidJob
 
 ANSWER = Answer(id="chatcmpl-j1", created=1, model="auto")
 CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
@@ -88,3 +89,8 @@ def test_a_restart_after_text_went_out_ends_the_stream_instead_of_gluing_two_ans
     lines = _run({"type": "token", "text": "fir"}, {"type": "reset"}, {"type": "token", "text": "second"}, end)
     assert _text(lines) == "fir"
     assert lines[-1]["error"]["code"] == "stream_restarted" and "/jobs/j1" in lines[-1]["error"]["message"]
+
+
+def test_a_tool_without_a_function_name_is_an_invalid_job_not_a_crash() -> None:
+    with pytest.raises(InvalidJob, match="tools"):
+        _body(tools=[{"type": "function", "function": {}}]).to_job(priority="default", deadline=None)
