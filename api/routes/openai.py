@@ -17,8 +17,10 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import get_principal, owner_of
 from api.deps import ApiState, get_state
 from api.disconnects import ClientGone, FollowingStream, gone_response, unless_disconnected
+from api.jwt_verify import Principal
 from api.model_check import require_served_model
 from api.openai_errors import openai_error
 from api.openai_format import DONE, Answer, chunk, completion, ending_chunks, model_list, sse
@@ -55,6 +57,8 @@ def _stream_error(code: str, message: str) -> str:
 @router.post("/chat/completions", summary="Create a chat completion (OpenAI-compatible).")
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, state: Annotated[ApiState, Depends(get_state)],
+    principal: Annotated[Principal | None, Depends(get_principal)],
+    principal: Annotated[Principal | None, Depends(get_principal)],
     x_llmpool_priority: Annotated[Priority, Header()] = "default",
     x_llmpool_deadline: Annotated[float | None, Header(gt=0, description="unix time, seconds")] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=KEY_PATTERN)] = None,
@@ -66,7 +70,8 @@ async def chat_completions(
     if x_llmpool_deadline is not None and not time.time() < x_llmpool_deadline <= time.time() + MAX_DEADLINE:
         return openai_error(422, "X-LLMPool-Deadline must be a unix time in the future, at most 7 days ahead",
                             code="invalid_request", param="X-LLMPool-Deadline")
-    job = prepare_job(body.to_job(priority=x_llmpool_priority, deadline=x_llmpool_deadline), state.settings)
+    job = body.to_job(priority=x_llmpool_priority, deadline=x_llmpool_deadline)
+    job = prepare_job(job.model_copy(update={"owner": owner_of(principal)}), state.settings)  # the caller's job
     await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
     waiter = state.hub.waiter()  # Overloaded (503) before anything is enqueued
     response: Response | None = None
