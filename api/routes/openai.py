@@ -58,7 +58,6 @@ def _stream_error(code: str, message: str) -> str:
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, state: Annotated[ApiState, Depends(get_state)],
     principal: Annotated[Principal | None, Depends(get_principal)],
-    principal: Annotated[Principal | None, Depends(get_principal)],
     x_llmpool_priority: Annotated[Priority, Header()] = "default",
     x_llmpool_deadline: Annotated[float | None, Header(gt=0, description="unix time, seconds")] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=KEY_PATTERN)] = None,
