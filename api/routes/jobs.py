@@ -12,10 +12,13 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import get_principal, may_manage, may_read, owner_of
 from api.deps import ApiState, get_state
 from api.disconnects import FollowingStream
 from api.errors import error_response
 from api.job_events import follow_sse
+from api.jwt_verify import Principal
+from api.model_check import require_served_model
 from api.routes.chat import JobId
 from api.schemas import PollRequest
 from api.sse import last_event_id
@@ -25,6 +28,7 @@ from llmpool.errors import JobAlreadyFinished, JobNotFound
 router = APIRouter()
 
 IdempotencyKey = Annotated[str | None, Header(max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
+Caller = Annotated[Principal | None, Depends(get_principal)]  # None while the API is open
 
 
 def _not_found(job_id: str) -> JSONResponse:
@@ -36,9 +40,11 @@ def _links(job_id: str) -> dict[str, str]:
 
 
 @router.post("/jobs", status_code=202, summary="Submit a chat job and answer at once with its id and URL.")
-async def submit_job(body: PollRequest, state: Annotated[ApiState, Depends(get_state)],
+async def submit_job(body: PollRequest, state: Annotated[ApiState, Depends(get_state)], principal: Caller,
                      idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    job = prepare_job(body.to_job(stream=True, now=time.time()), state.settings)
+    job = body.to_job(stream=True, now=time.time())
+    job = prepare_job(job.model_copy(update={"owner": owner_of(principal)}), state.settings)
+    await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
     submitted = await run_in_threadpool(state.client.submit, job, job_id=idempotency_key)
     record: dict[str, Any] = {}
     if not submitted.created:  # a retried Idempotency-Key: the job it named, as it is now
@@ -50,12 +56,13 @@ async def submit_job(body: PollRequest, state: Annotated[ApiState, Depends(get_s
 
 
 @router.get("/jobs/{job_id}/events", summary="A job's events as Server-Sent Events; resumes after Last-Event-ID.")
-async def job_events(job_id: JobId, request: Request, state: Annotated[ApiState, Depends(get_state)]) -> Response:
+async def job_events(job_id: JobId, request: Request, state: Annotated[ApiState, Depends(get_state)],
+                     principal: Caller) -> Response:
     waiter = state.hub.waiter()  # 503 overloaded when too many clients wait already
     response: Response | None = None
     try:
         record = await run_in_threadpool(state.jobs.get, job_id)
-        if record is None:
+        if record is None or not may_read(principal, record.get("owner")):  # another's job: as if none
             return _not_found(job_id)
         response = await follow_sse(state, waiter, job_id, record, after=last_event_id(request) or (0, 0))
         return response
@@ -65,7 +72,11 @@ async def job_events(job_id: JobId, request: Request, state: Annotated[ApiState,
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a queued, waiting or running job.")
-async def cancel_job(job_id: JobId, state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
+async def cancel_job(job_id: JobId, state: Annotated[ApiState, Depends(get_state)], principal: Caller) -> JSONResponse:
+    if principal is not None:  # its owner or an admin may cancel it; to anyone else it does not exist
+        record = await run_in_threadpool(state.jobs.get, job_id)
+        if record is None or not may_manage(principal, record.get("owner")):
+            return _not_found(job_id)
     try:
         was = await run_in_threadpool(state.client.cancel, job_id)
     except JobNotFound:
