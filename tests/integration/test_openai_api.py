@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import openai
 import pytest
 import redis
@@ -186,3 +189,26 @@ def test_a_worker_fails_a_job_whose_model_no_endpoint_serves_with_model_not_foun
     [record] = pool.finished([job_id], timeout=30)
     assert record["state"] == "failed" and record["error"]["type"] == "model_not_found"
     assert record["error"]["param"] == "model"
+
+
+def test_with_auth_on_the_openai_client_sends_its_jwt_as_api_key_and_jobs_stay_their_subjects(
+        api: tuple[Pool, str], tmp_path: Path) -> None:
+    pool, _url = api
+    secret = "openai-test-secret-0123456789abcdef"
+    proc, url = start_api(tmp_path, {**pool.env, "AGENT_API_JWT_SECRET": secret})
+    try:
+        def token(sub: str) -> str:
+            return jwt.encode({"sub": sub, "exp": int(time.time()) + 300}, secret, algorithm="HS256")
+
+        with pytest.raises(openai.AuthenticationError):
+            _client(url).models.list()
+        alice = openai.OpenAI(base_url=url + "/v1", api_key=token("alice"), max_retries=0, timeout=30)
+        raw = alice.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "hello"}])
+        assert raw.parse().choices[0].message.content
+        job_id = raw.headers["x-job-id"]
+        mine = httpx.get(f"{url}/jobs/{job_id}", headers={"Authorization": f"Bearer {token('alice')}"}, timeout=10)
+        theirs = httpx.get(f"{url}/jobs/{job_id}", headers={"Authorization": f"Bearer {token('bob')}"}, timeout=10)
+        assert mine.status_code == 200 and theirs.status_code == 404
+    finally:
+        proc.stop()
