@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from llmpool.endpoints import Endpoint
 from llmpool.errors import ModelNotFound
 
-__all__ = ["AUTO", "wanted_model", "serves", "serving", "model_ids", "require_model"]
+__all__ = ["AUTO", "wanted_model", "serves", "serving", "model_ids", "require_model", "candidates_for"]
 
 AUTO = "auto"
 
@@ -54,3 +54,19 @@ def require_model(requested: str | None, endpoints: list[Endpoint], aliases: Map
     if model is not None and not serving(chat, model):
         raise ModelNotFound(f"The model '{requested}' does not exist: no endpoint serves it "
                             "(GET /v1/models lists the models served now)", param="model")
+
+
+def candidates_for(order: list[Endpoint], requested: str | None, *, aliases: Mapping[str, str],
+                   fallbacks: Mapping[str, list[str]]) -> list[Endpoint]:
+    """The endpoints a job may try, in order: its model's, then each configured fallback model's.
+
+    Failover never leaves these: a job that names a model is not answered by another one unless
+    AGENT_MODEL_FALLBACKS says so. No model: the whole order.
+    """
+    model = wanted_model(requested, order, aliases)
+    if model is None:
+        return list(order)
+    chosen = serving(order, model)
+    for fallback in fallbacks.get(model.lower(), fallbacks.get((requested or "").strip().lower(), [])):
+        chosen += [e for e in serving(order, wanted_model(fallback, order, aliases)) if e not in chosen]
+    return chosen

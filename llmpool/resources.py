@@ -28,7 +28,7 @@ from llmpool.keys import Keys
 from llmpool.leases import LeaseKeeper
 from llmpool.llm_client import LLMClient, make_http_client, make_probe_client
 from llmpool.metrics import MetricsRecorder, MetricsStore
-from llmpool.model_choice import require_model, serving, wanted_model
+from llmpool.model_choice import candidates_for, require_model
 from llmpool.redis_conn import redis_client
 from llmpool.registry import Registry
 from llmpool.runner import Gate
@@ -65,8 +65,9 @@ class Resources:
 
     def candidates(self, selection: Selection, job: ChatJob) -> list[Endpoint]:
         """The selection's endpoints serving the job's model, in the order it tries them (groups, stickiness, pin)."""
-        model = wanted_model(job.model, selection.order, self.settings.agent_model_aliases)
-        return order_candidates(serving(selection.order, model), settings=self.settings,
+        allowed = candidates_for(selection.order, job.model, aliases=self.settings.agent_model_aliases,
+                                 fallbacks=self.settings.agent_model_fallbacks)
+        return order_candidates(allowed, settings=self.settings,
                                 thread_id=job.thread_id, pinned=selection.pinned, in_flight=self.in_flight)
 
     def model_vanished(self, job: ChatJob) -> bool:

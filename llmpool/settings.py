@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     # --- model choice (a job's `model`) ---
     # JSON: alias -> model name or hf_model_id, e.g. {"gpt-4o": "llama-3.1-70b"}; keys match case-insensitively.
     agent_model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # JSON: model -> models its jobs fail over to, in order, once every endpoint of their own is
+    # tried or unselectable, e.g. {"llama-3.1-70b": ["llama-3.1-8b"]}; keys match case-insensitively.
+    agent_model_fallbacks: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
 
     # --- the API's own auth and input limits (api/auth.py, api/jwt_verify.py, api/limits.py) ---
     # Bearer JWTs on every route but GET /, /health and /metrics: HS256 with the secret, or RS256 /
@@ -322,6 +325,18 @@ class Settings(BaseSettings):
         if info.data.get("agent_api_jwt_secret") is not None:
             raise ValueError("set AGENT_API_JWT_SECRET or AGENT_API_JWT_PUBLIC_KEY, not both")
         return read_public_key(value)
+
+    @field_validator("agent_model_fallbacks", mode="before")
+    @classmethod
+    def _fallbacks_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}  # bad JSON: a ValueError naming it
+        if isinstance(value, dict):
+            if any(not isinstance(v, list) or not all(isinstance(m, str) and m.strip() for m in v)
+                   for v in value.values()):
+                raise ValueError('each model names a list of fallback models, e.g. {"a": ["b"]}')
+            return {str(k).strip().lower(): [m.strip() for m in v] for k, v in value.items()}
+        return value
 
     def redacted(self) -> dict[str, Any]:
         """Every setting as plain JSON, secrets shown only as set or not."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from llmpool.endpoints import Endpoint
+from llmpool.errors import ConfigError
 from llmpool.llm_request import build_request
-from llmpool.model_choice import model_ids, serving, wanted_model
+from llmpool.model_choice import candidates_for, model_ids, serving, wanted_model
 from llmpool.schemas import ChatJob
 from llmpool.settings import load_settings
 
@@ -55,3 +56,24 @@ def test_openai_fields_reach_the_request_body() -> None:
     assert body["top_p"] == 0.5 and body["seed"] == 7 and body["user"] == "u1"
     assert body["stop"] == ["<|eot_id|>", "END"]
     assert body["response_format"] == {"type": "json_object"} and body["tool_choice"] == "required"
+
+
+@pytest.mark.parametrize(("requested", "fallbacks", "expected"), [
+    (None, {}, ["big", "small", "small2"]),
+    ("meta-llama/llama-3.1-70b-instruct", {}, ["big"]),  # no fallback configured: only its own
+    ("meta-llama/llama-3.1-70b-instruct", {"meta-llama/llama-3.1-70b-instruct": ["Llama-3.1-8B-Instruct"]},
+     ["big", "small", "small2"]),
+    ("gpt-4o", {"llama-3.1-70b-instruct": ["llama-3.1-8b-instruct"]}, ["big", "small", "small2"]),  # via its alias
+    ("Llama-3.1-8B-Instruct", {"llama-3.1-8b-instruct": ["gone", "Llama-3.1-8B-Instruct"]}, ["small", "small2"]),
+])
+def test_failover_stays_within_the_model_and_its_configured_fallbacks(
+        requested: str | None, fallbacks: dict[str, list[str]], expected: list[str]) -> None:
+    chosen = candidates_for(FLEET, requested, aliases={"gpt-4o": "Llama-3.1-70B-Instruct"}, fallbacks=fallbacks)
+    assert [e.id for e in chosen] == expected
+
+
+def test_fallbacks_setting_reads_json_and_refuses_a_non_list() -> None:
+    settings = load_settings(agent_model_fallbacks='{"Llama-3.1-70B": ["llama-3.1-8b"]}')
+    assert settings.agent_model_fallbacks == {"llama-3.1-70b": ["llama-3.1-8b"]}
+    with pytest.raises(ConfigError, match="AGENT_MODEL_FALLBACKS"):
+        load_settings(agent_model_fallbacks='{"a": "b"}')
