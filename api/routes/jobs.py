@@ -46,11 +46,11 @@ async def submit_job(body: PollRequest, state: Annotated[ApiState, Depends(get_s
     job = prepare_job(job.model_copy(update={"owner": owner_of(principal)}), state.settings)
     await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
     submitted = await run_in_threadpool(state.client.submit, job, job_id=idempotency_key)
-    record: dict[str, Any] = {}
+    record: dict[str, Any] | None = None
     if not submitted.created:  # a retried Idempotency-Key: the job it named, as it is now
-        record = await run_in_threadpool(state.jobs.get, submitted.job_id) or {}
+        record = await run_in_threadpool(state.jobs.get, submitted.job_id)
     links = _links(submitted.job_id)
-    content = {"job_id": submitted.job_id, "state": record.get("state", "queued"), "created": submitted.created,
+    content = {"job_id": submitted.job_id, "state": (record or {}).get("state", "queued"), "created": submitted.created,
                **links}
     return JSONResponse(content, status_code=202, headers={"Location": links["url"]})
 
