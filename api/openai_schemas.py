@@ -34,7 +34,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # what vLLM and OpenAI take
     response_format: dict[str, Any] | None = None
     user: str | None = Field(default=None, max_length=256)
     # Accepted only at the value that means "nothing asked": anything else is a 400.

@@ -54,7 +54,7 @@ class ChatJob(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # what vLLM and OpenAI take
     response_format: dict[str, Any] | None = None
     user: str | None = Field(default=None, max_length=256)
     thread_id: ThreadId | None = None
