@@ -11,6 +11,7 @@ from api.auth import BearerAuth
 from api.body_limit import install_body_limit
 from api.deps import open_state
 from api.errors import install_error_handlers
+from api.openapi_docs import document_errors
 from api.routes import chat, control, jobs, metrics, openai, status
 from llmpool import __version__
 from llmpool.logs import configure_logging
@@ -37,6 +38,7 @@ def create_app() -> FastAPI:
                   description="HTTP shim for llmpool, compatible with the TT-Studio agent's routes.")
     install_error_handlers(app)
     install_body_limit(app)
+    document_errors(app)
     app.add_middleware(BearerAuth)  # added last, so outermost: a request without a valid token reads no body
     app.include_router(status.router)
     app.include_router(chat.router)

@@ -19,6 +19,7 @@ from api.errors import error_response
 from api.job_events import WAIT_GRACE, follow_sse
 from api.jwt_verify import Principal
 from api.model_check import require_served_model
+from api.openapi_docs import CHAT_ANSWERS
 from api.schemas import PollRequest
 from api.sse import last_event_id, wants_sse
 from api.stream_hub import Waiter, WaitTimeout
@@ -112,7 +113,8 @@ def _no_llm(state: ApiState) -> bool:
     return selection is None or selection.current is None
 
 
-@router.post("/poll_requests", summary="Run one chat turn and return (or stream) the answer.")
+@router.post("/poll_requests", summary="Run one chat turn and return (or stream) the answer.",
+             responses=CHAT_ANSWERS)
 async def poll_requests(
     body: PollRequest, request: Request, state: Annotated[ApiState, Depends(get_state)],
     principal: Annotated[Principal | None, Depends(get_principal)],

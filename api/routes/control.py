@@ -30,8 +30,13 @@ class SelectBody(BaseModel):
     deploy_id: DeployId
 
 
+ERROR_TYPES = {404: "not_found", 409: "conflict", 422: "invalid_request", 503: "unavailable", 504: "timeout"}
+
+
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"status": "error", "message": message, **extra}, status_code=status)
+    """The TT-Studio agent's {"status", "message"}, plus the `error` object every other route sends."""
+    error = {"type": ERROR_TYPES.get(status, "error"), "message": message}
+    return JSONResponse({"status": "error", "message": message, "error": error, **extra}, status_code=status)
 
 
 def _models(state: ApiState, snap: Snapshot) -> list[dict[str, Any]]:

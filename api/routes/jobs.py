@@ -19,6 +19,7 @@ from api.errors import error_response
 from api.job_events import follow_sse
 from api.jwt_verify import Principal
 from api.model_check import require_served_model
+from api.openapi_docs import EVENT_STREAM
 from api.routes.chat import JobId
 from api.schemas import PollRequest
 from api.sse import last_event_id
@@ -55,7 +56,8 @@ async def submit_job(body: PollRequest, state: Annotated[ApiState, Depends(get_s
     return JSONResponse(content, status_code=202, headers={"Location": links["url"]})
 
 
-@router.get("/jobs/{job_id}/events", summary="A job's events as Server-Sent Events; resumes after Last-Event-ID.")
+@router.get("/jobs/{job_id}/events", summary="A job's events as Server-Sent Events; resumes after Last-Event-ID.",
+            responses=EVENT_STREAM)
 async def job_events(job_id: JobId, request: Request, state: Annotated[ApiState, Depends(get_state)],
                      principal: Caller) -> Response:
     waiter = state.hub.waiter()  # 503 overloaded when too many clients wait already
