@@ -38,4 +38,4 @@ async def follow_sse(state: ApiState, waiter: Waiter, job_id: str, record: dict[
         return StreamingResponse(record_events(job_id, entries), media_type=EVENT_STREAM, headers=headers)
     until = max(float(record.get("deadline") or 0.0), time.time()) + WAIT_GRACE
     waiter.follow(state.jobs.stream_key(job_id), until=until, after=after)
-    return FollowingStream(waiter, sse_events(job_id, waiter.events()), media_type=EVENT_STREAM, headers=headers)
+    return FollowingStream(waiter, sse_events(job_id, waiter), media_type=EVENT_STREAM, headers=headers)

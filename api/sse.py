@@ -12,9 +12,10 @@ stream after the client's position (XRANGE), or, once the stream's TTL has passe
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
 
@@ -26,6 +27,7 @@ __all__ = ["EVENT_STREAM", "wants_sse", "last_event_id", "sse_events", "record_e
 
 EVENT_STREAM = "text/event-stream"
 KEEPALIVE = ": keep-alive\n\n"
+KEEPALIVE_EVERY = 15.0  # seconds: well inside the usual proxy read timeouts (nginx: 60 s)
 EntryId = tuple[int, int]
 
 
@@ -72,11 +74,39 @@ def _one(job_id: str, event: dict[str, Any]) -> list[str]:
     return []
 
 
-async def sse_events(job_id: str, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
-    """The job's stream events as SSE, ending after its end (or an `error` when the wait runs out)."""
+class EventSource(Protocol):
+    async def next(self) -> dict[str, Any]: ...
+
+
+async def _with_keepalives(source: EventSource, every: float) -> AsyncIterator[dict[str, Any] | None]:
+    """The source's events up to its `end`, and None whenever `every` seconds pass without one.
+
+    The pending read is kept across keep-alives, not cancelled: no event is lost in between.
+    """
+    pending: asyncio.Future[dict[str, Any]] | None = None
     try:
-        async for event in events:
-            for chunk in _one(job_id, event):
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(source.next())
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield None
+                continue
+            event, pending = pending.result(), None  # raises what the read raised (WaitTimeout)
+            yield event
+            if event.get("type") == "end":
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+async def sse_events(job_id: str, source: EventSource, *, keepalive: float = KEEPALIVE_EVERY) -> AsyncIterator[str]:
+    """The job's stream events as SSE, ending after its end (or an `error` when the wait runs out);
+    a comment line every `keepalive` seconds of silence keeps proxies from cutting a waiting client."""
+    try:
+        async for event in _with_keepalives(source, keepalive):
+            for chunk in _one(job_id, event) if event is not None else [KEEPALIVE]:
                 yield chunk
     except WaitTimeout:
         error = {"type": "wait_timeout", "message": f"No answer before the job's deadline; see GET /jobs/{job_id}"}

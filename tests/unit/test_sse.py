@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from api.sse import format_event, record_events
+from api.sse import format_event, record_events, sse_events
 from api.stream_hub import parse_entry_id
 
 
@@ -42,3 +42,27 @@ def test_the_end_becomes_tool_calls_and_done_or_an_error() -> None:
 ])
 def test_last_event_ids_from_outside(raw: str, parsed: tuple[int, int] | None) -> None:
     assert parse_entry_id(raw) == parsed
+
+
+class _SlowSource:
+    """Events handed out after a pause each, like a waiter whose job is slow."""
+
+    def __init__(self, events: list[dict[str, Any]], pause: float) -> None:
+        self.events, self.pause = list(events), pause
+
+    async def next(self) -> dict[str, Any]:
+        await asyncio.sleep(self.pause)
+        return self.events.pop(0)
+
+
+def test_silence_is_filled_with_keepalives_and_no_event_is_lost() -> None:
+    source = _SlowSource([{"type": "token", "text": "a", "id": "1-0"},
+                          {"type": "end", "state": "succeeded", "data": {}, "id": "2-0"}], pause=0.12)
+
+    async def collect() -> list[str]:
+        return [chunk async for chunk in sse_events("j1", source, keepalive=0.05)]
+
+    chunks = asyncio.run(collect())
+    kinds = [c.split("\n")[0] for c in chunks]
+    assert [k for k in kinds if k != ": keep-alive"] == ["event: token", "event: done"]
+    assert kinds.count(": keep-alive") >= 2 and kinds[0] == ": keep-alive"
