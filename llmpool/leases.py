@@ -121,8 +121,12 @@ class LeaseKeeper:
         while not self._wait(self.cancel_poll):
             try:
                 self.stop_cancelled()
-                if time.monotonic() >= next_renewal:
-                    next_renewal = time.monotonic() + self.every
-                    self.renew_once()
+            except Exception as exc:  # Redis away: the renewal below says so, once a third of a lease
+                log.debug("could not look for cancelled jobs: %s", exc)
+            if time.monotonic() < next_renewal:
+                continue
+            next_renewal = time.monotonic() + self.every
+            try:
+                self.renew_once()
             except Exception as exc:  # Redis away: keep trying; the sweep decides what lapsed
                 log.warning("could not renew job leases: %s", exc)
