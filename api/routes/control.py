@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiState, get_state
 from llmpool.errors import ConfigError, LLMPoolError, LocalShortage
+from llmpool.input_limits import InputLimits
 from llmpool.llm_request import build_request
 from llmpool.registry import Snapshot
 from llmpool.schemas import parse_job
@@ -153,6 +154,7 @@ def _refresh_config(state: ApiState) -> JSONResponse:
     except ConfigError as exc:
         return _error(503, f"Configuration not reloaded: {exc}")
     state.settings = settings
+    state.client.limits = InputLimits.from_settings(settings)  # the auth middleware follows state.settings
     replies = state.celery.control.broadcast("refresh_config", reply=True, timeout=BROADCAST_TIMEOUT)
     state.registry.recompute(settings, now=time.time())
     return JSONResponse({
