@@ -162,10 +162,14 @@ def test_invalid_bodies_get_422_and_enqueue_nothing(stack: Stack, body: object) 
     assert all(stack.redis.llen(q) == 0 for q in QUEUES)
 
 
-def test_malformed_json_gets_422(stack: Stack) -> None:
+def test_malformed_json_gets_400(stack: Stack) -> None:
+    # Issue 10: a body that is not JSON is 400 (malformed_json); JSON with invalid fields stays 422.
+    jobs_before = len(stack.redis.keys(stack.keys.job("*")))
     resp = httpx.post(stack.api + "/poll_requests", content=b"{not json",
                       headers={"Content-Type": "application/json"}, timeout=5)
-    assert resp.status_code == 422
+    assert resp.status_code == 400
+    assert resp.json()["error"]["type"] == "malformed_json"
+    assert len(stack.redis.keys(stack.keys.job("*"))) == jobs_before
 
 
 def test_thread_memory_is_per_thread(stack: Stack) -> None:
