@@ -16,6 +16,7 @@ __all__ = ["Principal", "TokenVerifier", "InvalidToken", "verifier_for", "ADMIN_
 ADMIN_SCOPE = ":".join(("llmpool", "admin"))
 LEEWAY = 10  # seconds of clock skew allowed on exp / nbf / iat
 MAX_TOKEN_CHARS = 8192  # far above any real token: a larger header is refused before decoding
+MAX_SUBJECT_CHARS = 255  # the sub becomes a job's owner, stored on its record
 
 
 class InvalidToken(Exception):
@@ -82,6 +83,8 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise InvalidToken("the token's sub must be a non-empty string")
+        if len(subject) > MAX_SUBJECT_CHARS:
+            raise InvalidToken(f"the token's sub is longer than {MAX_SUBJECT_CHARS} characters")
         return Principal(subject, _scopes(claims.get("scope")))
 
 

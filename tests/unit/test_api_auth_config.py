@@ -98,9 +98,9 @@ def test_scopes_are_a_space_separated_string_or_a_list(scope: object, scopes: se
     assert principal.scopes == scopes and principal.is_admin == ("llmpool:admin" in scopes)
 
 
-@pytest.mark.parametrize("claims", [{"sub": "", "exp": 9e9}, {"sub": 7, "exp": 9e9},
+@pytest.mark.parametrize("claims", [{"sub": "", "exp": 9e9}, {"sub": 7, "exp": 9e9}, {"sub": "s" * 256, "exp": 9e9},
                                     {"sub": "s", "exp": 9e9, "scope": 3}])
-def test_a_blank_or_non_text_sub_or_scope_is_refused(claims: dict) -> None:
+def test_a_blank_long_or_non_text_sub_or_scope_is_refused(claims: dict) -> None:
     with pytest.raises(InvalidToken):
         VERIFIER.verify(jwt.encode(claims, "k" * 32, algorithm="HS256"))
 
