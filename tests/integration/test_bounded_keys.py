@@ -30,6 +30,8 @@ CAPPED = {
     r"_kombu\.binding(\.\S+|_permanent\.\S+|_deadlines)": "kombu: one set per exchange, one index of them",
     r"chat\.(high|default|low)|control": "Celery's queues: one message per queued job",
     r"unacked|unacked_index": "kombu: one entry per message a worker holds",
+    r"llmpool:metrics:\w+": ("Prometheus counters and histograms: one field per label set, whose values are "
+                             "bounded (endpoints in the registry, pruned at each scrape; llmpool's own codes)"),
 }
 
 
