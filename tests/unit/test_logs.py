@@ -116,13 +116,18 @@ def test_debug_mode_is_debug_and_a_given_level_wins_otherwise(restore_root: None
 
 def test_configuring_again_replaces_our_handler_and_adopts_uvicorns(restore_root: None):
     uvicorn = logging.getLogger("uvicorn.access")
+    level = uvicorn.level  # the in-process mock LLM of other tests quiets this logger to WARNING
+    uvicorn.setLevel(logging.INFO)
     uvicorn.addHandler(logging.StreamHandler(io.StringIO()))
     uvicorn.propagate = False
-    first = capture("json")
-    second = capture("json")
-    uvicorn.info("GET / 200")
-    assert first.getvalue() == "" and json.loads(second.getvalue())["logger"] == "uvicorn.access"
-    assert uvicorn.handlers == [] and uvicorn.propagate
+    try:
+        first = capture("json")
+        second = capture("json")
+        uvicorn.info("GET / 200")
+        assert first.getvalue() == "" and json.loads(second.getvalue())["logger"] == "uvicorn.access"
+        assert uvicorn.handlers == [] and uvicorn.propagate
+    finally:
+        uvicorn.setLevel(level)
 
 
 def test_celerys_lines_about_a_chat_task_name_its_job_and_its_pool_line_shows_no_message():
