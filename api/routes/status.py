@@ -60,6 +60,13 @@ def _monitoring(state: ApiState, snap: Snapshot) -> dict[str, Any]:
             "last_check": max(checks) if checks else None}
 
 
+@router.get("/health", summary="Liveness of this API process (for orchestrators; no Redis read, no token).")
+async def health() -> dict[str, str]:
+    # Deliberately independent of Redis and the LLMs: an orchestrator restarting the API because
+    # Redis or every LLM is down would only add an outage. Readiness is GET / and /status.
+    return {"status": "ok"}
+
+
 @router.get("/", summary="Liveness and the LLM in use.")
 async def root(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, Any]:
     snap, live = await run_in_threadpool(_read, state)

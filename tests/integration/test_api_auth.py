@@ -123,8 +123,9 @@ def test_hs256_valid_token_passes_public_routes_stay_open_admin_routes_need_the_
     app_env.setenv("AGENT_API_JWT_SECRET", SECRET)
 
     async def scenario(client: httpx.AsyncClient) -> None:
-        for path in ("/", "/metrics"):  # the liveness page and the scrapers' route need no token
+        for path in ("/", "/health", "/metrics"):  # the liveness pages and the scrapers' route need no token
             assert (await client.get(path)).status_code == 200
+        assert (await client.get("/health")).json() == {"status": "ok"}
         user, admin = _bearer(_hs256(aud=None, iss=None)), _bearer(_hs256(aud=None, iss=None, scope=f"chat {ADMIN}"))
         assert (await client.get("/jobs/some-job", headers=user)).status_code == 404  # past auth: no such job
         assert (await client.get("/status", headers=user)).status_code == 200
