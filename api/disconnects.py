@@ -11,16 +11,16 @@ started.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api.stream_hub import Waiter
+from api.stream_hub import StreamHub, Waiter
 
-__all__ = ["ClientGone", "unless_disconnected", "FollowingStream", "gone_response"]
+__all__ = ["ClientGone", "unless_disconnected", "FollowingStream", "gone_response", "answer_waiting"]
 
 T = TypeVar("T")
 CLIENT_CLOSED_REQUEST = 499  # nginx's name for it; only the access log sees it
@@ -67,3 +67,21 @@ class FollowingStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.waiter.close()
+
+
+async def answer_waiting(hub: StreamHub, answer: Callable[[Waiter], Awaitable[Response]]) -> Response:
+    """`answer`, given a waiter of `hub` (503 overloaded before anything else when none is free).
+
+    The waiter is closed when the answer is done, unless a streamed answer (`FollowingStream`) took
+    it over; a client that hung up meanwhile gets `gone_response`.
+    """
+    waiter = hub.waiter()
+    response: Response | None = None
+    try:
+        response = await answer(waiter)
+        return response
+    except ClientGone:
+        return gone_response()
+    finally:
+        if not isinstance(response, FollowingStream):
+            waiter.close()

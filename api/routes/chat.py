@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import get_principal, may_read, owner_of
 from api.deps import ApiState, get_state
-from api.disconnects import ClientGone, FollowingStream, gone_response, unless_disconnected
+from api.disconnects import FollowingStream, answer_waiting, unless_disconnected
 from api.errors import error_response
 from api.job_events import WAIT_GRACE, follow_sse
 from api.jwt_verify import Principal
@@ -123,16 +123,8 @@ async def poll_requests(
     job = body.to_job(stream=not _wants_json(request), now=time.time())
     job = prepare_job(job.model_copy(update={"owner": owner_of(principal)}), state.settings)
     await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
-    waiter = state.hub.waiter()  # Overloaded (503) before anything is enqueued
-    response: Response | None = None
-    try:
-        response = await _submit_and_wait(request, state, waiter, job, idempotency_key)
-        return response
-    except ClientGone:
-        return gone_response()
-    finally:
-        if not isinstance(response, FollowingStream):  # a streamed answer closes its waiter itself
-            waiter.close()
+    return await answer_waiting(state.hub, lambda waiter: _submit_and_wait(request, state, waiter, job,
+                                                                           idempotency_key))
 
 
 def _wants_json(request: Request) -> bool:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import get_principal, may_manage, may_read, owner_of
 from api.deps import ApiState, get_state
-from api.disconnects import FollowingStream
+from api.disconnects import answer_waiting
 from api.errors import error_response
 from api.job_events import follow_sse
 from api.jwt_verify import Principal
@@ -23,6 +23,7 @@ from api.openapi_docs import EVENT_STREAM
 from api.routes.chat import JobId
 from api.schemas import PollRequest
 from api.sse import last_event_id
+from api.stream_hub import Waiter
 from llmpool.deadlines import prepare_job
 from llmpool.errors import JobAlreadyFinished, JobNotFound
 
@@ -60,17 +61,13 @@ async def submit_job(body: PollRequest, state: Annotated[ApiState, Depends(get_s
             responses=EVENT_STREAM)
 async def job_events(job_id: JobId, request: Request, state: Annotated[ApiState, Depends(get_state)],
                      principal: Caller) -> Response:
-    waiter = state.hub.waiter()  # 503 overloaded when too many clients wait already
-    response: Response | None = None
-    try:
+    async def answer(waiter: Waiter) -> Response:
         record = await run_in_threadpool(state.jobs.get, job_id)
         if record is None or not may_read(principal, record.get("owner")):  # another's job: as if none
             return _not_found(job_id)
-        response = await follow_sse(state, waiter, job_id, record, after=last_event_id(request) or (0, 0))
-        return response
-    finally:
-        if not isinstance(response, FollowingStream):  # a live stream closes its waiter itself
-            waiter.close()
+        return await follow_sse(state, waiter, job_id, record, after=last_event_id(request) or (0, 0))
+
+    return await answer_waiting(state.hub, answer)
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a queued, waiting or running job.")

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import get_principal, owner_of
 from api.deps import ApiState, get_state
-from api.disconnects import ClientGone, FollowingStream, gone_response, unless_disconnected
+from api.disconnects import FollowingStream, answer_waiting, unless_disconnected
 from api.jwt_verify import Principal
 from api.model_check import require_served_model
 from api.openai_errors import openai_error
@@ -72,16 +72,7 @@ async def chat_completions(
     job = body.to_job(priority=x_llmpool_priority, deadline=x_llmpool_deadline)
     job = prepare_job(job.model_copy(update={"owner": owner_of(principal)}), state.settings)  # the caller's job
     await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
-    waiter = state.hub.waiter()  # Overloaded (503) before anything is enqueued
-    response: Response | None = None
-    try:
-        response = await _run(request, state, waiter, job, body, idempotency_key)
-        return response
-    except ClientGone:
-        return gone_response()
-    finally:
-        if not isinstance(response, FollowingStream):  # a streamed answer closes its waiter itself
-            waiter.close()
+    return await answer_waiting(state.hub, lambda waiter: _run(request, state, waiter, job, body, idempotency_key))
 
 
 async def _run(request: Request, state: ApiState, waiter: Waiter, job: ChatJob, body: ChatCompletionRequest,
