@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,10 @@ from llmpool.jobs import JobStore
 from llmpool.keys import Keys
 from llmpool.registry import Registry
 from llmpool.settings import load_settings
-from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
+from tests.processes import ManagedProcess, clean_env, start_api, start_worker, wait_for
 from workers.config import celery_config
 
-__all__ = ["Pool", "start_pool"]
+__all__ = ["Pool", "start_pool", "pool_with_api"]
 
 
 @dataclass
@@ -75,3 +77,21 @@ def start_pool(tmp: Path, server: RedisServer, mock: MockLLM, *, workers: int = 
     return Pool(server=server, mock=mock, tmp=tmp, env=env, workers=procs, app=app,
                 store=JobStore(client, keys, ttl=600, stream_ttl=600), admitter=Admitter(client, keys),
                 registry=registry, client=Client(server.url))
+
+
+@contextmanager
+def pool_with_api(tmp: Path, server: RedisServer, mock: MockLLM, **pool_args: object) -> Iterator[tuple[Pool, str]]:
+    """`start_pool`, then the API under uvicorn on the pool's environment; the pool, the API and the
+    mock are stopped however the test ends."""
+    pool: Pool | None = None
+    proc: ManagedProcess | None = None
+    try:
+        pool = start_pool(tmp, server, mock, **pool_args)  # type: ignore[arg-type]
+        proc, url = start_api(tmp, pool.env)
+        yield pool, url
+    finally:
+        if proc is not None:
+            proc.stop()
+        if pool is not None:
+            pool.stop()
+        mock.stop()

@@ -6,13 +6,12 @@ token passes. The ownership of threads and jobs across a real worker is test_api
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from api.app import create_app
 from llmpool.settings import get_settings
+from tests.asgi_app import run_against_app
 from tests.processes import clean_env
 
 SECRET = "s" * 40
@@ -42,18 +41,8 @@ def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str) -> 
     get_settings.cache_clear()
 
 
-Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
-def _run(scenario: Scenario) -> None:
-    async def main() -> None:
-        app = create_app()
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                await scenario(client)
-
-    asyncio.run(main())
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:
@@ -115,7 +104,7 @@ def test_hs256_refusals_are_401_with_a_reason(app_env: pytest.MonkeyPatch, case:
         for method, path in (("GET", "/jobs/some-job"), ("POST", "/poll_requests"), ("GET", "/status")):
             _assert_refused(await client.request(method, path, headers=headers, json={"message": "hi"}), 401, reason)
 
-    _run(scenario)
+    run_against_app(scenario)
 
 
 def test_hs256_valid_token_passes_public_routes_stay_open_admin_routes_need_the_scope(
@@ -139,7 +128,7 @@ def test_hs256_valid_token_passes_public_routes_stay_open_admin_routes_need_the_
         assert (await client.delete("/select_model", headers=listed)).status_code == 200
         assert (await client.post("/select_model?deploy_id=unknown", headers=admin)).status_code == 404
 
-    _run(scenario)
+    run_against_app(scenario)
 
 
 def _pem(public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
@@ -166,7 +155,7 @@ def test_rs256_key_confusion_and_alg_none_are_refused_a_valid_token_passes(app_e
         valid = jwt.encode(_claims(aud=None, iss=None), private, algorithm="RS256")
         assert (await client.get("/jobs/j", headers=_bearer(valid))).status_code == 404
 
-    _run(scenario)
+    run_against_app(scenario)
 
 
 def test_es256_public_key_as_pem_text(app_env: pytest.MonkeyPatch) -> None:
@@ -180,7 +169,7 @@ def test_es256_public_key_as_pem_text(app_env: pytest.MonkeyPatch) -> None:
         wrong_alg = jwt.encode(_claims(aud=None, iss=None), rsa_key, algorithm="RS256")
         _assert_refused(await client.get("/jobs/j", headers=_bearer(wrong_alg)), 401, "algorithm")
 
-    _run(scenario)
+    run_against_app(scenario)
 
 
 def test_v1_routes_refuse_in_openais_error_shape(app_env: pytest.MonkeyPatch) -> None:
@@ -191,7 +180,7 @@ def test_v1_routes_refuse_in_openais_error_shape(app_env: pytest.MonkeyPatch) ->
         assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer ")
         assert refused.json()["error"]["code"] == "invalid_api_key"
 
-    _run(scenario)
+    run_against_app(scenario)
 
 
 def test_without_a_key_the_api_is_open(app_env: pytest.MonkeyPatch) -> None:
@@ -199,4 +188,4 @@ def test_without_a_key_the_api_is_open(app_env: pytest.MonkeyPatch) -> None:
         assert (await client.get("/jobs/some-job")).status_code == 404
         assert (await client.delete("/select_model")).status_code == 200
 
-    _run(scenario)
+    run_against_app(scenario)

@@ -6,8 +6,7 @@ past the limits would leave a job record and a queued message, which each case l
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,10 @@ import httpx
 import pytest
 import redis
 
-from api.app import create_app
 from llmpool.keys import Keys
 from llmpool.schemas import QUEUES
 from llmpool.settings import get_settings
+from tests.asgi_app import run_against_app
 from tests.processes import clean_env
 
 LIMITS = {"agent_api_max_body_bytes": 4096, "agent_api_max_message_chars": 100, "agent_api_max_messages": 3,
@@ -35,15 +34,6 @@ def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str) -> 
     get_settings.cache_clear()
 
 
-def _run(scenario: Callable[[httpx.AsyncClient], Awaitable[None]]) -> None:
-    async def main() -> None:
-        app = create_app()
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                await scenario(client)
-
-    asyncio.run(main())
 
 
 def _enqueued(client: redis.Redis) -> tuple[int, int]:
@@ -78,7 +68,7 @@ def test_a_field_past_its_limit_is_422_naming_it_and_nothing_is_enqueued(
         error = response.json()["error"]
         assert variable in error["message"]
 
-    _run(scenario)
+    run_against_app(scenario)
     assert _enqueued(redis_client) == (0, 0)
 
 
@@ -89,7 +79,7 @@ def test_a_thread_id_with_other_characters_is_422(app_env: None, redis_client: r
                                      headers={"Accept": "application/json"})
         assert response.status_code == 422 and "thread_id" in response.json()["error"]["message"]
 
-    _run(scenario)
+    run_against_app(scenario)
     assert _enqueued(redis_client) == (0, 0)
 
 
@@ -111,7 +101,7 @@ def test_a_body_past_the_limit_is_413_by_its_length_or_as_it_streams(app_env: No
         assert (await client.post("/poll_requests", content=big)).json()["error"]["type"] == "body_too_large"
         assert (await client.post("/v1/chat/completions", content=big)).json()["error"]["code"] == "body_too_large"
 
-    _run(scenario)
+    run_against_app(scenario)
     assert _enqueued(redis_client) == (0, 0)
 
 
@@ -126,5 +116,5 @@ def test_malformed_json_is_400_and_invalid_fields_422(app_env: None, redis_clien
         missing = await client.post("/poll_requests", json={"thread_id": "t"})
         assert missing.status_code == 422 and "message" in missing.json()["error"]["message"]
 
-    _run(scenario)
+    run_against_app(scenario)
     assert _enqueued(redis_client) == (0, 0)

@@ -21,8 +21,8 @@ from llmpool.dev.mock_llm import ContainerSpec, MockLLM
 from llmpool.dev.redis_server import RedisServer
 from llmpool.errors import JobAlreadyFinished, JobNotFound
 from llmpool.schemas import ChatJob
-from tests.pool import Pool, start_pool
-from tests.processes import ManagedProcess, start_api, wait_for
+from tests.pool import Pool, pool_with_api
+from tests.processes import wait_for
 
 ANSWER = "one two three four five six seven eight nine ten"
 LEASE = 3.0
@@ -39,20 +39,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pool, str]]:
         # 20 tokens/s: each token is its own stream entry (the worker writes every 50 ms)
         mock = MockLLM(containers=[ContainerSpec(name="llm", ttft=0.01, tokens_per_second=20,
                                                  reply=ANSWER)]).start()
-        pool: Pool | None = None
-        proc: ManagedProcess | None = None
-        try:
-            pool = start_pool(tmp, server, mock, workers=1, threads=8, agent_job_lease=LEASE,
-                              agent_sweep_interval=1, agent_endpoint_max_concurrency=1,
-                              agent_first_token_timeout=20, agent_request_timeout=30)
-            proc, url = start_api(tmp, pool.env)
-            yield pool, url
-        finally:
-            if proc is not None:
-                proc.stop()
-            if pool is not None:
-                pool.stop()
-            mock.stop()
+        with pool_with_api(tmp, server, mock, workers=1, threads=8, agent_job_lease=LEASE,
+                           agent_sweep_interval=1, agent_endpoint_max_concurrency=1,
+                           agent_first_token_timeout=20, agent_request_timeout=30) as running:
+            yield running
 
 
 @pytest.fixture(autouse=True)

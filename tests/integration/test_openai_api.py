@@ -21,8 +21,8 @@ import redis
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM, deploy_id
 from llmpool.dev.redis_server import RedisServer
 from llmpool.keys import Keys
-from tests.pool import Pool, start_pool
-from tests.processes import ManagedProcess, start_api
+from tests.pool import Pool, pool_with_api
+from tests.processes import start_api
 
 BIG, SMALL = "Llama-3.1-70B-Instruct", "Llama-3.1-8B-Instruct"
 TOOLS: list[Any] = [{"type": "function", "function": {
@@ -36,19 +36,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pool, str]]:
     with RedisServer(data_dir=tmp / "redis") as server:
         mock = MockLLM(containers=[ContainerSpec(name="big", model_name=BIG, ttft=0.01),
                                    ContainerSpec(name="small", model_name=SMALL, ttft=0.01)]).start()
-        pool: Pool | None = None
-        proc: ManagedProcess | None = None
-        try:
-            pool = start_pool(tmp, server, mock, workers=1, threads=8,
-                              agent_model_aliases=json.dumps({"gpt-4o-mini": SMALL}))
-            proc, url = start_api(tmp, pool.env)
-            yield pool, url
-        finally:
-            if proc is not None:
-                proc.stop()
-            if pool is not None:
-                pool.stop()
-            mock.stop()
+        with pool_with_api(tmp, server, mock, workers=1, threads=8,
+                           agent_model_aliases=json.dumps({"gpt-4o-mini": SMALL})) as running:
+            yield running
 
 
 def _client(url: str) -> openai.OpenAI:
