@@ -22,8 +22,7 @@ from api.app import create_app
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM
 from llmpool.dev.redis_server import RedisServer
 from tests.conftest import require_redis_binary
-from tests.pool import Pool, start_pool
-from tests.processes import ManagedProcess, start_api
+from tests.pool import pool_with_api
 
 MAX_EXAMPLES = 25  # per operation: ~15 operations in well under a minute on 2 cores
 schema = schemathesis.openapi.from_dict(create_app().openapi())
@@ -35,20 +34,10 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp: Path = tmp_path_factory.mktemp("schema")
     with RedisServer(data_dir=tmp / "redis") as server:
         mock = MockLLM(containers=[ContainerSpec(name="only", model_name="Llama-3.1-8B-Instruct", ttft=0.0)]).start()
-        pool: Pool | None = None
-        proc: ManagedProcess | None = None
-        try:
-            # Short answers and deadlines: a generated chat asking for many tokens or a long wait ends soon.
-            pool = start_pool(tmp, server, mock, workers=1, threads=8, agent_job_deadline=5,
-                              agent_job_deadline_high=5, agent_job_deadline_low=5)
-            proc, url = start_api(tmp, pool.env)
+        # Short answers and deadlines: a generated chat asking for many tokens or a long wait ends soon.
+        with pool_with_api(tmp, server, mock, workers=1, threads=8, agent_job_deadline=5,
+                           agent_job_deadline_high=5, agent_job_deadline_low=5) as (_pool, url):
             yield url
-        finally:
-            if proc is not None:
-                proc.stop()
-            if pool is not None:
-                pool.stop()
-            mock.stop()
 
 
 @schema.parametrize()
