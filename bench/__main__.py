@@ -1,72 +1,72 @@
-"""`python -m bench [scenario ...]`: run benchmarks on real parts and print and save the figures.
+"""`python -m bench [scenario ...] [--quick] [--results DIR]`: every scenario on real parts.
 
-Scenarios:
-- overhead: llmpool.chat vs a bare Celery task making the same HTTP call, same pool and threads.
-- concurrency: one worker with 100 threads against a 0.5 s LLM (target >= 85% of 200 jobs/s).
+Each scenario is one module under bench/ with `run(size) -> Result` (bench/scenario.py); add yours
+to SCENARIOS below. For each, the runner prints its table and wall time and writes
+<results>/<scenario>.json (figures plus the machine), <scenario>.md and its PNGs, then the summary
+<results>/README.md. `--quick` runs tiny sizes (seconds each): the tests run it so the bench
+cannot rot. Figures are never asserted: a table says which goals were met.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import importlib
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from bench.harness import Rig, measure_bare, measure_llmpool
+from bench.report import machine, table, write_result, write_summary
+from bench.scenario import Scenario, Size
 
 RESULTS = Path(__file__).parent / "results"
 
-
-ROUNDS = 3
-
-
-def overhead(jobs: int) -> dict[str, object]:
-    """Alternating rounds, medians compared: a shared 2-core machine drifts between runs."""
-    bare_runs, our_runs = [], []
-    with Rig(ttft=0.02, tps=2000, threads=64) as rig:
-        for _ in range(ROUNDS):
-            bare_runs.append(measure_bare(rig, jobs))
-            our_runs.append(measure_llmpool(rig, jobs))
-    bare = statistics.median(r.rate for r in bare_runs)
-    ours = statistics.median(r.rate for r in our_runs)
-    return {"scenario": "overhead", "jobs": jobs, "rounds": ROUNDS,
-            "bare_jobs_per_s": [round(r.rate, 1) for r in bare_runs],
-            "llmpool_jobs_per_s": [round(r.rate, 1) for r in our_runs],
-            "ratio_of_medians": ours / bare, "target": ">= 0.9",
-            "llmpool_worker_rss_mb": max(r.rss_mb for r in our_runs),
-            "bare_worker_rss_mb": max(r.rss_mb for r in bare_runs),
-            "failed": sum(r.failed for r in bare_runs + our_runs),
-            "failure_reasons": sorted({why for r in bare_runs + our_runs for why in r.reasons})}
+# name -> module under bench/ whose `run(size)` measures it; in the order `make bench` runs them.
+SCENARIOS: dict[str, str] = {
+    "overhead": "bench.overhead",
+    "concurrency": "bench.concurrency",
+    "failover": "bench.failover",
+    "priority": "bench.priority",
+    "ratelimit": "bench.ratelimit",
+    "redis_cost": "bench.redis_cost",
+}
 
 
-def concurrency(jobs: int) -> dict[str, object]:
-    with Rig(ttft=0.5, tps=100_000, threads=100) as rig:
-        bare = measure_bare(rig, jobs)
-        ours = measure_llmpool(rig, jobs)
-    ideal = 100 / 0.5
-    return {"scenario": "concurrency", "jobs": jobs, "llmpool_jobs_per_s": ours.rate,
-            "bare_jobs_per_s": bare.rate, "ideal_jobs_per_s": ideal, "ratio_to_ideal": ours.rate / ideal,
-            "ratio_to_bare": ours.rate / bare.rate, "target": ">= 0.85 of ideal",
-            "worker_rss_mb": ours.rss_mb, "rss_target_mb": 150, "failed": ours.failed + bare.failed,
-            "failure_reasons": {"llmpool": ours.reasons, "bare": bare.reasons}}
+def scenario(name: str) -> Scenario:
+    run: Scenario = importlib.import_module(SCENARIOS[name]).run
+    return run
 
 
-SCENARIOS = {"overhead": overhead, "concurrency": concurrency}
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
-    parser.add_argument("--jobs", type=int, default=1000)
-    args = parser.parse_args()
-    RESULTS.mkdir(exist_ok=True)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS),
+                        metavar="scenario", help=f"default: all of {', '.join(SCENARIOS)}")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds per scenario (a smoke run)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"output directory (default {RESULTS})")
+    args = parser.parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
+    host, failed = machine(), []
+    print(f"machine: {host}", flush=True)
     for name in args.scenarios:
-        figures = SCENARIOS[name](args.jobs)
-        print(json.dumps(figures, indent=2))
-        (RESULTS / f"{name}-{int(time.time())}.json").write_text(json.dumps(figures, indent=2))
-    return 0
+        print(f"\n== {name}{' (quick)' if args.quick else ''}", flush=True)
+        started = time.monotonic()
+        try:
+            result = scenario(name)(Size(quick=args.quick, out=args.results))
+        except Exception:  # one broken scenario must not cost the others' figures
+            traceback.print_exc()
+            print(f"{name}: FAILED after {time.monotonic() - started:.0f} s", flush=True)
+            failed.append(name)
+            continue
+        wall = time.monotonic() - started
+        write_result(args.results, name, result, wall_s=wall, quick=args.quick, host=host)
+        print(table(result.rows))
+        for why in result.skipped:
+            print(f"skipped: {why}")
+        print(f"{name}: {wall:.0f} s wall time -> {args.results / (name + '.json')}", flush=True)
+    write_summary(args.results)
+    if failed:
+        print(f"\nfailed scenarios: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -14,6 +17,7 @@ import psutil
 from celery import Celery
 from celery.result import ResultSet
 
+from bench.progress import bar
 from llmpool.client import Client
 from llmpool.dev.redis_server import RedisServer, free_port
 from llmpool.errors import LLMPoolError
@@ -22,6 +26,8 @@ from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
 from workers.config import celery_config
 
 MESSAGE = "benchmark message"
+CHAT_BODY = {"model": "m", "messages": [{"role": "user", "content": MESSAGE}], "max_tokens": 2048,
+             "stream": True, "stream_options": {"include_usage": True}}
 
 
 @dataclass
@@ -33,19 +39,31 @@ class Run:
 
 
 class Rig:
-    def __init__(self, *, ttft: float, tps: float, threads: int) -> None:
+    """A real Redis and the mock LLM as `mock_processes` processes sharing one port (SO_REUSEPORT):
+    the kernel spreads connections over them, so one mock event loop is not the figures' ceiling."""
+
+    def __init__(self, *, ttft: float, tps: float, threads: int, mock_processes: int = 2) -> None:
         self.ttft, self.tps, self.threads = ttft, tps, threads
         self.tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-"))
         self.redis = RedisServer(data_dir=self.tmp / "redis", appendonly=False)
         self.llm_port = free_port()
-        self.mock: ManagedProcess | None = None
+        self.mock_processes = mock_processes
+        self.mocks: list[ManagedProcess] = []
 
     def __enter__(self) -> Rig:
         self.redis.start()
         argv = [sys.executable, "-m", "llmpool.cli", "mock-llm", "--port", str(self.llm_port),
-                "--control-port", "0", "--ttft", str(self.ttft), "--tps", str(self.tps), "--name", "bench"]
-        self.mock = ManagedProcess("mock", argv, clean_env(), self.tmp / "mock.log").start()
-        self.mock.wait_ready(self._mock_answers, 30)
+                "--control-port", "0", "--ttft", str(self.ttft), "--tps", str(self.tps), "--name", "bench",
+                "--log-level", "WARNING"]
+        env = {**clean_env(), "MOCK_LLM_REUSE_PORT": "1"}
+        try:
+            for n in range(self.mock_processes):
+                self.mocks.append(ManagedProcess(f"mock{n}", argv, env, self.tmp / f"mock{n}.log").start())
+            for mock in self.mocks:
+                mock.wait_ready(self._mock_answers, 30)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def _mock_answers(self) -> bool:
@@ -68,8 +86,8 @@ class Rig:
         return app
 
     def __exit__(self, *exc: object) -> None:
-        if self.mock is not None:
-            self.mock.stop()
+        for mock in self.mocks:
+            mock.stop()
         self.redis.stop()
 
 
@@ -96,9 +114,13 @@ def _rss_mb(proc: ManagedProcess) -> float:
     return psutil.Process(proc.pid).memory_info().rss / 2**20
 
 
-def _timed(proc: ManagedProcess, send: list, timeout: float) -> Run:
+def _timed(proc: ManagedProcess, send: list, timeout: float, desc: str = "") -> Run:
     started = time.perf_counter()
-    results = [fn() for fn in send]
+    with bar(len(send), desc or "sending") as progress:
+        results = []
+        for fn in send:
+            results.append(fn())
+            progress.update()
     reasons = _wait_all(results, timeout)
     elapsed = time.perf_counter() - started
     return Run(rate=len(results) / elapsed, rss_mb=_rss_mb(proc), failed=len(reasons),
@@ -114,7 +136,7 @@ def measure_llmpool(rig: Rig, jobs: int) -> Run:
             return client, client.submit(MESSAGE).job_id
 
         _timed(worker, [one] * 50, 60)  # warm up connections
-        return _timed(worker, [one] * jobs, 600)
+        return _timed(worker, [one] * jobs, 600, "llmpool")
     finally:
         worker.stop()
 
@@ -130,14 +152,58 @@ def measure_bare(rig: Rig, jobs: int) -> Run:
         app = rig.celery()
         wait_for(lambda: bool(app.control.ping(destination=[hostname], timeout=0.5)), timeout=30,
                  what="bare worker")
-        body = {"model": "m", "messages": [{"role": "user", "content": MESSAGE}], "max_tokens": 2048,
-                "stream": True, "stream_options": {"include_usage": True}}
+        body = CHAT_BODY
         url = rig.llm_url + "/v1/chat/completions"
 
         def one() -> object:
             return app.send_task("bench.bare_chat", args=[url, body], queue="bench.bare")
 
         _timed(worker, [one] * 50, 60)
-        return _timed(worker, [one] * jobs, 600)
+        return _timed(worker, [one] * jobs, 600, "bare celery")
     finally:
         worker.stop()
+
+
+
+async def _hammer(url: str, requests: int, concurrency: int) -> int:
+    """`requests` streamed chats, `concurrency` at a time, read to the end; how many failed."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    failed, todo = 0, iter(range(requests))
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+        async def lane() -> None:
+            nonlocal failed
+            for _ in todo:
+                try:
+                    async with http.stream("POST", url, json=CHAT_BODY) as response:
+                        async for _line in response.aiter_lines():
+                            pass
+                        failed += response.status_code != 200
+                except httpx.HTTPError:
+                    failed += 1
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return failed
+
+
+def _load_process(url: str, requests: int, concurrency: int) -> int:
+    return asyncio.run(_hammer(url, requests, concurrency))
+
+
+def calibrate(rig: Rig, requests: int, concurrency: int, load_processes: int = 2) -> dict[str, float]:
+    """The mock's own rate under a plain httpx load (asyncio in `load_processes` processes), measured in
+    the same run.
+
+    A lower bound of what the mock sustains (the load generator shares the machine): the bench's
+    figures measure llmpool only while they stay well under it.
+    """
+    url = rig.llm_url + "/v1/chat/completions"
+    share, lanes = requests // load_processes, max(1, concurrency // load_processes)
+    with ProcessPoolExecutor(load_processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        list(pool.map(_load_process, [url] * load_processes, [min(share, 50)] * load_processes,
+                      [lanes] * load_processes))  # warm up: processes started, connections open
+        started = time.perf_counter()
+        failed = sum(pool.map(_load_process, [url] * load_processes, [share] * load_processes,
+                              [lanes] * load_processes))
+        elapsed = time.perf_counter() - started
+    return {"mock_jobs_per_s": round(share * load_processes / elapsed, 1), "failed": failed,
+            "requests": share * load_processes, "concurrency": lanes * load_processes,
+            "mock_processes": rig.mock_processes, "load_processes": load_processes}

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
 from typing import Any
 
@@ -43,6 +44,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     # SO_REUSEADDR lets `refuse` -> `none` listen again at once on the same port (TIME_WAIT).
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if os.environ.get("MOCK_LLM_REUSE_PORT") == "1":
+        # The bench runs several mock processes on one port (the kernel spreads the connections),
+        # so that the mock is never what limits the figures (bench/harness.py).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
