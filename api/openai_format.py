@@ -21,11 +21,15 @@ class Answer:
     model: str
 
 
-def usage_of(result: dict[str, Any]) -> dict[str, int]:
+def usage_of(result: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's usage; `estimated: true` added only when llmpool counted (the server sent no usage)."""
     usage = result.get("usage") or {}
     prompt, completion_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-            "total_tokens": int(usage.get("total_tokens") or prompt + completion_tokens)}
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                           "total_tokens": int(usage.get("total_tokens") or prompt + completion_tokens)}
+    if usage.get("estimated"):
+        out["estimated"] = True
+    return out
 
 
 def completion(answer: Answer, result: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +53,7 @@ def _finish_reason(result: dict[str, Any]) -> str:
 
 
 def chunk(answer: Answer, delta: dict[str, Any] | None, *, finish_reason: str | None = None,
-          usage: dict[str, int] | None = None, with_usage: bool = False) -> dict[str, Any]:
+          usage: dict[str, Any] | None = None, with_usage: bool = False) -> dict[str, Any]:
     """One `chat.completion.chunk`; `delta=None` is the usage-only chunk (no choices)."""
     body: dict[str, Any] = {"id": answer.id, "object": "chat.completion.chunk", "created": answer.created,
                             "model": answer.model, "system_fingerprint": None}

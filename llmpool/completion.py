@@ -41,6 +41,7 @@ class Completion:
         self.model = model
         self.finish_reason = finish_reason
         self.usage: dict[str, int] = dict(usage or {})
+        self.usage_estimated = False  # some figure of `usage` is ours, not the server's (llmpool.usage)
         self.pieces = pieces  # content/tool deltas received: > 0 means the consumer saw output
 
     @property

@@ -22,10 +22,11 @@ from typing import Any
 __all__ = [
     "LLMPoolError", "ConfigError", "InvalidJob",
     "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout", "RequestTimeout",
-    "StreamCut", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
+    "StreamCut", "IncompleteAnswer", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
     "ResponseTooLarge", "LineTooLong", "LocalShortage", "NoFreeConnection", "CallCancelled",
     "CallerError", "BadRequest", "ContextTooLong", "ModelNotFound",
-    "WaitError", "NoLLMAvailable", "Refused", "AllEndpointsFailed", "JobExpired", "TooManyAttempts",
+    "WaitError", "NoLLMAvailable", "NoToolCapableLLM", "ToolStepLimit", "Refused", "AllEndpointsFailed",
+    "LeaseLost", "JobExpired", "TooManyAttempts",
     "JobFailed", "JobNotFound", "JobCancelled", "JobAlreadyFinished",
     "ResultTimeout", "SubmitFailed", "RedisFull", "Overloaded", "error_from_dict",
 ]
@@ -84,6 +85,16 @@ class StreamCut(RetryableError):
     """The stream ended early; `tokens_sent` says whether the consumer saw partial output."""
 
     code = "stream_cut"
+
+
+class IncompleteAnswer(StreamCut):
+    """The answer ended (`data: [DONE]`, the body's end) before any choice had a finish_reason.
+
+    llama-cpp-python's server, in its default mode, ends a running stream this way when another
+    request arrives: what came so far is not the answer, so the job goes elsewhere (or waits).
+    """
+
+    code = "incomplete_answer"
 
 
 class ServerError(RetryableError):
@@ -160,6 +171,24 @@ class WaitError(LLMPoolError):
 
 class NoLLMAvailable(WaitError):
     code = "no_llm_available"
+
+
+class NoToolCapableLLM(LLMPoolError):
+    """A job asked for the built-in tools and no endpoint that can call tools serves it."""
+
+    code = "no_tool_capable_llm"
+
+
+class ToolStepLimit(LLMPoolError):
+    """The LLM still called tools on the last call of a tool loop, made without tools."""
+
+    code = "tool_step_limit"
+
+
+class LeaseLost(LLMPoolError):
+    """This run no longer holds its job (the lease lapsed and another run took it): it stops here."""
+
+    code = "lease_lost"
 
 
 class Refused(WaitError):

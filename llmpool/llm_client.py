@@ -30,6 +30,7 @@ from llmpool.errors import (
     EndpointTimeout,
     EndpointUnreachable,
     FirstTokenTimeout,
+    IncompleteAnswer,
     LLMPoolError,
     NoFreeConnection,
     RateLimited,
@@ -42,6 +43,7 @@ from llmpool.llm_request import LLMRequest, build_request
 from llmpool.schemas import ChatJob
 from llmpool.settings import Settings
 from llmpool.sse_lines import ByteBudget, LineSplitter
+from llmpool.usage import truthful_usage
 
 __all__ = ["LLMClient", "CallOutcome", "make_http_client", "make_probe_client", "status_error",
            "translate_http_error"]
@@ -194,6 +196,7 @@ class LLMClient:
                 if isinstance(exc, LLMPoolError):
                     raise
                 raise _translated(exc, deadline, endpoint.id, call) from exc
+        _count_usage(call, job)
         return CallOutcome(call.completion, call.ttft, time.monotonic() - started)
 
     def send(self, request: LLMRequest, timeout: float) -> httpx.Response:
@@ -209,6 +212,14 @@ class LLMClient:
                     raise RequestTimeout(f"{request.url} took longer than {timeout:g}s",
                                          endpoint=request.url) from exc
                 raise translate_http_error(exc, request.url, 0) from exc
+
+
+def _count_usage(call: _Call, job: ChatJob) -> None:
+    """The answer's usage made truthful (llmpool.usage): estimates where the server sent none."""
+    done = call.completion
+    usage = truthful_usage(done.usage, job, content=done.content, tool_calls=done.tool_calls,
+                           chunks=done.pieces if call.streamed else None, endpoint=call.endpoint_id)
+    done.usage, done.usage_estimated = usage.as_dict(), usage.estimated
 
 
 def _translated(exc: httpx.HTTPError, deadline: CallDeadline, endpoint_id: str, call: _Call) -> LLMPoolError:
@@ -231,6 +242,7 @@ class _Call:
         self.max_bytes = max_bytes
         self.max_line = max_line
         self.completion = Completion()
+        self.streamed = False  # an SSE answer: its output chunks count its tokens (llmpool.usage)
         self.ttft: float | None = None
         self.first_token_wait: float | None = None  # a first-token bound shorter than the total
         self._held: CallDeadline | None = None  # the socket deadline, pulled in until the first token
@@ -261,9 +273,12 @@ class _Call:
                                response.headers.get("retry-after"))
         chunks = self._bounded(response.iter_bytes())
         if "text/event-stream" in response.headers.get("content-type", ""):
+            self.streamed = True
             self._consume_sse(chunks)
         else:
             self.completion = parse_completion(b"".join(chunks).decode("utf-8", errors="replace"))
+            if not (self.completion.content or self.completion.tool_calls):
+                self._check_finished("answered nothing")  # empty and unfinished: cut, not an answer
             self._mark_output(self.completion.content)
 
     def _bounded(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -284,9 +299,14 @@ class _Call:
         for line in splitter.finish():
             if self._take_line(line):
                 return
+        self._check_finished("ended the stream")
+
+    def _check_finished(self, how: str) -> None:
+        """An answer no choice finished is incomplete: llama-cpp-python ends a stream it interrupts so."""
         if self.completion.finish_reason is None:
-            raise StreamCut(f"{self.endpoint_id} ended the stream before it finished",
-                            endpoint=self.endpoint_id, tokens_sent=self.completion.pieces)
+            raise IncompleteAnswer(f"{self.endpoint_id} {how} before any choice had a finish_reason "
+                                   f"({self.completion.pieces} output chunks came)",
+                                   endpoint=self.endpoint_id, tokens_sent=self.completion.pieces)
 
     def _take_line(self, line: str) -> bool:
         """Fold one SSE line in; True at `data: [DONE]`."""
@@ -294,6 +314,7 @@ class _Call:
         if not payload:  # comments (": keepalive"), blank lines, other fields
             return False
         if payload == "[DONE]":
+            self._check_finished("sent [DONE]")
             return True
         before = self.completion.pieces
         text = parse_chunk(self.completion, payload)

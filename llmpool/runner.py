@@ -23,6 +23,7 @@ from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     AllEndpointsFailed,
     CallCancelled,
+    IncompleteAnswer,
     JobCancelled,
     JobExpired,
     LLMPoolError,
@@ -38,6 +39,7 @@ from llmpool.jobs import EventPublisher
 from llmpool.llm_client import CallOutcome, LLMClient
 from llmpool.logs import set_job_field
 from llmpool.schemas import ChatJob, ChatResult, Timings, Usage
+from llmpool.usage import prompt_estimate
 
 __all__ = ["run_chat", "RunReport", "wait_delay", "Gate", "OpenGate", "Ticket", "Outcome", "estimate_tokens"]
 
@@ -47,6 +49,9 @@ WAIT_FIRST = 0.5  # the first wait for an LLM; it doubles up to WAIT_MAX
 WAIT_MAX = 5.0
 DEFAULT_PAUSE = 1.0  # a 429 without Retry-After still pauses the endpoint this long
 SHORTAGE_WAIT = 1.0  # a job that met a shortage of ours runs again after this (plus the park's jitter)
+# A cut answer (llama-cpp-python interrupts a stream for a newer request) says "busy", not "broken":
+# with no other candidate left the job comes back after this, while it has calls left.
+INCOMPLETE_WAIT = 1.0
 Outcome = Literal["success", "failure", "neutral"]
 
 
@@ -126,13 +131,12 @@ def wait_delay(waits_so_far: int, jitter: float) -> float:
 
 def estimate_tokens(job: ChatJob, max_tokens: int) -> int:
     """Tokens to reserve before the call: ~4 characters a token for the prompt, plus max_tokens."""
-    chars = sum(len(m.content) if isinstance(m.content, str) else len(str(m.content or "")) for m in job.messages)
-    return chars // 4 + 4 * len(job.messages) + max_tokens
+    return prompt_estimate(job) + max_tokens
 
 
 def _result(outcome: CallOutcome, endpoint: Endpoint, calls: int) -> ChatResult:
-    done = outcome.completion
-    usage = Usage(**done.usage) if done.usage else Usage()
+    done = outcome.completion  # its usage is truthful already (llmpool.usage, in the client)
+    usage = Usage(**done.usage, estimated=done.usage_estimated)
     tpot = None
     if outcome.ttft is not None and usage.completion_tokens > 1:
         tpot = (outcome.total - outcome.ttft) / (usage.completion_tokens - 1)
@@ -234,6 +238,8 @@ class _Run:
         if isinstance(exc, RateLimited):
             self.gate.pause(endpoint, float(exc.details.get("retry_after") or DEFAULT_PAUSE))
         self.report.failures.append({"endpoint": endpoint.id, **exc.to_dict()})
+        if isinstance(exc, IncompleteAnswer):  # the same endpoint may answer in full once it can take it
+            self.report.refusals.append({"endpoint": endpoint.id, "reason": exc.code, "retry_after": INCOMPLETE_WAIT})
         if reset:  # a hedge's loser never published, and its winner may be streaming right now
             self.publisher.reset()
 

@@ -49,7 +49,9 @@ class ChatJob(BaseModel):
     model: str | None = Field(default=None, max_length=300)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    # The client's own tools (passed through untouched), or the worker's built-in tools (llmpool.tool_loop):
+    # "builtin" asks for them, "auto" takes them when one is configured and an endpoint can call tools.
+    tools: list[dict[str, Any]] | Literal["builtin", "auto"] | None = Field(default=None, max_length=128)
     # OpenAI sampling and output fields, passed to the endpoint as given (None: the endpoint's default).
     tool_choice: str | dict[str, Any] | None = None
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -67,8 +69,8 @@ class ChatJob(BaseModel):
 
     @field_validator("tools")
     @classmethod
-    def _tools_have_names(cls, tools: list[dict[str, Any]] | None) -> Any:
-        for tool in tools or []:
+    def _tools_have_names(cls, tools: list[dict[str, Any]] | str | None) -> Any:
+        for tool in tools if isinstance(tools, list) else []:
             function = tool.get("function")
             if tool.get("type") != "function" or not isinstance(function, dict) or not isinstance(
                 function.get("name"), str
@@ -91,14 +93,17 @@ class ChatJob(BaseModel):
         if self.thread_id:
             parts.append(f"thread={self.thread_id}")
         if self.tools:
-            parts.append(f"tools={len(self.tools)}")
+            parts.append(f"tools={self.tools if isinstance(self.tools, str) else len(self.tools)}")
         return f"<chat job: {', '.join(parts)}>"
 
 
 class Usage(BaseModel):
+    """Token counts; `estimated` when some figure is llmpool's, the server's missing or short (llmpool.usage)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    estimated: bool = False
 
 
 class Timings(BaseModel):
@@ -119,6 +124,7 @@ class ChatResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)
     attempts: int = 1
+    steps: list[dict[str, Any]] = Field(default_factory=list)  # the built-in tools the job ran (llmpool.tool_loop)
 
 
 def parse_job(data: Any) -> ChatJob:

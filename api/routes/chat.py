@@ -38,7 +38,8 @@ TEXT = "text/plain; charset=utf-8"
 def _stats(result: dict[str, Any]) -> str:
     timings, usage = result.get("timings") or {}, result.get("usage") or {}
     stats = {"tokens_decoded": usage.get("completion_tokens", 0), "ttft": timings.get("ttft"),
-             "tpot": timings.get("tpot"), "total_time": timings.get("total")}
+             "tpot": timings.get("tpot"), "total_time": timings.get("total"),
+             "tokens_estimated": bool(usage.get("estimated"))}  # the server sent no (or too few) counts
     return "[STATS]" + json.dumps(stats)
 
 

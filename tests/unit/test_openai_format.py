@@ -25,6 +25,13 @@ def _body(**fields: Any) -> ChatCompletionRequest:
                                                  **fields})
 
 
+def test_usage_says_estimated_only_when_llmpool_counted() -> None:
+    counted = {**RESULT, "usage": {**RESULT["usage"], "estimated": True}}
+    assert completion(ANSWER, counted)["usage"] == {**RESULT["usage"], "estimated": True}
+    assert completion(ANSWER, RESULT)["usage"] == RESULT["usage"]  # the server's own: OpenAI's shape exactly
+    assert ending_chunks(ANSWER, counted, with_usage=True)[-1]["usage"]["estimated"] is True
+
+
 def test_a_tool_call_answer_has_no_content_and_finishes_with_tool_calls() -> None:
     body = completion(ANSWER, RESULT)
     choice = body["choices"][0]

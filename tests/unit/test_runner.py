@@ -22,6 +22,7 @@ from llmpool.errors import (
     AllEndpointsFailed,
     BadRequest,
     EndpointUnreachable,
+    IncompleteAnswer,
     JobExpired,
     LLMPoolError,
     NoFreeConnection,
@@ -123,6 +124,23 @@ def test_retryable_failure_moves_to_the_next_endpoint_and_resets_the_stream(
     events = [decode_event(f) for _i, f in store.redis.xrange(store.keys.job_stream("j"))]
     assert [(e["type"], e.get("text")) for e in events] == [
         ("token", "par"), ("reset", None), ("token", "whole")]
+
+
+def test_an_incomplete_answer_fails_over_and_counts_against_its_endpoint(store: JobStore) -> None:
+    client = ScriptedClient({"a": (IncompleteAnswer("[DONE] without finish_reason", endpoint="a"), ["par"]),
+                             "b": "whole"})
+    (result, report), _ = run(store, client, ["a", "b"])
+    assert (result.endpoint, result.content) == ("b", "whole")
+    assert [f["type"] for f in report.failures] == ["incomplete_answer"]
+
+
+def test_an_incomplete_answer_with_nowhere_else_to_go_waits_for_its_endpoint(store: JobStore) -> None:
+    client = ScriptedClient({"a": (IncompleteAnswer("[DONE] without finish_reason", endpoint="a"), ["par"])})
+    with pytest.raises(Refused) as refused:  # the task parks it; the same endpoint takes it again later
+        run(store, client, ["a"])
+    assert [r["reason"] for r in refused.value.details["refusals"]] == ["incomplete_answer"]
+    with pytest.raises(AllEndpointsFailed):  # its calls used up: a failure, not an endless wait
+        run(store, client, ["a"], max_calls=1)
 
 
 def test_tokens_never_published_need_no_reset(store: JobStore) -> None:
