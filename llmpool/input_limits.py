@@ -55,7 +55,7 @@ class InputLimits:
                          "(AGENT_API_MAX_THREAD_ID)")
         if job.max_tokens is not None and job.max_tokens > self.max_tokens:
             found.append(f"max_tokens: {job.max_tokens}, at most {self.max_tokens} (AGENT_API_MAX_TOKENS)")
-        if job.tools and len(job.tools) > self.max_tools:
+        if isinstance(job.tools, list) and len(job.tools) > self.max_tools:
             found.append(f"tools: {len(job.tools)} tools, at most {self.max_tools} (AGENT_API_MAX_TOOLS)")
         return found
 

@@ -91,6 +91,7 @@ class JobStore:
         self._scripts = {name: register(client, name) for name in (
             "job_create", "job_abandon", "job_claim", "job_renew", "job_park", "job_finish", "job_recover",
             "job_cancel")}
+        self._step_script = register(client, "job_step")  # the tool loop's checkpoints (llmpool.tool_loop)
 
     def create(self, job_id: str, *, queue: str, deadline: float, summary: str,
                payload: Mapping[str, Any], memory_limit: float = 0.0, owner: str | None = None) -> bool:
@@ -159,6 +160,20 @@ class JobStore:
                 json.dumps([*(history or []), entry])]
         return bool(self._scripts["job_finish"](keys=keys, args=args))
 
+    def checkpoint_step(self, job_id: str, *, claim: int, checkpoint: dict[str, Any],
+                        history: list[dict[str, Any]], events: list[dict[str, Any]]) -> bool:
+        """Store a tool loop's state after a completed round, add its steps to the history and the
+        stream (`step` events), at once; False if this run no longer holds the job (nothing written)."""
+        keys = [self.keys.job(job_id), self.keys.job_history(job_id), self.keys.job_stream(job_id)]
+        args = [claim, json.dumps(checkpoint), json.dumps(history), json.dumps([json.dumps(e) for e in events]),
+                self.ttl, self.stream_ttl, STREAM_MAXLEN]
+        return bool(self._step_script(keys=keys, args=args))
+
+    def tool_checkpoint(self, job_id: str) -> dict[str, Any] | None:
+        """The tool loop's last checkpoint of the job (llmpool.tool_loop), None when it has none."""
+        raw = self.redis.hget(self.keys.job(job_id), "tool_checkpoint")
+        return json.loads(as_text(raw)) if raw else None
+
     def cancel(self, job_id: str, *, reason: str = "cancelled by its client") -> tuple[str, str]:
         """Cancel a job that has not ended: ("cancelled", the state it had), ("final", its state) when
         it had ended already, or ("unknown", "") when no job has this id."""
@@ -217,6 +232,7 @@ class JobStore:
             return None
         record: dict[str, Any] = {as_text(k): as_text(v) for k, v in raw.items()}
         record.pop("payload", None)
+        record.pop("tool_checkpoint", None)  # the tool loop's messages: the history has its steps
         for name in ("result", "error"):
             if name in record:
                 record[name] = json.loads(record[name])

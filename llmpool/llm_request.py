@@ -51,7 +51,7 @@ def _body(endpoint: Endpoint, job: ChatJob, *, stream: bool) -> dict[str, Any]:
         if endpoint.flavor == "vllm":
             usage["continuous_usage_stats"] = True
         body["stream_options"] = usage
-    if job.tools:
+    if isinstance(job.tools, list) and job.tools:  # "builtin"/"auto" are the worker's, replaced before a call
         body["tools"] = job.tools
         body["tool_choice"] = job.tool_choice if job.tool_choice is not None else "auto"
     _add_openai_fields(body, job, endpoint)

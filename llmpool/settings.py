@@ -27,7 +27,11 @@ Seconds = Annotated[float, Field(gt=0)]
 CommaList = Annotated[list[str], NoDecode]
 
 DEFAULT_PRIORITY_MODELS = ["llama-3.1-70b", "llama-3.1-8b", "mistral-7b", "falcon-7b"]
-SECRET_FIELDS = ("jwt_secret", "cloud_chat_ui_auth_token", "agent_flower_basic_auth", "agent_api_jwt_secret")
+# Worker slots per process: threads each hold a stack (1,000 ~ 330 MB); gevent greenlets a few KB.
+MAX_THREADS = 1000
+MAX_GREENLETS = 20000
+SECRET_FIELDS = ("jwt_secret", "cloud_chat_ui_auth_token", "agent_flower_basic_auth", "agent_api_jwt_secret",
+                 "tavily_api_key", "e2b_api_key")
 
 
 class EndpointLimits(BaseModel):
@@ -99,9 +103,18 @@ class Settings(BaseSettings):
     # JSON: endpoint id or model-name substring -> {"max_concurrency", "rpm", "tpm", "share"} overrides.
     agent_endpoint_limits: Annotated[dict[str, EndpointLimits], NoDecode] = Field(default_factory=dict)
     agent_health_recovery_successes: Annotated[int, Field(ge=1)] = 2  # good probes before an unhealthy endpoint returns
+    # Among endpoints of one model at one priority: higher-precision quantization first ("quality")
+    # or lower, faster ("speed"); llmpool.server_kinds.
+    agent_prefer: Literal["quality", "speed"] = "quality"
+    # Seconds between two reads of the servers' own load (vLLM /metrics, llama.cpp /slots); 0: off.
+    agent_load_interval: Annotated[float, Field(ge=0)] = 2
     agent_redis_prefix: str = "llmpool"
-    agent_worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 64
-    agent_worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    # Above MAX_THREADS only with gevent: a greenlet costs kilobytes where a thread costs its stack.
+    agent_worker_concurrency: Annotated[int, Field(ge=1, le=MAX_GREENLETS)] = 64
+    agent_worker_pool: Literal["threads", "gevent", "prefork", "solo"] = "threads"
+    # Redis connections per worker process with gevent (a blocking pool: greenlets wait for one);
+    # the other pools keep one per thread. 0 = min(concurrency, 256) + 8.
+    agent_redis_max_connections: Annotated[int, Field(ge=0, le=MAX_GREENLETS)] = 0
     agent_connect_timeout: Seconds = 10
     agent_first_token_timeout: Seconds = 60
     agent_request_timeout: Seconds = 300
@@ -211,9 +224,41 @@ class Settings(BaseSettings):
     agent_api_max_thread_id: Annotated[int, Field(ge=1, le=200)] = 128  # characters; it is part of a Redis key
     agent_api_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 65_536
     agent_api_max_tools: Annotated[int, Field(ge=0, le=128)] = 128
+    # The tool loop (llmpool.tool_loop): tool-running rounds per job before a last call without tools.
+    agent_tool_max_steps: Annotated[int, Field(ge=1, le=50)] = 5
+    # Endpoint ids or model names (case-insensitive) that can call tools, besides those TT-Studio
+    # marks tool_calling_enabled and the OpenAI-compatible servers; "*" = every endpoint.
+    agent_tool_endpoints: CommaList = Field(default_factory=list)
+    # /poll_requests offers the configured built-in tools unless the client sends its own.
+    agent_poll_builtin_tools: bool = True
+    # --- built-in tools (llmpool.tools): offered only when configured ---
+    agent_tool_timeout: Seconds = 30  # one tool run, unless its own timeout below is set
+    agent_tool_max_result_bytes: Annotated[int, Field(ge=256, le=1024 * 1024)] = 16 * 1024  # to the LLM
+    tavily_api_key: SecretStr | None = None  # web_search is offered with it
+    agent_tavily_url: str = "https://api.tavily.com"
+    agent_web_search_timeout: Seconds | None = None
+    agent_web_search_max_results: Annotated[int, Field(ge=1, le=20)] = 5
+    e2b_api_key: SecretStr | None = None  # run_code in E2B's sandbox is offered with it
+    # E2B's own variables, read as its SDK reads them: the API at https://api.{E2B_DOMAIN} unless
+    # E2B_API_URL says otherwise; the sandbox's Jupyter at https://49999-{id}.{domain} unless
+    # E2B_SANDBOX_URL (one URL, the sandbox named in the E2b-Sandbox-Id header) says otherwise.
+    e2b_domain: Annotated[str, Field(min_length=1)] = "e2b.app"
+    e2b_api_url: str | None = None
+    e2b_sandbox_url: str | None = None
+    agent_e2b_template: Annotated[str, Field(min_length=1)] = "code-interpreter-v1"
+    agent_run_code_timeout: Seconds | None = None
+    # run_code on the worker host itself: off unless turned on; E2B wins when E2B_API_KEY is set.
+    # Not a security boundary (README).
+    agent_local_code_execution: bool = False
+    agent_local_code_cpu_seconds: Annotated[int, Field(ge=1, le=3600)] = 10
+    agent_local_code_memory_mb: Annotated[int, Field(ge=64, le=65536)] = 512
+    agent_local_code_file_mb: Annotated[int, Field(ge=1, le=65536)] = 16
+    agent_local_code_max_processes: Annotated[int, Field(ge=1, le=1024)] = 8
+    agent_local_code_max_open_files: Annotated[int, Field(ge=16, le=65536)] = 64
+    agent_local_code_user: Annotated[str, Field(min_length=1)] = "nobody"  # the child's user when the worker is root
 
     @field_validator("agent_priority_models", "agent_openai_servers", "agent_ollama_servers",
-                     mode="before")
+                     "agent_tool_endpoints", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -255,7 +300,8 @@ class Settings(BaseSettings):
     @field_validator(
         "jwt_secret", "cloud_chat_ui_auth_token", "cloud_chat_ui_url", "cloud_model_name",
         "llm_container_name", "agent_flower_basic_auth", "agent_api_jwt_secret", "agent_api_jwt_public_key",
-        "agent_api_jwt_audience", "agent_api_jwt_issuer", mode="before",
+        "agent_api_jwt_audience", "agent_api_jwt_issuer", "tavily_api_key", "e2b_api_key", "e2b_api_url",
+        "e2b_sandbox_url", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -275,12 +321,21 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss://, unix:// or sentinel://")
         return value
 
-    @field_validator("agent_backend_url", "cloud_chat_ui_url")
+    @field_validator("agent_backend_url", "cloud_chat_ui_url", "agent_tavily_url", "e2b_api_url", "e2b_sandbox_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
+
+    @field_validator("agent_worker_pool")
+    @classmethod
+    def _pool_holds_concurrency(cls, value: str, info: ValidationInfo) -> str:
+        concurrency = info.data.get("agent_worker_concurrency", 0)
+        if value != "gevent" and concurrency > MAX_THREADS:
+            raise ValueError(f"AGENT_WORKER_CONCURRENCY={concurrency} needs gevent (at most {MAX_THREADS} "
+                             f"with {value})")
+        return value
 
     @field_validator("agent_breaker_open_wait_max")
     @classmethod

@@ -10,6 +10,7 @@ _STATUS = {
     "context_too_long": 400,
     "model_not_found": 404,
     "no_llm_available": 503,
+    "no_tool_capable_llm": 503,  # tools asked for, no endpoint that calls tools serves the job
     "waiting": 503,
     "expired": 504,
     "overloaded": 503,  # a limit of the API's own (waiting clients, connections): retry later

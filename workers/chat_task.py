@@ -35,6 +35,8 @@ from llmpool.metrics import RunFacts
 from llmpool.resources import Resources, current
 from llmpool.runner import RunReport, run_chat, wait_delay
 from llmpool.schemas import CHAT_QUEUES, ChatJob, Message, parse_job, queue_for
+from llmpool.tool_job import run_job_tool_loop, tool_loop_endpoints
+from llmpool.tools import builtin_tools
 from workers.signals import sweeper
 
 __all__ = ["chat"]
@@ -177,14 +179,18 @@ def _late(claim: Claim, *, no_llm: bool) -> LLMPoolError:
     return JobExpired("the job's deadline passed while it waited to run again")
 
 
+def _out_of_calls(claim: Claim) -> AllEndpointsFailed:
+    return AllEndpointsFailed(f"the job used all {claim.calls} of its LLM calls in earlier runs")
+
+
 def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: EventPublisher,
           report: RunReport, deadline: float) -> dict[str, Any]:
     selection = res.selection_cache.get()
     if time.time() >= deadline:
         raise _late(claim, no_llm=selection is None or not selection.order)
     calls_left = res.settings.agent_job_max_calls - claim.calls
-    if calls_left <= 0:
-        raise AllEndpointsFailed(f"the job used all {claim.calls} of its LLM calls in earlier runs")
+    if calls_left <= 0 and not isinstance(job.tools, str):  # a tool loop's rounds are not failures (tool_job)
+        raise _out_of_calls(claim)
     if selection is None or not selection.order:
         raise NoLLMAvailable("No LLM selected yet")
     candidates = res.candidates(selection, job)
@@ -192,11 +198,20 @@ def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Ev
         if res.model_vanished(job):  # accepted at submit, gone since: waiting would not bring it back
             raise ModelNotFound(f"The model '{job.model}' is served by no endpoint any more", param="model")
         raise NoLLMAvailable(f"No endpoint serving '{job.model}' is up yet")
-    result, _ = run_chat(
-        _messages_with_memory(job, res), job_id=job_id, candidates=candidates,
-        client=res.llm, publisher=publisher, deadline=deadline, gate=res.gate, max_calls=calls_left,
-        report=report, hedging=res.hedging,
-    )
+    tools = builtin_tools(res.settings) if isinstance(job.tools, str) else {}
+    loop_on = tool_loop_endpoints(res, job, candidates, tools)
+    if loop_on:
+        result = run_job_tool_loop(res, job_id, _messages_with_memory(job, res), claim, publisher, report,
+                                   deadline=deadline, candidates=loop_on, tools=tools)
+    else:
+        if calls_left <= 0:
+            raise _out_of_calls(claim)
+        plain = job.model_copy(update={"tools": None, "tool_choice": None}) if isinstance(job.tools, str) else job
+        result, _ = run_chat(
+            _messages_with_memory(plain, res), job_id=job_id, candidates=candidates,
+            client=res.llm, publisher=publisher, deadline=deadline, gate=res.gate, max_calls=calls_left,
+            report=report, hedging=res.hedging,
+        )
     if claim.started_at and claim.created_at:
         result.timings.queued = max(0.0, claim.started_at - claim.created_at)
     return result.model_dump(mode="json")
