@@ -230,6 +230,9 @@ class Admitter:
 def limits_for(endpoint: Endpoint, settings: Settings, *, fleet_slots: int = 0) -> Limits:
     """The endpoint's limits: defaults, then the first model-name match, then its id in AGENT_ENDPOINT_LIMITS.
 
+    An endpoint whose server told its parallel slots (Endpoint.slots) is capped at them, unless an
+    override gives its max_concurrency.
+
     Without a max_concurrency of its own (0 after the overrides), an endpoint may hold at most its
     share (AGENT_ENDPOINT_SHARE, or "share" in an override) of `fleet_slots`, the fleet's chat
     slots; 0 slots (unknown, or nothing else to run on: llmpool.share) means no share applies.
@@ -240,9 +243,13 @@ def limits_for(endpoint: Endpoint, settings: Settings, *, fleet_slots: int = 0) 
     overrides = settings.agent_endpoint_limits
     names = (endpoint.model_name.lower(), endpoint.model.lower())
     by_model = next((o for key, o in overrides.items() if any(key.lower() in n for n in names)), None)
-    for override in (by_model, overrides.get(endpoint.id)):
-        if override is not None:
-            values.update(override.model_dump(exclude_none=True))
+    chosen = [o for o in (by_model, overrides.get(endpoint.id)) if o is not None]
+    for override in chosen:
+        values.update(override.model_dump(exclude_none=True))
+    if endpoint.slots and not any(o.max_concurrency is not None for o in chosen):
+        # A server that runs N requests at once (llama.cpp's slots) queues the rest out of our
+        # sight: N is its cap unless AGENT_ENDPOINT_LIMITS names one for it.
+        values["max_concurrency"] = min(values["max_concurrency"] or endpoint.slots, endpoint.slots)
     share = values.pop("share")
     if not values["max_concurrency"] and fleet_slots > 0 and share < 1:
         values["max_concurrency"] = max(1, math.floor(share * fleet_slots))

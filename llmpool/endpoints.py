@@ -36,6 +36,11 @@ class Endpoint:
     deploy_id: str | None = None
     container_name: str | None = None
     tool_calling: bool = False
+    # What discovery learned of the server (llmpool.server_kinds): its kind, the quantization of
+    # the model (ranking), and its parallel slots (llama.cpp: a concurrency cap; None: unknown).
+    kind: str = "unknown"
+    quantization: str | None = None
+    slots: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +72,7 @@ def cloud_endpoint(settings: Settings) -> Endpoint | None:
         chat_url=settings.cloud_chat_ui_url,
         model=settings.cloud_model_name or "",
         model_name=settings.cloud_model_name or "cloud",
-        source="cloud", flavor="openai", auth="cloud",
+        source="cloud", flavor="openai", auth="cloud", kind="cloud",
     )
 
 

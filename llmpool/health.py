@@ -10,6 +10,10 @@ one back:
 - healthy/degraded: each success picks between the two by latency (no hysteresis between them);
   `max_failures` consecutive failures make it unhealthy, fewer keep the state.
 - unhealthy: `recovery_successes` consecutive successes bring it back; a failure restarts the count.
+- starting: the server says it is loading its model (llama.cpp's 503 "Loading model", an LM Studio
+  model not loaded: llmpool.prober). Not selectable, yet not a failure: from any state such a
+  probe makes it starting with its counters cleared, so a loading server is never marked
+  unhealthy, and its first success after loading makes it healthy at once, as a new endpoint.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ __all__ = [
     "probe_state",
 ]
 
-HealthState = Literal["unknown", "healthy", "degraded", "unhealthy"]
+HealthState = Literal["unknown", "healthy", "degraded", "unhealthy", "starting"]
 SELECTABLE: tuple[HealthState, ...] = ("healthy", "degraded")
 STATES: tuple[str, ...] = get_args(HealthState)
 DEGRADED_AFTER = 2.0  # seconds; the TT-Studio agent's threshold
@@ -37,6 +41,7 @@ class ProbeResult:
     status: int | None = None
     error: str | None = None  # short, secret-free
     url: str | None = None  # what was probed
+    starting: bool = False  # not ok, but the server says it is loading its model (not a failure)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,9 @@ def next_health(prev: Health, probe: ProbeResult, *, now: float, max_failures: i
                 recovery_successes: int, degraded_after: float = DEGRADED_AFTER) -> Health:
     """The health after `probe`, applied to `prev` at time `now` (see the module docstring)."""
     seen = replace(prev, last_check=now, latency=probe.latency)
+    if probe.starting and not probe.ok:
+        return replace(seen, state="starting", consecutive_failures=0, consecutive_successes=0,
+                       last_error=probe.error or "starting", since=_since(prev, "starting", now))
     if probe.ok:
         return _after_success(seen, probe_state(probe, degraded_after=degraded_after), now=now,
                               recovery_successes=recovery_successes)

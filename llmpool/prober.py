@@ -9,6 +9,12 @@ started with an API key guards it. Headers are never logged.
 Cloud endpoints are not probed: `probe_all` leaves them out of its answer and the caller treats
 them as assumed healthy (`llmpool.health.assumed_healthy`), as the TT-Studio agent does.
 
+Starting is not failing. A llama.cpp server loading its model answers /health with 503
+{"error": {"message": "Loading model"}}, and LM Studio lists a model it has not loaded with
+"state": "not-loaded" (its endpoints' health URL is that record, llmpool.discovery.openai_servers).
+For those two answers only, the probe reads a few KB of the body and reports `starting`; the health
+state machine makes the endpoint "starting": not selected, not counted as a failure.
+
 Shortages of our own are not the endpoint's failure. A probe that finds no free connection in the
 probe client's pool, or no free slot in the pass, is not made: `probe` raises NoFreeConnection and
 `probe_all` leaves that endpoint out of its answer, so its health stays as it was.
@@ -24,6 +30,7 @@ endpoint however many passes run, and each ends when its blocking call gives up.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -39,7 +46,7 @@ from llmpool.errors import NoFreeConnection
 from llmpool.health import ProbeResult
 from llmpool.http_deadline import call_deadline
 
-__all__ = ["HeadersFor", "probe_url_candidates", "probe", "probe_all", "probes_in_flight"]
+__all__ = ["HeadersFor", "probe_url_candidates", "probe", "probe_all", "probes_in_flight", "starting_reason"]
 
 log = logging.getLogger("llmpool.prober")
 
@@ -52,6 +59,8 @@ DEADLINE_GRACE = 0.1
 # A probe waiting for a connection of our own gives up this long before its deadline, so it says
 # "not probed" before the pass would count it as a timeout of the endpoint.
 POOL_MARGIN = 0.3
+STARTING_BODY = 4096  # bytes read of an answer that may say "starting"; the rest is not needed
+LMSTUDIO_MODEL_PATH = "/api/v0/models/"
 
 
 def probe_url_candidates(endpoint: Endpoint) -> list[str]:
@@ -96,6 +105,7 @@ def _get(http: httpx.Client, url: str, *, headers: dict[str, str], started: floa
         # Streamed and never read: the status is the answer, and a dripping body cannot hold us.
         with call_deadline(left), http.stream("GET", url, headers=headers, timeout=limits) as response:
             status = response.status_code
+            body = _head_of(response) if _may_say_starting(status, url) else b""
     except httpx.PoolTimeout:
         raise NoFreeConnection(f"no free connection in the probe pool for {_public(url)}") from None
     except httpx.TimeoutException:
@@ -107,9 +117,38 @@ def _get(http: httpx.Client, url: str, *, headers: dict[str, str], started: floa
     latency = time.monotonic() - started
     if latency > timeout:  # each operation kept within its timeout, but not their sum
         return _timed_out(url, started)
-    ok = status == 200
-    return ProbeResult(ok=ok, latency=latency, status=status, url=_public(url),
-                       error=None if ok else f"HTTP {status}")
+    starting = starting_reason(status, body, lmstudio=LMSTUDIO_MODEL_PATH in url)
+    ok = status == 200 and starting is None
+    return ProbeResult(ok=ok, latency=latency, status=status, url=_public(url), starting=starting is not None,
+                       error=None if ok else starting or f"HTTP {status}")
+
+
+def _may_say_starting(status: int, url: str) -> bool:
+    return status == 503 or (status == 200 and LMSTUDIO_MODEL_PATH in url)
+
+
+def _head_of(response: httpx.Response) -> bytes:
+    """At most STARTING_BODY bytes of the body (within the probe's deadline)."""
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) >= STARTING_BODY:
+            break
+    return bytes(data[:STARTING_BODY])
+
+
+def starting_reason(status: int, body: bytes, *, lmstudio: bool = False) -> str | None:
+    """Why an answer means "loading its model" ("loading model", "model not loaded"), or None."""
+    if status == 503 and b"loading model" in body.lower():
+        return "loading model"  # llama.cpp's server while it loads
+    if status == 200 and lmstudio:
+        try:
+            state = json.loads(body).get("state")
+        except (ValueError, AttributeError):
+            return None  # not LM Studio's record: the 200 stands
+        if isinstance(state, str) and state != "loaded":
+            return f"model {state[:20]}"
+    return None
 
 
 def _timed_out(url: str, started: float) -> ProbeResult:

@@ -4,6 +4,10 @@ Chain (DESIGN.md): cloud first (USE_CLOUD_LLM with a token), the named container
 endpoints (TT-Studio containers, configured OpenAI-compatible and Ollama servers) ranked by
 priority model, the local host LLM, and cloud as the last resort. Only selectable endpoints
 (healthy or degraded; every endpoint when health checks are off) take part.
+
+Within one chain step and priority, endpoints of one model (its name without the quantization:
+llmpool.server_kinds.base_model) and one health sit together, ordered by quantization as
+AGENT_PREFER says: higher precision first for "quality", lower for "speed".
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from llmpool.endpoints import Endpoint
 from llmpool.health import Health
+from llmpool.server_kinds import base_model, quantization_rank
 from llmpool.settings import Settings
 
 __all__ = ["Selection", "chain_position", "priority_index", "rank", "select"]
@@ -87,7 +92,9 @@ def rank(endpoints: list[Endpoint], health: dict[str, Health], settings: Setting
             continue
         key = (chain_position(endpoint, settings),
                priority_index(endpoint.model_name, settings.agent_priority_models),
-               health_rank, endpoint.model_name.lower(), endpoint.id)
+               health_rank, base_model(endpoint.model_name),
+               quantization_rank(endpoint.quantization, settings.agent_prefer), endpoint.model_name.lower(),
+               endpoint.id)
         keyed.append((key, endpoint))
     return [endpoint for _key, endpoint in sorted(keyed, key=lambda item: item[0])]
 

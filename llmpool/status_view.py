@@ -12,7 +12,7 @@ from llmpool.selection import Selection
 __all__ = ["llm_info", "current_llm", "endpoint_rows", "effective_current", "discovery_summary", "model_info",
            "render_table"]
 
-STATES = ("healthy", "degraded", "unhealthy", "unknown")
+STATES = ("healthy", "degraded", "unhealthy", "unknown", "starting")
 
 
 def llm_info(endpoint: Endpoint) -> str:
@@ -68,6 +68,7 @@ def endpoint_rows(snap: Snapshot, *, checks_enabled: bool,
             **model_info(endpoint, _state(endpoint, snap.health, checks_enabled)),
             "internal_url": endpoint.chat_url, "health_url": endpoint.health_url,
             "source": endpoint.source, "model": endpoint.model, "is_current": endpoint_id == current,
+            "kind": endpoint.kind, "quantization": endpoint.quantization, "slots": endpoint.slots,
             "is_pinned": endpoint_id == selection.pinned, "rank": rank.get(endpoint_id),
             "latency": health.latency, "last_check": health.last_check, "last_error": health.last_error,
             "consecutive_failures": health.consecutive_failures, "missing_since": record.missing_since,

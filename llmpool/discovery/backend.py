@@ -118,7 +118,7 @@ def _endpoint(deploy_id: str, entry: DeployedEntry) -> Endpoint:
         health_url=with_scheme(entry.health_url) if entry.health_url else None,
         model=impl.hf_model_id or impl.model_name, model_name=impl.model_name,
         source="discovered", flavor="vllm", auth="container", model_type="chat",
-        tool_calling=bool(entry.tool_calling_enabled),
+        tool_calling=bool(entry.tool_calling_enabled), kind="tt-studio",
     )
 
 

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
-from llmpool.discovery.source import SourceFailed, SourceResult, read_server
+from llmpool.discovery.source import SourceFailed, SourceResult, get_json, read_server
 from llmpool.endpoints import CHAT_PATH, Endpoint
+from llmpool.server_kinds import Kind, is_tgi_info, kind_from_models, quantization_in
 from llmpool.settings import Settings
 
-__all__ = ["MODELS_PATH", "parse_models", "read_openai_server", "server_timeout"]
+__all__ = ["MODELS_PATH", "PROPS_PATH", "INFO_PATH", "LMSTUDIO_MODELS_PATH", "lmstudio_model_url", "parse_models",
+           "parse_props", "read_openai_server", "server_timeout"]
 
 log = logging.getLogger("llmpool.discovery")
 
 MODELS_PATH = "/v1/models"
+PROPS_PATH = "/props"  # llama.cpp's server: total_slots, the requests it runs at once
+INFO_PATH = "/info"  # TGI: model_id, router
+LMSTUDIO_MODELS_PATH = "/api/v0/models"
+MAX_SLOTS = 4096  # more parallel slots than any server runs: a bad answer, ignored
+T = TypeVar("T")
 
 
 def server_timeout(settings: Settings) -> float:
@@ -24,9 +34,42 @@ def server_timeout(settings: Settings) -> float:
 
 
 def read_openai_server(base: str, *, http: httpx.Client, timeout: float) -> SourceResult:
-    """The models of the server at `base` (scheme://host:port, no /v1), as one source."""
-    return read_server(f"openai:{base}", base + MODELS_PATH, lambda data: parse_models(base, data),
-                       http=http, timeout=timeout)
+    """The models of the server at `base` (scheme://host:port, no /v1), as one source.
+
+    The listing says the server's kind (llmpool.server_kinds); a llama.cpp server is also asked
+    its slots (/props), and one the listing leaves unknown whether it is TGI (/info). Those two
+    reads are best effort: without them the endpoints are kept, their slots or kind unknown.
+    """
+    result = read_server(f"openai:{base}", base + MODELS_PATH, lambda data: parse_models(base, data),
+                         http=http, timeout=timeout)
+    if not result.ok or not result.endpoints:
+        return result
+    kind = result.endpoints[0].kind
+    extra: dict[str, Any] = {}
+    if kind == "llamacpp":
+        extra["slots"] = _optional(lambda: parse_props(get_json(http, base + PROPS_PATH, timeout=timeout)[0]))
+    elif kind == "unknown" and _optional(lambda: is_tgi_info(get_json(http, base + INFO_PATH, timeout=timeout)[0])):
+        extra["kind"] = "tgi"
+    if not any(v is not None for v in extra.values()):
+        return result
+    return replace(result, endpoints=[replace(e, **extra) for e in result.endpoints])
+
+
+def parse_props(data: Any) -> int | None:
+    """llama.cpp's parallel slots from its /props answer (`total_slots`), or None if absent or bad."""
+    slots = data.get("total_slots") if isinstance(data, dict) else None
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 0 < slots <= MAX_SLOTS:
+        return None
+    return slots
+
+
+def _optional(read: Callable[[], T]) -> T | None:
+    """`read()`, or None when the server could not answer it (logged at DEBUG: it is optional)."""
+    try:
+        return read()
+    except SourceFailed as exc:
+        log.debug("discovery: optional read failed: %s", exc.message)
+        return None
 
 
 def parse_models(base: str, data: Any) -> list[Endpoint]:
@@ -40,11 +83,20 @@ def parse_models(base: str, data: Any) -> list[Endpoint]:
             ids.append(model_id)
         else:
             log.debug("discovery: openai:%s lists a model without an id: %r", base, model)
-    return [_endpoint(base, model_id) for model_id in dict.fromkeys(ids)]
+    kind = kind_from_models(data)
+    return [_endpoint(base, model_id, kind) for model_id in dict.fromkeys(ids)]
 
 
-def _endpoint(base: str, model: str) -> Endpoint:
+def _endpoint(base: str, model: str, kind: Kind) -> Endpoint:
     return Endpoint(
         id=f"openai:{base}#{model}", chat_url=base + CHAT_PATH, model=model, model_name=model,
-        source="openai", flavor="openai", auth="container", health_url=None,
+        source="openai", flavor="openai", auth="container", kind=kind,
+        health_url=lmstudio_model_url(base, model) if kind == "lmstudio" else None,
+        quantization=quantization_in(model),
     )
+
+
+def lmstudio_model_url(base: str, model: str) -> str:
+    """LM Studio's own record of one model (its `state`: loaded or not-loaded), the health URL of
+    its endpoints: a model not loaded is starting, not down (llmpool.prober)."""
+    return f"{base}{LMSTUDIO_MODELS_PATH}/{quote(model, safe='')}"

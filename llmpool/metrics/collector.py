@@ -30,7 +30,7 @@ from llmpool.ttft import TtftConfig
 
 __all__ = ["PoolCollector", "exposition"]
 
-HEALTH_STATES = ("healthy", "degraded", "unhealthy", "unknown")
+HEALTH_STATES = ("healthy", "degraded", "unhealthy", "unknown", "starting")
 
 
 def _counter(family: Family, stored: Stored, models: dict[str, str]) -> Metric:

@@ -82,7 +82,7 @@ def test_reference_entry() -> None:
         id=DEPLOY_ID, deploy_id=DEPLOY_ID, container_name=NAME,
         chat_url=f"http://{NAME}:7000/v1/chat/completions", health_url=f"http://{NAME}:7000/health",
         model="meta-llama/Llama-3.1-8B-Instruct", model_name="Llama-3.1-8B-Instruct",
-        source="discovered", flavor="vllm", auth="container", model_type="chat", tool_calling=False,
+        source="discovered", flavor="vllm", auth="container", model_type="chat", tool_calling=False, kind="tt-studio",
     )
 
 
@@ -226,7 +226,7 @@ def test_openai_models() -> None:
     assert endpoints[0] == Endpoint(
         id=f"openai:{BASE}#Qwen/Qwen2.5-7B", chat_url=f"{BASE}/v1/chat/completions",
         model="Qwen/Qwen2.5-7B", model_name="Qwen/Qwen2.5-7B", source="openai", flavor="openai",
-        auth="container", health_url=None,
+        auth="container", health_url=None, kind="vllm",
     )
     assert parse_models(BASE, {"data": []}) == []
 
@@ -255,7 +255,7 @@ def test_ollama_tags() -> None:
     assert endpoints[0] == Endpoint(
         id=f"ollama:{OLLAMA}#llama3.2:3b", chat_url=f"{OLLAMA}/v1/chat/completions",
         model="llama3.2:3b", model_name="llama3.2:3b", source="ollama", flavor="openai",
-        auth="none", health_url=f"{OLLAMA}/api/version",
+        auth="none", health_url=f"{OLLAMA}/api/version", kind="ollama",
     )
     assert endpoints[0].base_url == OLLAMA
 
