@@ -49,6 +49,37 @@ class Tool(Protocol):
 
 
 def builtin_tools(settings: Settings) -> dict[str, Tool]:
-    """The configured built-in tools by name; a tool whose key is missing is not offered."""
+    """The configured built-in tools by name; a tool whose key is missing is not offered.
+
+    run_code runs in E2B when E2B_API_KEY is set (a real sandbox wins over the host), else locally
+    when AGENT_LOCAL_CODE_EXECUTION=true, else it is not offered.
+    """
+    # Imported here: the tools pull in httpx clients, and this module is the loop's light interface.
+    from llmpool.tools.e2b import E2BRunCode
+    from llmpool.tools.local_code import LocalRunCode
+    from llmpool.tools.local_runner import LocalLimits
+    from llmpool.tools.web_search import WebSearch
+
     tools: dict[str, Tool] = {}
+    cap = settings.agent_tool_max_result_bytes
+    if settings.tavily_api_key is not None:
+        tools["web_search"] = WebSearch(
+            api_key=settings.tavily_api_key.get_secret_value(), base_url=settings.agent_tavily_url,
+            timeout=settings.agent_web_search_timeout or settings.agent_tool_timeout,
+            max_results=settings.agent_web_search_max_results, max_result_bytes=cap)
+    code_timeout = settings.agent_run_code_timeout or settings.agent_tool_timeout
+    if settings.e2b_api_key is not None:
+        tools["run_code"] = E2BRunCode(
+            api_key=settings.e2b_api_key.get_secret_value(), domain=settings.e2b_domain,
+            api_url=settings.e2b_api_url, sandbox_url=settings.e2b_sandbox_url,
+            template=settings.agent_e2b_template, timeout=code_timeout, max_result_bytes=cap)
+    elif settings.agent_local_code_execution:
+        limits = LocalLimits(
+            cpu_seconds=settings.agent_local_code_cpu_seconds,
+            memory_bytes=settings.agent_local_code_memory_mb * 2**20,
+            file_bytes=settings.agent_local_code_file_mb * 2**20,
+            max_processes=settings.agent_local_code_max_processes,
+            max_open_files=settings.agent_local_code_max_open_files,
+            user=settings.agent_local_code_user)
+        tools["run_code"] = LocalRunCode(limits=limits, timeout=code_timeout, max_result_bytes=cap)
     return tools
