@@ -144,13 +144,18 @@ class AsyncSentinelMasterRedis(aioredis.Redis):
             await node.aclose()
 
 
-def sync_client(url: str, *, master_name: str, **options: Any) -> redis.Redis:
+def sync_client(url: str, *, master_name: str, pool_wait: float | None = None, **options: Any) -> redis.Redis:
     """A redis-py client for REDIS_URL; `options` (timeouts, max_connections, ...) as for `Redis()`.
 
+    `pool_wait`: a command that finds all `max_connections` in use waits this long for one
+    (redis-py's BlockingConnectionPool) instead of failing with "Too many connections"; gevent
+    workers run far more greenlets than they keep connections. Sentinel pools do not block.
     With Sentinels, each new connection asks them for the master, and a connection that finds a
     demoted master (READONLY) or none drops itself, so the next command reaches the new one.
     """
     if not is_sentinel_url(url):
+        if pool_wait is not None:
+            return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, timeout=pool_wait, **options))
         return redis.Redis.from_url(url, **options)
     target = parse_sentinel_url(url)
     manager = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(options))

@@ -37,8 +37,8 @@ from llmpool.selection import Selection
 from llmpool.settings import Settings, get_settings
 from llmpool.share import FleetSlots
 
-__all__ = ["Resources", "chat_connections", "SelectionCache", "open_resources", "current", "close_resources",
-           "forget_after_fork", "reload_resources", "peek"]
+__all__ = ["Resources", "chat_connections", "redis_connections", "SelectionCache", "open_resources", "current",
+           "close_resources", "forget_after_fork", "reload_resources", "peek"]
 
 
 def _nothing_in_flight(endpoint_ids: list[str]) -> dict[str, int]:
@@ -115,6 +115,10 @@ class SelectionCache:
 
 _lock = threading.Lock()
 _current: Resources | None = None
+WORKER_CLIENT_NAME = "llmpool-worker"
+GEVENT_REDIS_CONNECTIONS = 256
+# A greenlet waits this long for a free Redis connection, then fails as if Redis were away.
+REDIS_POOL_WAIT = 10.0
 
 
 def _hedges(settings: Settings) -> int:
@@ -127,13 +131,25 @@ def chat_connections(settings: Settings) -> int:
     return max(settings.agent_worker_concurrency, 10) + _hedges(settings)
 
 
+def redis_connections(settings: Settings) -> int:
+    """Redis connections of a worker process: one per thread (its pool never runs short), or with
+    gevent a capped, blocking pool: a greenlet holds one only for a round trip, and 10,000 of them
+    would spend 10,000 sockets on Redis beside their 10,000 to the LLMs."""
+    per_slot = settings.agent_worker_concurrency + _hedges(settings) + 8
+    if settings.agent_worker_pool != "gevent":
+        return per_slot
+    return min(per_slot, settings.agent_redis_max_connections or GEVENT_REDIS_CONNECTIONS + 8)
+
+
 def _build(settings: Settings) -> Resources:
     keys = Keys(settings.agent_redis_prefix)
     # Hedge threads call (HTTP) and admit and settle (Redis) beside the worker's own threads.
     hedges = _hedges(settings)
     client = redis_client(
-        settings, max_connections=settings.agent_worker_concurrency + hedges + 8,
+        settings, max_connections=redis_connections(settings),
+        pool_wait=REDIS_POOL_WAIT if settings.agent_worker_pool == "gevent" else None,
         health_check_interval=30, socket_connect_timeout=5, socket_timeout=10,
+        client_name=WORKER_CLIENT_NAME,  # CLIENT LIST tells our connections from the broker's
     )
     http = make_http_client(settings, max_connections=chat_connections(settings))
     registry = Registry(client, keys)

@@ -10,7 +10,7 @@ from celery import Celery
 
 from beat.schedule import beat_schedule
 from llmpool.settings import print_issues_report_once, settings_or_exit
-from workers import broker_safety, logging_setup  # noqa: F401 - logging_setup connects Celery's setup_logging
+from workers import broker_safety, green_broker, logging_setup  # noqa: F401 - logging_setup connects Celery's setup_logging
 from workers.config import celery_config
 from workers.full_redis import FullRedisGuardStep
 from workers.pool_safety import ThreadPoolSafetyNet
@@ -29,6 +29,7 @@ def create_app() -> Celery:
     celery.conf.beat_schedule = beat_schedule(settings)
     celery.steps["worker"].add(ThreadPoolSafetyNet)
     broker_safety.install()  # a broker that dies under a BRPOP no longer stops the worker
+    green_broker.install()  # with gevent, acks wait for a broker connection instead of failing
     celery.steps["consumer"].add(FullRedisGuardStep)
     return celery
 

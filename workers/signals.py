@@ -19,6 +19,7 @@ from llmpool.locks import LOCK_TTL
 from llmpool.settings import get_settings
 from llmpool.sweep import Sweeper
 from workers.full_redis import holding_messages
+from workers.greenlets import call_later
 from workers.watchdog import DeafWatch
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,7 @@ def _hand_back_after_grace(how: str | None = None, **_: Any) -> None:
         if handed:
             log.warning("shutdown grace over: %d running jobs handed back to the fleet", len(handed))
 
-    timer = threading.Timer(res.settings.agent_shutdown_grace, hand_back)
-    timer.daemon = True
-    timer.start()
+    call_later(res.settings.agent_shutdown_grace, hand_back)  # gevent calls this handler in its loop
 
 
 @signals.worker_process_shutdown.connect

@@ -1,0 +1,36 @@
+"""What a worker does differently when it runs the gevent pool (`-P gevent`, AGENT_WORKER_POOL=gevent).
+
+Celery's `-P gevent` monkey-patches the standard library before anything else is imported, so our
+threads (lease keeper, sweeper, heartbeat, deaf watch, hedge pool) become greenlets, locks and
+events become gevent's, and contextvars are per greenlet (greenlet >= 1.0): the code runs as is.
+Signal handlers are the exception: gevent runs them as callbacks of its event loop, where nothing
+may block, and starting a thread waits for it to start.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+__all__ = ["running_green", "call_later"]
+
+
+def running_green() -> bool:
+    """True when gevent patched the socket module (celery's `-P gevent` does, before anything is imported)."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
+def call_later(seconds: float, action: Callable[[], None]) -> None:
+    """Run `action` in `seconds` on its own daemon thread (a greenlet under gevent), safe in a signal handler."""
+    if running_green():
+        import gevent
+
+        gevent.spawn_later(seconds, action)  # returns at once, unlike Thread.start() in a loop callback
+        return
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True
+    timer.start()
