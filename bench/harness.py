@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -36,6 +37,7 @@ class Run:
     rss_mb: float
     failed: int
     reasons: list[str]
+    latency_ms: float = 0.0  # median of jobs sent one at a time, on an idle worker
 
 
 class Rig:
@@ -127,7 +129,17 @@ def _timed(proc: ManagedProcess, send: list, timeout: float, desc: str = "") -> 
                reasons=sorted(set(reasons))[:5])
 
 
-def measure_llmpool(rig: Rig, jobs: int) -> Run:
+def _one_at_a_time(send: object, count: int) -> float:
+    """Median milliseconds from send to answer of `count` jobs sent one after another."""
+    spans = []
+    for _ in range(count):
+        started = time.perf_counter()
+        _wait_all([send()], 60)  # type: ignore[operator]
+        spans.append((time.perf_counter() - started) * 1000)
+    return statistics.median(spans)
+
+
+def measure_llmpool(rig: Rig, jobs: int, latency_jobs: int = 0) -> Run:
     worker = start_worker(rig.tmp, rig.env(), name="bench", concurrency=rig.threads, loglevel="WARNING")
     try:
         client = Client(rig.redis.url)
@@ -136,12 +148,14 @@ def measure_llmpool(rig: Rig, jobs: int) -> Run:
             return client, client.submit(MESSAGE).job_id
 
         _timed(worker, [one] * 50, 60)  # warm up connections
-        return _timed(worker, [one] * jobs, 600, "llmpool")
+        run = _timed(worker, [one] * jobs, 600, "llmpool")
+        run.latency_ms = _one_at_a_time(one, latency_jobs) if latency_jobs else 0.0
+        return run
     finally:
         worker.stop()
 
 
-def measure_bare(rig: Rig, jobs: int) -> Run:
+def measure_bare(rig: Rig, jobs: int, latency_jobs: int = 0) -> Run:
     env = rig.env()
     hostname = f"bare@{os.getpid()}"
     argv = [sys.executable, "-m", "celery", "-A", "bench.bare", "worker", "-P", "threads", "-c",
@@ -159,7 +173,9 @@ def measure_bare(rig: Rig, jobs: int) -> Run:
             return app.send_task("bench.bare_chat", args=[url, body], queue="bench.bare")
 
         _timed(worker, [one] * 50, 60)
-        return _timed(worker, [one] * jobs, 600, "bare celery")
+        run = _timed(worker, [one] * jobs, 600, "bare celery")
+        run.latency_ms = _one_at_a_time(one, latency_jobs) if latency_jobs else 0.0
+        return run
     finally:
         worker.stop()
 
