@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Answer", "completion", "chunk", "ending_chunks", "sse", "DONE", "tool_call_deltas", "usage_of",
-           "model_list"]
+           "model_list", "step_delta"]
 
 DONE = "data: [DONE]\n\n"
 
@@ -67,6 +67,17 @@ def chunk(answer: Answer, delta: dict[str, Any] | None, *, finish_reason: str | 
 def tool_call_deltas(tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
     """The delta that hands over every tool call at once, each with its index."""
     return {"tool_calls": [{"index": i, **call} for i, call in enumerate(tool_calls)]}
+
+
+def step_delta(step: dict[str, Any], index: int) -> dict[str, Any]:
+    """A built-in tool's run (llmpool.tool_loop) as a delta: the call as OpenAI's `tool_calls` (its
+    own `index`, after the earlier steps'), and its result in `llmpool_tool_result`, a field OpenAI
+    clients ignore. The answer's finish_reason stays "stop": the client has nothing to run."""
+    call = {"index": index, "id": str(step.get("call_id") or f"step_{index}"), "type": "function",
+            "function": {"name": str(step.get("tool") or ""), "arguments": str(step.get("arguments") or "")}}
+    result = {"tool_call_id": call["id"], "content": step.get("summary") or "", "error": step.get("error"),
+              "duration": step.get("duration"), "size": step.get("size")}
+    return {"tool_calls": [call], "llmpool_tool_result": result}
 
 
 def ending_chunks(answer: Answer, result: dict[str, Any], *, with_usage: bool) -> list[dict[str, Any]]:

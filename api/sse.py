@@ -1,4 +1,7 @@
-"""A job's events as Server-Sent Events: `token`, `reset`, `tool_calls`, `done` and `error`.
+"""A job's events as Server-Sent Events: `token`, `step`, `reset`, `tool_calls`, `done` and `error`.
+
+`step` is one run of a built-in tool (llmpool.tool_loop): round, call_id, tool, arguments
+(truncated), summary, error, duration, size. Steps are not undone by a `reset`: they happened.
 
 Every event that comes from the job's stream carries the stream entry's id as its SSE `id:`, so a
 client that reconnects with `Last-Event-ID` resumes right after the last event it had
@@ -67,6 +70,8 @@ def _one(job_id: str, event: dict[str, Any]) -> list[str]:
     kind = event.get("type")
     if kind == "token":
         return [format_event("token", {"text": event.get("text", "")}, event.get("id"))]
+    if kind == "step":
+        return [format_event("step", event.get("data") or {}, event.get("id"))]
     if kind == "reset":  # the job restarted elsewhere: drop the text received so far
         return [format_event("reset", {}, event.get("id"))]
     if kind == "end":

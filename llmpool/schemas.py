@@ -92,8 +92,10 @@ class ChatJob(BaseModel):
             parts.append(f"model={self.model}")
         if self.thread_id:
             parts.append(f"thread={self.thread_id}")
-        if self.tools:
-            parts.append(f"tools={self.tools if isinstance(self.tools, str) else len(self.tools)}")
+        if isinstance(self.tools, list) and self.tools:
+            parts.append(f"tools={len(self.tools)}")
+        elif self.tools == "builtin":  # not "auto": /poll_requests' default says nothing about the job
+            parts.append("tools=builtin")
         return f"<chat job: {', '.join(parts)}>"
 
 

@@ -23,6 +23,7 @@ from api.openapi_docs import CHAT_ANSWERS
 from api.schemas import PollRequest
 from api.sse import last_event_id, wants_sse
 from api.stream_hub import Waiter, WaitTimeout
+from api.think import ThinkBlock
 from llmpool.deadlines import prepare_job
 from llmpool.jobs import FINAL_STATES
 from llmpool.schemas import ChatJob
@@ -72,16 +73,23 @@ def _timeout(job_id: str) -> JSONResponse:
 
 
 async def _text_stream(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
-    """Tokens as they come, then the TT-Studio [STATS] line (or [ERROR] if the job failed late)."""
+    """Tokens as they come, then the TT-Studio [STATS] line (or [ERROR] if the job failed late).
+
+    The built-in tools' steps show as the TT-Studio agent showed them, in a <think> block before
+    the text that follows them (api/think.py); after a [RESET] the steps so far are shown again."""
     event: dict[str, Any] | None = first
+    think = ThinkBlock()
     try:
         while event is not None:
             kind = event.get("type")
             if kind == "token":
-                yield event["text"]
+                yield think.close() + event["text"]
+            elif kind == "step":
+                yield think.step(event.get("data") or {})
             elif kind == "reset":
-                yield "\n[RESET]\n"  # the job restarted elsewhere: drop what came before
+                yield "\n[RESET]\n" + think.again()  # the job restarted elsewhere: drop what came before
             elif kind == "end":
+                yield think.close()
                 data = event.get("data") or {}
                 if event.get("state") == "succeeded" and data.get("tool_calls"):
                     yield _tool_calls_line(data["tool_calls"])
@@ -122,6 +130,8 @@ async def poll_requests(
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")] = None,
 ) -> Response:
     job = body.to_job(stream=not _wants_json(request), now=time.time())
+    if job.tools is None and state.settings.agent_poll_builtin_tools:  # as the TT-Studio agent did
+        job = job.model_copy(update={"tools": "auto"})
     job = prepare_job(job.model_copy(update={"owner": owner_of(principal)}), state.settings)
     await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
     return await answer_waiting(state.hub, lambda waiter: _submit_and_wait(request, state, waiter, job,

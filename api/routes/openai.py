@@ -23,7 +23,7 @@ from api.disconnects import FollowingStream, answer_waiting, unless_disconnected
 from api.jwt_verify import Principal
 from api.model_check import require_served_model
 from api.openai_errors import openai_error
-from api.openai_format import DONE, Answer, chunk, completion, ending_chunks, model_list, sse
+from api.openai_format import DONE, Answer, chunk, completion, ending_chunks, model_list, sse, step_delta
 from api.openai_schemas import ChatCompletionRequest, unsupported_field
 from api.stream_hub import Waiter, WaitTimeout
 from llmpool.deadlines import prepare_job
@@ -106,6 +106,7 @@ async def _chunks(answer: Answer, first: dict[str, Any], events: AsyncIterator[d
     """The job's events as OpenAI chunks, ending with `data: [DONE]` (or an error event)."""
     yield sse(chunk(answer, {"role": "assistant", "content": ""}, with_usage=with_usage))
     sent = False  # content went out: a reset can no longer be hidden
+    steps = 0  # built-in tool runs shown (they stand after a reset: a restarted job does not redo them)
     event: dict[str, Any] | None = first
     try:
         while event is not None:
@@ -113,6 +114,9 @@ async def _chunks(answer: Answer, first: dict[str, Any], events: AsyncIterator[d
             if kind == "token" and event.get("text"):
                 yield sse(chunk(answer, {"content": event["text"]}, with_usage=with_usage))
                 sent = True
+            elif kind == "step":
+                yield sse(chunk(answer, step_delta(event.get("data") or {}, steps), with_usage=with_usage))
+                steps += 1
             elif kind == "reset" and sent:
                 yield _stream_error("stream_restarted", RESTARTED.replace("{id}", job_id))
                 return

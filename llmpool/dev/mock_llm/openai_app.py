@@ -122,7 +122,7 @@ async def chat(container: Container, request: Request) -> Response:
     container.stats.last_body = chat_request.body
     request.scope["mock.note"]["model"] = chat_request.model
     knobs = container.knobs  # one snapshot, so a config change mid-answer does not mix
-    reply = plan_reply(chat_request, container=container.name, reply=knobs.reply)
+    reply = plan_reply(chat_request, container=container.name, reply=knobs.reply, tool_script=knobs.tool_script)
     fault = container.take_fault("chat")
     if fault:
         return await faults.chat_fault(fault, container, request, chat_request, reply)

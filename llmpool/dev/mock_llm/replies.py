@@ -116,7 +116,8 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
-def plan_reply(request: ChatRequest, *, container: str, reply: str | None) -> Reply:
+def plan_reply(request: ChatRequest, *, container: str, reply: str | None,
+               tool_script: dict[str, Any] | None = None) -> Reply:
     """The reply a container gives to `request`, the same every time for the same input."""
     last_user = next(
         (message_text(m) for m in reversed(request.messages) if m.get("role") == "user"), "",
@@ -124,6 +125,10 @@ def plan_reply(request: ChatRequest, *, container: str, reply: str | None) -> Re
     prompt_tokens = sum(len(message_text(m).split()) for m in request.messages)
     digest = hashlib.sha256(json.dumps(request.messages, sort_keys=True).encode()).hexdigest()
     reply_id = f"chatcmpl-{digest[:24]}"
+    if tool_script is not None:
+        scripted = tool_reply(request, tool_script, reply_id=reply_id, prompt_tokens=prompt_tokens)
+        if scripted is not None:
+            return scripted
     tool = _first_tool_name(request.tools)
     if tool and re.search(r"\btool\b", last_user, re.IGNORECASE):
         call = {"id": f"call_{digest[:24]}", "type": "function",
@@ -135,6 +140,29 @@ def plan_reply(request: ChatRequest, *, container: str, reply: str | None) -> Re
     if cap is not None and len(tokens) > cap:
         return Reply(reply_id, tokens[:cap], "length", prompt_tokens)
     return Reply(reply_id, tokens, "stop", prompt_tokens)
+
+
+def tool_reply(request: ChatRequest, script: dict[str, Any], *, reply_id: str, prompt_tokens: int) -> Reply | None:
+    """A container scripted to use a tool (knob `tool_script`), when the request offers that tool.
+
+    It calls the tool with the script's arguments unless the last message is a tool result; then
+    it answers "The tool said: " and the result's first words, so a test sees the result reached
+    the LLM. `tool_choice: "none"` is obeyed, unless `always` (a model that never stops calling).
+    None: the request does not offer the tool, and the container answers as usual.
+    """
+    names = {t.get("function", {}).get("name") for t in request.tools if isinstance(t, dict)
+             and isinstance(t.get("function"), dict)}
+    if script["tool"] not in names:
+        return None
+    last = request.messages[-1]
+    calls_made = sum(1 for m in request.messages if m.get("role") == "tool")
+    wants_call = script["always"] or (last.get("role") != "tool" and request.body.get("tool_choice") != "none")
+    if wants_call:
+        call = {"id": f"call_{reply_id[-12:]}_{calls_made}", "type": "function",
+                "function": {"name": script["tool"], "arguments": json.dumps(script["arguments"])}}
+        return Reply(reply_id, [], "tool_calls", prompt_tokens, call)
+    said = " ".join(message_text(last).split()[:8]) if last.get("role") == "tool" else "nothing"
+    return Reply(reply_id, tokenize(f"The tool said: {said}"), "stop", prompt_tokens)
 
 
 def _first_tool_name(tools: list[Any]) -> str | None:

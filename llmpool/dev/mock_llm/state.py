@@ -58,6 +58,8 @@ class Knobs:
     ttft: float = 0.05                  # seconds before the first token
     tokens_per_second: float = 50.0     # 0 = no delay between tokens
     reply: str | None = None            # overrides the default "Hello from ..." text
+    # Call a tool when offered: {"tool": name, "arguments": {...}, "always": false} (replies.tool_reply)
+    tool_script: dict[str, Any] | None = None
     retry_after: int = 1                # Retry-After seconds of `ratelimit`
     drop_after_tokens: int = 2          # tokens `drop_mid_stream` sends before aborting
     health_delay: float = 3.0           # seconds `slow_health` waits before answering
@@ -103,6 +105,8 @@ def _checked(name: str, value: Any) -> Any:
         if value not in FAULTS:
             raise BadConfig(f"unknown fault {value!r}; known: {list(FAULTS)}")
         return value
+    if name == "tool_script":
+        return _tool_script(value)
     if name == "reply":
         if value is not None and not isinstance(value, str):
             raise BadConfig("reply must be a string or null")
@@ -116,6 +120,16 @@ def _checked(name: str, value: Any) -> Any:
     if name in ("fault_requests", "fault_seconds") and value == 0:
         raise BadConfig(f"{name} must be positive (or null for 'until changed')")
     return kind(value)
+
+
+def _tool_script(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, dict) or not isinstance(value.get("tool"), str) or not value["tool"]
+            or not isinstance(value.get("arguments", {}), dict) or not isinstance(value.get("always", False), bool)
+            or set(value) - {"tool", "arguments", "always"}):
+        raise BadConfig('tool_script must be {"tool": name, "arguments": {...}, "always": bool} or null')
+    return {"tool": value["tool"], "arguments": value.get("arguments", {}), "always": value.get("always", False)}
 
 
 @dataclass(kw_only=True)
