@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmpool.errors import InvalidJob
+from llmpool.message_rules import check_message, check_order
 
 __all__ = ["Message", "ChatJob", "Usage", "Timings", "ChatResult", "Priority", "parse_job",
            "QUEUES", "CHAT_QUEUES", "queue_for"]
@@ -38,6 +39,11 @@ class Message(BaseModel):
         if isinstance(value, str) and len(value) > MAX_TEXT:
             raise ValueError(f"content longer than {MAX_TEXT} characters")
         return value
+
+    @model_validator(mode="after")
+    def _openai_shape(self) -> Message:
+        check_message(self.role, self.content, self.tool_calls, self.tool_call_id)  # llmpool.message_rules
+        return self
 
 
 class ChatJob(BaseModel):
@@ -77,6 +83,12 @@ class ChatJob(BaseModel):
             ):
                 raise ValueError('each tool must be {"type": "function", "function": {"name": ...}}')
         return tools
+
+    @field_validator("messages")
+    @classmethod
+    def _tool_replies_follow_calls(cls, messages: list[Message]) -> list[Message]:
+        check_order([(m.role, bool(m.tool_calls)) for m in messages])
+        return messages
 
     @field_validator("stop")
     @classmethod
