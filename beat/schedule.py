@@ -1,5 +1,5 @@
-"""What beat schedules: discovery, health checks and the Redis memory watch, on the `control` queue
-(workers sweep on their own)."""
+"""What beat schedules: discovery, health checks, the servers' load and the Redis memory watch, on
+the `control` queue (workers sweep on their own)."""
 
 from __future__ import annotations
 
@@ -27,4 +27,6 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     if settings.agent_health_check_enabled:
         schedule["llmpool-health"] = _entry("llmpool.control.health_check",
                                             settings.agent_health_check_interval)
+    if settings.agent_load_interval > 0:
+        schedule["llmpool-load"] = _entry("llmpool.control.load", settings.agent_load_interval)
     return schedule

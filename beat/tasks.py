@@ -28,10 +28,11 @@ from llmpool.redis_memory import MemoryWarner, read_memory
 from llmpool.registry import Registry, merge_discovery
 from llmpool.resources import Resources, current
 from llmpool.selection import Selection
+from llmpool.server_load import LoadStore, load_ttl, read_loads
 from llmpool.sweep import run_sweep
 
-__all__ = ["discover", "health_check", "redis_memory", "refresh", "sweep", "run_discovery", "run_health_pass",
-           "run_sweep"]
+__all__ = ["discover", "health_check", "load", "redis_memory", "refresh", "sweep", "run_discovery", "run_health_pass",
+           "run_load_pass", "run_sweep"]
 
 log = logging.getLogger(__name__)
 _memory_warner = MemoryWarner()  # per process: rate-limits the warning
@@ -126,6 +127,29 @@ def run_health_pass(res: Resources) -> dict[str, Any]:
                 "states": {k: h.state for k, h in updated.items()}, **_summary(chosen)}
 
 
+def run_load_pass(res: Resources) -> dict[str, Any]:
+    """Read the load of every selected endpoint whose server reports one, and store it (TTL'd).
+
+    Only the selection's endpoints: jobs go nowhere else, and it is one GET. Each server is read
+    once (llmpool.server_load.read_loads), within the interval, so passes do not pile up.
+    """
+    settings = res.settings
+    interval = settings.agent_load_interval
+    if interval <= 0:
+        return {"skipped": "AGENT_LOAD_INTERVAL is 0"}
+    with pass_lock(res.redis, res.keys, "load") as mine:
+        if not mine:
+            return {"skipped": "another load pass is running"}
+        started = time.monotonic()
+        selection = res.registry.selection()
+        endpoints = selection.order if selection else []
+        timeout = min(settings.agent_health_check_timeout, max(1.0, interval))
+        loads = read_loads(res.probe_http, endpoints, timeout=timeout, max_workers=settings.agent_probe_connections)
+        LoadStore(res.redis, res.keys).write(loads, ttl=load_ttl(interval))
+        return {"duration": time.monotonic() - started, "read": len(loads),
+                "loads": {k: v.to_json() for k, v in loads.items()}}
+
+
 @shared_task(name="llmpool.control.sweep", bind=True, ignore_result=True)
 def sweep(self: Task) -> dict[str, Any]:
     """One sweep now (every worker also sweeps on its own thread; the lock makes them take turns)."""
@@ -143,6 +167,12 @@ def discover(force: bool = False, wait: float = 0.0) -> dict[str, Any]:
 def health_check() -> dict[str, Any]:
     """Beat's health tick."""
     return run_health_pass(current())
+
+
+@shared_task(name="llmpool.control.load", ignore_result=True)
+def load() -> dict[str, Any]:
+    """Beat's load tick: the servers' own load figures, for routing within groups."""
+    return run_load_pass(current())
 
 
 @shared_task(name="llmpool.control.redis_memory", ignore_result=True)

@@ -1,24 +1,27 @@
 """Groups: endpoints serving the same model at the same rank share the load. Pure.
 
-Within a group a job goes to the member with the fewest in-flight jobs, except that the jobs of
-one `thread_id` stick to one member while it is selectable (its prefix cache is warm). Stickiness
-uses rendezvous hashing: when a member leaves, only its own threads move, and they come back
-when it returns.
+Within a group a job goes to the least loaded member: by the server's own figure when it reports
+one (vLLM's queue and KV cache, llama.cpp's busy slots: llmpool.server_load), else by our in-flight
+calls. The jobs of one `thread_id` stick to one member while it is selectable (its prefix cache
+is warm) and not overloaded: when it has a queue or no free slot and another member has room,
+the thread goes to the least loaded one for that job. Stickiness uses rendezvous hashing: when
+a member leaves, only its own threads move, and they come back when it returns.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from itertools import groupby
 
 from llmpool.endpoints import Endpoint
 from llmpool.selection import chain_position, priority_index
+from llmpool.server_load import MemberLoad, MemberLoads
 from llmpool.settings import Settings
 
 __all__ = ["group_key", "order_candidates", "sticky_member"]
 
 GroupKey = tuple[int, int, str]
+IDLE = MemberLoad()
 
 
 def group_key(endpoint: Endpoint, settings: Settings) -> GroupKey:
@@ -39,25 +42,32 @@ def sticky_member(thread_id: str, members: list[Endpoint]) -> Endpoint:
 
 def order_candidates(
     order: list[Endpoint], *, settings: Settings, thread_id: str | None, pinned: str | None,
-    in_flight: Callable[[list[str]], dict[str, int]],
+    load: MemberLoads,
 ) -> list[Endpoint]:
     """The selection's order with each group rearranged: sticky member or least loaded first.
 
-    `in_flight` is asked once, only for groups of two or more (it costs a Redis round trip). A
+    `load` is asked once, only for groups of two or more (it costs a Redis round trip). A
     pinned endpoint stays first: the pin is an operator's explicit choice.
     """
     head = [e for e in order if e.id == pinned]
     rest = [e for e in order if e.id != pinned]
     groups = [list(g) for _k, g in groupby(rest, key=lambda e: group_key(e, settings))]
     shared = [e.id for g in groups if len(g) > 1 for e in g]
-    load = in_flight(shared) if shared and not thread_id else {}
+    loads = load(shared) if shared else {}
+
+    def least_loaded(group: list[Endpoint]) -> list[Endpoint]:
+        return sorted(group, key=lambda e: loads.get(e.id, IDLE).sort_key())  # stable: ties keep rank order
+
     arranged: list[Endpoint] = []
     for group in groups:
         if len(group) == 1:
             arranged += group
         elif thread_id:
             first = sticky_member(thread_id, group)
-            arranged += [first, *(e for e in group if e is not first)]
+            if loads.get(first.id, IDLE).overloaded and not all(loads.get(e.id, IDLE).overloaded for e in group):
+                arranged += least_loaded(group)  # it yields while it has no room
+            else:
+                arranged += [first, *(e for e in group if e is not first)]
         else:
-            arranged += sorted(group, key=lambda e: load.get(e.id, 0))  # stable: ties keep rank order
+            arranged += least_loaded(group)
     return head + arranged

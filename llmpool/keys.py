@@ -112,6 +112,10 @@ class Keys:
         """String with a TTL: an endpoint paused by a 429's Retry-After, for every worker."""
         return f"{self.prefix}:pause:{endpoint_id}"
 
+    def server_load(self, endpoint_id: str) -> str:
+        """String with a TTL: the load an endpoint's server last reported (vLLM /metrics, llama.cpp /slots), as JSON."""
+        return f"{self.prefix}:load:{endpoint_id}"
+
     def awaiting(self, endpoint_id: str) -> str:
         """Sorted set: job id -> when its call started, for calls on an endpoint with no first token yet."""
         return f"{self.prefix}:awaiting:{endpoint_id}"

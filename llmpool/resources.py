@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -34,6 +33,7 @@ from llmpool.registry import Registry
 from llmpool.runner import Gate
 from llmpool.schemas import ChatJob
 from llmpool.selection import Selection
+from llmpool.server_load import LoadStore, MemberLoad, MemberLoads
 from llmpool.settings import Settings, get_settings
 from llmpool.share import FleetSlots
 
@@ -41,7 +41,7 @@ __all__ = ["Resources", "chat_connections", "redis_connections", "SelectionCache
            "close_resources", "forget_after_fork", "reload_resources", "peek"]
 
 
-def _nothing_in_flight(endpoint_ids: list[str]) -> dict[str, int]:
+def _no_load(endpoint_ids: list[str]) -> dict[str, MemberLoad]:
     return {}
 
 
@@ -60,7 +60,7 @@ class Resources:
     leases: LeaseKeeper
     metrics: MetricsRecorder  # one pipelined write per job run or sweep pass
     gate: Gate | None = None
-    in_flight: Callable[[list[str]], dict[str, int]] = _nothing_in_flight
+    load: MemberLoads = _no_load  # each group member's leases and server figure (llmpool.server_load)
     hedging: Hedging | None = None  # None: AGENT_HEDGE_ENABLED is off
 
     def candidates(self, selection: Selection, job: ChatJob) -> list[Endpoint]:
@@ -68,7 +68,7 @@ class Resources:
         allowed = candidates_for(selection.order, job.model, aliases=self.settings.agent_model_aliases,
                                  fallbacks=self.settings.agent_model_fallbacks)
         return order_candidates(allowed, settings=self.settings,
-                                thread_id=job.thread_id, pinned=selection.pinned, in_flight=self.in_flight)
+                                thread_id=job.thread_id, pinned=selection.pinned, load=self.load)
 
     def model_vanished(self, job: ChatJob) -> bool:
         """True when the job names a model that no known endpoint serves, healthy or not."""
@@ -168,7 +168,7 @@ def _build(settings: Settings) -> Resources:
             ttl=settings.agent_conversation_ttl),
         registry=registry, selection_cache=selection_cache,
         metrics=MetricsRecorder(MetricsStore(client, keys)),
-        gate=RedisGate(admitter, settings, leases=leases, fleet_slots=fleet_slots), in_flight=admitter.in_flight,
+        gate=RedisGate(admitter, settings, leases=leases, fleet_slots=fleet_slots), load=LoadStore(client, keys).read,
         hedging=Hedging.from_settings(settings, HedgePool(hedges)) if hedges else None,
     )
 

@@ -97,10 +97,11 @@ def test_the_selection_cache_reads_redis_at_most_once_a_second(redis_url: str, m
                                          "agent_llm_polling_interval": 90}])
 def test_every_periodic_task_runs_on_control_and_expires_before_its_next_run(values: dict) -> None:
     schedule = beat_schedule(Settings(**values))
-    assert set(schedule) == {"llmpool-discovery", "llmpool-health", "llmpool-redis-memory"}
+    assert set(schedule) == {"llmpool-discovery", "llmpool-health", "llmpool-load", "llmpool-redis-memory"}
     for entry in schedule.values():
         assert entry["options"]["queue"] == "control"
         assert 0 < entry["options"]["expires"] < entry["schedule"]
     if values:
         assert schedule["llmpool-discovery"]["schedule"] == 90  # polling is more frequent than discovery
     assert "llmpool-health" not in beat_schedule(Settings(agent_health_check_enabled=False))
+    assert "llmpool-load" not in beat_schedule(Settings(agent_load_interval=0))

@@ -29,11 +29,13 @@ OWNERS = {
     "discovery_cache": {"llmpool/discovery/backend.py"},
     "breaker": {"llmpool/admission.py"},
     "breaker_trial": {"llmpool/admission.py"},
-    "leases": {"llmpool/admission.py"},
+    # server_load.py only counts live leases, beside the server's figure, for routing (member_load.lua)
+    "leases": {"llmpool/admission.py", "llmpool/server_load.py"},
     "rate": {"llmpool/admission.py"},
     "pause": {"llmpool/admission.py"},
     "awaiting": {"llmpool/admission.py"},
     "ttft": {"llmpool/admission.py"},
+    "server_load": {"llmpool/server_load.py"},
     "api_wake": {"api/stream_hub.py"},
     "metric": {"llmpool/metrics/store.py"},
     # Celery's own lists, read for queue depths

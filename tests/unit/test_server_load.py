@@ -1,0 +1,107 @@
+"""The servers' own load: vLLM /metrics and llama.cpp /slots parsed, kept in Redis with a TTL, read
+with our leases in one round trip."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from llmpool.admission import Admitter, Limits, breaker_config
+from llmpool.keys import Keys
+from llmpool.server_load import (
+    LoadStore,
+    MemberLoad,
+    ServerLoad,
+    load_ttl,
+    parse_llamacpp_slots,
+    parse_vllm_metrics,
+)
+from llmpool.settings import load_settings
+from tests.conftest import FrozenClock
+
+# As vLLM 0.6 (v0 engine) writes it: HELP/TYPE lines, a model_name label, float values.
+VLLM_V0 = """\
+# HELP vllm:num_requests_running Number of requests currently running on GPU.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="meta-llama/Llama-3.1-8B-Instruct"} 3.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="meta-llama/Llama-3.1-8B-Instruct"} 2.0
+# HELP vllm:gpu_cache_usage_perc GPU KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:gpu_cache_usage_perc gauge
+vllm:gpu_cache_usage_perc{model_name="meta-llama/Llama-3.1-8B-Instruct"} 0.41
+vllm:num_preemptions_total{model_name="meta-llama/Llama-3.1-8B-Instruct"} 7.0
+python_gc_objects_collected_total{generation="0"} 1234.0
+"""
+# vLLM's v1 engine: an engine label per engine (summed), kv_cache_usage_perc.
+VLLM_V1 = """\
+vllm:num_requests_running{engine="0",model_name="m"} 1.0
+vllm:num_requests_running{engine="1",model_name="m"} 2.0
+vllm:num_requests_waiting{engine="0",model_name="m"} 0.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 1.0
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.2
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.6
+"""
+
+
+@pytest.mark.parametrize(("text", "load"), [
+    (VLLM_V0, ServerLoad(running=3, waiting=2, cache_use=0.41)),
+    (VLLM_V1, ServerLoad(running=3, waiting=1, cache_use=0.6)),
+    ("vllm:num_requests_running 4\n", ServerLoad(running=4)),
+    ("", None), ("# nothing here\nfoo 1\n", None),
+    ('vllm:num_requests_running{a="b"} NaN\n', None), ("vllm:num_requests_running{a=\"b\"}\n", None),
+    ('vllm:num_requests_running{a="b"} -3\n', None), ("vllm:num_requests_running{broken 2\n", None),
+])
+def test_vllm_metrics(text: str, load: ServerLoad | None) -> None:
+    assert parse_vllm_metrics(text) == load
+
+
+@pytest.mark.parametrize(("data", "load"), [
+    ([{"id": 0, "is_processing": True}, {"id": 1, "is_processing": False}], ServerLoad(running=1, slots=2)),
+    ([{"id": 0, "state": 1}], ServerLoad(running=1, slots=1)),  # older builds: state 1 = processing
+    ([{"id": 0, "state": 0}], ServerLoad(running=0, slots=1)),
+    ([], None), ({"error": {"code": 501}}, None), ([1, 2], None), (None, None),
+])
+def test_llamacpp_slots(data: Any, load: ServerLoad | None) -> None:
+    assert parse_llamacpp_slots(data) == load
+
+
+@pytest.mark.parametrize(("load", "overloaded"), [
+    (ServerLoad(running=9), False), (ServerLoad(running=0, waiting=1), True),
+    (ServerLoad(running=1, cache_use=0.96), True), (ServerLoad(running=1, slots=1), True),
+    (ServerLoad(running=1, slots=2), False),
+])
+def test_overloaded(load: ServerLoad, overloaded: bool) -> None:
+    assert load.overloaded is overloaded
+
+
+def test_our_leases_fill_a_servers_slots_before_its_figure_says_so() -> None:
+    assert MemberLoad(in_flight=2, server=ServerLoad(running=0, slots=2)).overloaded
+    assert not MemberLoad(in_flight=5).overloaded  # no figure: nothing says it has no room
+
+
+@pytest.mark.parametrize("raw", [b"junk", b"[]", b'{"waiting": 1}', b'{"running": "x"}'])
+def test_a_foreign_stored_figure_is_ignored(raw: bytes) -> None:
+    assert ServerLoad.from_json(raw) is None
+
+
+def test_store_round_trip_with_leases_in_one_read_and_figures_expire(any_redis: redis.Redis,
+                                                                    clock: FrozenClock) -> None:
+    keys = Keys("t")
+    store = LoadStore(any_redis, keys)
+    admitter = Admitter(any_redis, keys)
+    admission = admitter.admit("a", "job-1", tokens=1, limits=Limits(), lease=60,
+                               breaker=breaker_config(load_settings(_env_file=None)))
+    assert admission.allowed
+    ttl = load_ttl(2.0)
+    store.write({"a": ServerLoad(running=5, waiting=1, cache_use=0.3), "b": ServerLoad(running=1, slots=1)}, ttl=ttl)
+    assert store.read(["a", "b", "c"]) == {
+        "a": MemberLoad(in_flight=1, server=ServerLoad(running=5, waiting=1, cache_use=0.3)),
+        "b": MemberLoad(in_flight=0, server=ServerLoad(running=1, slots=1)),
+        "c": MemberLoad(),
+    }
+    clock.sleep(ttl + 0.1)
+    assert store.read(["a", "b"]) == {"a": MemberLoad(in_flight=1), "b": MemberLoad()}
+    assert store.read([]) == {}
