@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from llmpool.dev.mock_llm.dialects import CUT_FAULTS, cut_answer
 from llmpool.dev.mock_llm.endless import ENDLESS_FAULTS, endless_fault
 from llmpool.dev.mock_llm.replies import ChatRequest, Reply, context_length_message, error_body
 from llmpool.dev.mock_llm.streaming import Timing, stream_body
@@ -66,6 +67,9 @@ async def chat_fault(fault: str, container: Container, request: Request, chat: C
         return _dropped(container, chat, reply)
     if fault in ENDLESS_FAULTS:
         return endless_fault(fault, container, chat, reply)
+    if fault in CUT_FAULTS:
+        timing = Timing(container.knobs.ttft, container.knobs.tokens_per_second)
+        return cut_answer(fault, chat, reply, timing, container.knobs.drop_after_tokens)
     # bad_json: a 200 whose body (or SSE line) does not parse.
     broken = f'{{"id":"{reply.id}","object":"chat.completion","choices":[{{"index":0,'
     if chat.stream:

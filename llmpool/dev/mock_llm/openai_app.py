@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llmpool.dev.mock_llm import faults
+from llmpool.dev.mock_llm import dialects, faults
 from llmpool.dev.mock_llm.replies import (
     InvalidRequest,
     completion,
@@ -122,8 +122,13 @@ async def chat(container: Container, request: Request) -> Response:
     container.stats.last_body = chat_request.body
     request.scope["mock.note"]["model"] = chat_request.model
     knobs = container.knobs  # one snapshot, so a config change mid-answer does not mix
+    if knobs.fault == "validation_500" and (problem := dialects.malformed_message(chat_request.messages)):
+        container.take_fault("chat")
+        return dialects.traceback_500(problem)
+    if not knobs.send_usage:
+        chat_request = dialects.without_usage(chat_request)
     reply = plan_reply(chat_request, container=container.name, reply=knobs.reply, tool_script=knobs.tool_script)
-    fault = container.take_fault("chat")
+    fault = container.take_fault("chat") if knobs.fault != "validation_500" else None  # well formed: answered
     if fault:
         return await faults.chat_fault(fault, container, request, chat_request, reply)
     timing = Timing(knobs.ttft, knobs.tokens_per_second)
@@ -131,7 +136,10 @@ async def chat(container: Container, request: Request) -> Response:
         return StreamingResponse(stream_body(chat_request, reply, timing),
                                  media_type="text/event-stream")
     await timing.wait(len(reply.tokens) - 1)
-    return JSONResponse(completion(reply, chat_request.model))
+    answer = completion(reply, chat_request.model)
+    if not knobs.send_usage:
+        del answer["usage"]
+    return JSONResponse(answer)
 
 
 async def models(container: Container, request: Request) -> Response:

@@ -20,6 +20,7 @@ __all__ = [
 FAULTS = (
     "none", "refuse", "error500", "error400", "ratelimit", "hang", "drop_mid_stream", "bad_json",
     "slow_health", "trickle", "endless_stream", "huge_body", "huge_line",
+    "cut_stream", "cut_stream_eof", "validation_500",  # real servers' dialects: dialects.py
 )
 # The faults that also hit GET /health (the others only hit chat completions).
 HEALTH_FAULTS = frozenset({"hang", "error500", "refuse", "slow_health"})
@@ -58,8 +59,9 @@ class Knobs:
     ttft: float = 0.05                  # seconds before the first token
     tokens_per_second: float = 50.0     # 0 = no delay between tokens
     reply: str | None = None            # overrides the default "Hello from ..." text
-    # Call a tool when offered: {"tool": name, "arguments": {...}, "always": false} (replies.tool_reply)
+    # Call a tool when offered: {"tool": name, "arguments": {...}, "calls": 1, "always": false} (replies.tool_reply)
     tool_script: dict[str, Any] | None = None
+    send_usage: bool = True             # false: no usage chunk, no `usage` (llama-cpp-python; dialects.py)
     retry_after: int = 1                # Retry-After seconds of `ratelimit`
     drop_after_tokens: int = 2          # tokens `drop_mid_stream` sends before aborting
     health_delay: float = 3.0           # seconds `slow_health` waits before answering
@@ -107,10 +109,8 @@ def _checked(name: str, value: Any) -> Any:
         return value
     if name == "tool_script":
         return _tool_script(value)
-    if name == "reply":
-        if value is not None and not isinstance(value, str):
-            raise BadConfig("reply must be a string or null")
-        return value
+    if name in ("reply", "send_usage"):
+        return _plain(name, value)
     kind, nullable = _NUMBER_RULES[name]
     if value is None and nullable:
         return None
@@ -122,14 +122,27 @@ def _checked(name: str, value: Any) -> Any:
     return kind(value)
 
 
+def _plain(name: str, value: Any) -> Any:
+    """The knobs that are no number: reply (text or null) and send_usage (a flag)."""
+    if name == "send_usage" and not isinstance(value, bool):
+        raise BadConfig(f"send_usage must be true or false, got {value!r}")
+    if name == "reply" and value is not None and not isinstance(value, str):
+        raise BadConfig("reply must be a string or null")
+    return value
+
+
 def _tool_script(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
+    calls = value.get("calls", 1) if isinstance(value, dict) else None
     if (not isinstance(value, dict) or not isinstance(value.get("tool"), str) or not value["tool"]
             or not isinstance(value.get("arguments", {}), dict) or not isinstance(value.get("always", False), bool)
-            or set(value) - {"tool", "arguments", "always"}):
-        raise BadConfig('tool_script must be {"tool": name, "arguments": {...}, "always": bool} or null')
-    return {"tool": value["tool"], "arguments": value.get("arguments", {}), "always": value.get("always", False)}
+            or isinstance(calls, bool) or not isinstance(calls, int) or calls < 1
+            or set(value) - {"tool", "arguments", "always", "calls"}):
+        raise BadConfig('tool_script must be {"tool": name, "arguments": {...}, "calls": n >= 1, "always": bool} '
+                        "or null")
+    return {"tool": value["tool"], "arguments": value.get("arguments", {}), "calls": calls,
+            "always": value.get("always", False)}
 
 
 @dataclass(kw_only=True)

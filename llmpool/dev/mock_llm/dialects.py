@@ -1,0 +1,74 @@
+"""How real servers other than vLLM end (or refuse) an answer, played on purpose.
+
+- `send_usage: false` (a knob): never a usage chunk, whatever `stream_options` asks, and no
+  `usage` in whole answers, as llama-cpp-python's server does.
+- `cut_stream` (a fault): a stream of `drop_after_tokens` tokens, then `data: [DONE]` with no
+  choice ever finished, as llama-cpp-python's server (default `interrupt_requests`) ends a running
+  stream when another request arrives (abetlen/llama-cpp-python#867); a whole answer comes back
+  empty with `finish_reason: null`.
+- `cut_stream_eof` (a fault): the same tokens, then the body simply ends (no [DONE]).
+- `validation_500` (a fault): a malformed request (a role it does not know, `content: null`
+  without tool_calls) gets a 500 whose message is a Python traceback, as llama-cpp-python's
+  server answers it; a well-formed request is answered as usual.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from llmpool.dev.mock_llm.replies import ChatRequest, Reply, chunk, error_body, sse
+from llmpool.dev.mock_llm.streaming import Timing
+
+__all__ = ["CUT_FAULTS", "cut_answer", "malformed_message", "traceback_500", "without_usage"]
+
+CUT_FAULTS = ("cut_stream", "cut_stream_eof")
+ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+def without_usage(request: ChatRequest) -> ChatRequest:
+    """The request as a server that never reports usage reads it: no usage chunk is asked for."""
+    return dataclasses.replace(request, include_usage=False, continuous_usage=False)
+
+
+def malformed_message(messages: list[dict[str, Any]]) -> str | None:
+    """What llama-cpp-python's request model would choke on in `messages`, or None."""
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role not in ROLES:
+            return f"messages.{i}.role: unknown role {role!r}"
+        if message.get("content") is None and not (role == "assistant" and message.get("tool_calls")):
+            return f"messages.{i}.content: none is not an allowed value"
+    return None
+
+
+def traceback_500(problem: str) -> Response:
+    """A 500 whose message is a Python traceback: what an unhandled validation error looks like."""
+    trace = ("Traceback (most recent call last):\n"
+             '  File "/app/llama_cpp/server/app.py", line 480, in create_chat_completion\n'
+             "    return await run_in_threadpool(llama.create_chat_completion, **kwargs)\n"
+             '  File "/app/llama_cpp/llama_chat_format.py", line 220, in format_chat\n'
+             f"    raise ValueError({problem!r})\nValueError: {problem}")
+    return JSONResponse(error_body(trace, "internal_server_error", 500), 500)
+
+
+def cut_answer(fault: str, request: ChatRequest, reply: Reply, timing: Timing, keep: int) -> Response:
+    """The first `keep` tokens of `reply` and no finish_reason: then [DONE] (`cut_stream`) or the end."""
+    if not request.stream:
+        body = {"id": reply.id, "object": "chat.completion", "model": request.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        return JSONResponse(body)
+    return StreamingResponse(_cut_stream(request, reply, timing, keep, done=fault == "cut_stream"),
+                             media_type="text/event-stream")
+
+
+async def _cut_stream(request: ChatRequest, reply: Reply, timing: Timing, keep: int, *, done: bool) -> Any:
+    await timing.wait(0)
+    yield sse(chunk(reply, request.model, {"role": "assistant", "content": ""}))
+    for i, token in enumerate(reply.tokens[:keep]):
+        await timing.wait(i)
+        yield sse(chunk(reply, request.model, {"content": token}))
+    if done:
+        yield sse("[DONE]")
