@@ -1,0 +1,87 @@
+"""priority: LOW low-priority jobs queued, then high-priority ones: their wait against the unloaded wait.
+
+A real Redis, 2 worker processes x 8 threads, a 50 ms mock LLM. First HIGH high-priority jobs on
+an idle pool (the unloaded wait: created to started, from each job's record); then the backlog of
+low-priority jobs, and while it drains, HIGH high-priority jobs spread over a few seconds. Goal:
+their p95 wait at most twice the unloaded p95.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import plots
+from bench.hung_timeline import percentile
+from bench.progress import bar
+from bench.scenario import Result, Row, Size
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM
+from llmpool.dev.redis_server import RedisServer
+from tests.pool import Pool, start_pool
+
+
+def _waits(records: list[dict[str, Any]]) -> list[float]:
+    """Seconds from submission to a worker starting each job (records of finished jobs)."""
+    return [float(r["started_at"]) - float(r["created_at"]) for r in records
+            if r.get("started_at") and r.get("created_at")]
+
+
+def _stats(waits: list[float]) -> dict[str, float | None]:
+    def ms(q: float) -> float | None:
+        value = percentile(waits, q)
+        return None if value is None else round(value * 1000, 1)
+
+    return {"count": len(waits), "p50_ms": ms(0.5), "p95_ms": ms(0.95), "max_ms": ms(1.0)}
+
+
+def _high(pool: Pool, count: int, spread: float) -> list[str]:
+    """`count` high-priority jobs, evenly over `spread` seconds."""
+    ids = []
+    for _ in range(count):
+        ids += pool.submit(1, priority="high")
+        time.sleep(spread / count)
+    return ids
+
+
+def run(size: Size) -> Result:
+    low_count, high_count = size.pick(2000, 100), size.pick(50, 10)
+    tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-priority-"))
+    spec = ContainerSpec(name="llm", model_name="Llama-3.1-8B-Instruct", ttft=0.05, tokens_per_second=100_000)
+    with RedisServer(data_dir=tmp / "redis", appendonly=False) as server, MockLLM(containers=[spec]) as mock:
+        pool = start_pool(tmp, server, mock, workers=2, threads=8)
+        try:
+            unloaded = []
+            for _ in range(high_count):  # one at a time: nothing queued ahead of it
+                unloaded += pool.finished(pool.submit(1, priority="high"), timeout=60)
+            with bar(low_count, "queueing low") as progress:
+                low_ids = []
+                for _ in range(low_count):
+                    low_ids += pool.submit(1, priority="low")
+                    progress.update()
+            with redis.Redis.from_url(server.url) as conn:  # the broker's list of the low queue
+                backlog = int(conn.llen("chat.low"))
+            high_ids = _high(pool, high_count, spread=size.pick(5.0, 0.5))
+            loaded = pool.finished(high_ids, timeout=300)
+            low = pool.finished(low_ids, timeout=600)
+        finally:
+            pool.stop()
+    ours, base = _stats(_waits(loaded)), _stats(_waits(unloaded))
+    low_stats = _stats(_waits(low))
+    ok = ours["p95_ms"] is not None and base["p95_ms"] is not None and ours["p95_ms"] <= 2 * base["p95_ms"]
+    figures = {"low_jobs": low_count, "high_jobs": high_count, "workers": 2, "threads": 8, "llm_ttft_s": 0.05,
+               "low_backlog_when_high_sent": backlog, "high_unloaded_wait": base, "high_under_backlog_wait": ours,
+               "low_wait": low_stats,
+               "not_succeeded": sum(r.get("state") != "succeeded" for r in loaded + low + unloaded)}
+    rows = [Row("high-priority wait, unloaded p50 / p95 (ms)", f"{base['p50_ms']} / {base['p95_ms']}"),
+            Row(f"high-priority wait behind {low_count} low, p50 / p95 (ms)", f"{ours['p50_ms']} / {ours['p95_ms']}",
+                "p95 <= 2 x unloaded p95", ok),
+            Row("low-priority wait p50 / p95 (ms)", f"{low_stats['p50_ms']} / {low_stats['p95_ms']}"),
+            Row("jobs not succeeded", figures["not_succeeded"], "0", figures["not_succeeded"] == 0)]
+    p95 = {"high, unloaded": base["p95_ms"], "high, behind backlog": ours["p95_ms"], "low": low_stats["p95_ms"]}
+    png = plots.bars(size.out / "priority.png", f"wait before a worker starts the job ({low_count} low queued)",
+                     "p95 wait (ms)", {name: value or 0.0 for name, value in p95.items()})
+    return Result(figures, rows, [png])
