@@ -3,10 +3,10 @@
 The glue between the task (workers/chat_task.py) and the loop (llmpool.tool_loop):
 
 - Endpoints: a job with `"tools": "builtin"` runs only on endpoints that can call tools
-  (llmpool.tool_endpoints). None among the candidates while one is known but down: it waits like
-  any job without an LLM (no_llm_available at its deadline); none known at all: it fails at once
-  with no_tool_capable_llm. A job with `"tools": "auto"` (/poll_requests' default) runs as a
-  plain chat then. With no built-in tool configured, both are plain chats.
+  (llmpool.tool_endpoints). None among the candidates while a known endpoint for the job's model
+  can (it is down): the job waits like any job without an LLM (no_llm_available at its deadline);
+  none known at all: it fails at once with no_tool_capable_llm. A job with `"tools": "auto"`
+  (/poll_requests' default) runs as a plain chat then. With no built-in tool configured, both are plain chats.
 - Calls: each round's LLM call is one run_chat (admitted and settled through the gate, failover
   included). AGENT_JOB_MAX_CALLS budgets failures: a round that ended with tool calls gives its
   call back, so a job gets AGENT_JOB_MAX_CALLS calls plus one per completed round.
@@ -24,6 +24,7 @@ from typing import Any
 from llmpool.endpoints import Endpoint
 from llmpool.errors import AllEndpointsFailed, JobCancelled, LeaseLost, NoLLMAvailable, NoToolCapableLLM
 from llmpool.jobs import Claim, EventPublisher
+from llmpool.model_choice import candidates_for
 from llmpool.resources import Resources
 from llmpool.runner import RunReport, run_chat
 from llmpool.schemas import ChatJob, ChatResult
@@ -44,7 +45,9 @@ def tool_loop_endpoints(res: Resources, job: ChatJob, candidates: list[Endpoint]
     capable = tool_capable_only(candidates, res.settings)
     if capable or job.tools == "auto":
         return capable
-    if any(tool_capable(e, res.settings) for e in res.registry.snapshot().endpoints):
+    known = candidates_for(res.registry.snapshot().endpoints, job.model, aliases=res.settings.agent_model_aliases,
+                           fallbacks=res.settings.agent_model_fallbacks)  # up or not
+    if any(tool_capable(e, res.settings) for e in known):
         raise NoLLMAvailable("No endpoint that can call tools is up yet")
     raise NoToolCapableLLM("The job asks for the built-in tools and no endpoint can call tools (TT-Studio's "
                            "tool_calling_enabled, an OpenAI-compatible server, or AGENT_TOOL_ENDPOINTS)")

@@ -145,9 +145,9 @@ def plan_reply(request: ChatRequest, *, container: str, reply: str | None,
 def tool_reply(request: ChatRequest, script: dict[str, Any], *, reply_id: str, prompt_tokens: int) -> Reply | None:
     """A container scripted to use a tool (knob `tool_script`), when the request offers that tool.
 
-    It calls the tool with the script's arguments unless the last message is a tool result; then
-    it answers "The tool said: " and the result's first words, so a test sees the result reached
-    the LLM. `tool_choice: "none"` is obeyed, unless `always` (a model that never stops calling).
+    It calls the tool with the script's arguments until the conversation holds `calls` tool results;
+    then it answers "The tool said: " and the last result's first words, so a test sees the result
+    reached the LLM. `tool_choice: "none"` is obeyed, unless `always` (a model that never stops calling).
     None: the request does not offer the tool, and the container answers as usual.
     """
     names = {t.get("function", {}).get("name") for t in request.tools if isinstance(t, dict)
@@ -156,7 +156,7 @@ def tool_reply(request: ChatRequest, script: dict[str, Any], *, reply_id: str, p
         return None
     last = request.messages[-1]
     calls_made = sum(1 for m in request.messages if m.get("role") == "tool")
-    wants_call = script["always"] or (last.get("role") != "tool" and request.body.get("tool_choice") != "none")
+    wants_call = script["always"] or (calls_made < script.get("calls", 1) and request.body.get("tool_choice") != "none")
     if wants_call:
         call = {"id": f"call_{reply_id[-12:]}_{calls_made}", "type": "function",
                 "function": {"name": script["tool"], "arguments": json.dumps(script["arguments"])}}

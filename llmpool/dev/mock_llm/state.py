@@ -27,7 +27,7 @@ HEALTH_FAULTS = frozenset({"hang", "error500", "refuse", "slow_health"})
 BACKEND_FAULTS = ("none", "error500", "bad_json", "hang")
 # "ollama" adds Ollama's /api/tags and /api/version, drops /health (Ollama has none) and keeps
 # the container out of the backend's listing (TT-Studio does not deploy Ollama).
-FLAVORS = ("openai", "ollama")
+FLAVORS = ("openai", "ollama", "llamacpp", "vllm", "lmstudio")  # the last three: flavors.py
 RECORDS_KEPT = 1000
 
 
@@ -63,6 +63,10 @@ class Knobs:
     tool_script: dict[str, Any] | None = None
     send_usage: bool = True             # false: no usage chunk, no `usage` (llama-cpp-python; dialects.py)
     retry_after: int = 1                # Retry-After seconds of `ratelimit`
+    loading: bool = False               # llamacpp: 503 Loading model; lmstudio, ollama: not loaded (flavors.py)
+    slots: int = 1                      # llamacpp: parallel slots; more chat requests wait for one
+    external_running: int = 0           # vllm: other clients' requests running, added to /metrics
+    external_waiting: int = 0           # vllm: other clients' requests waiting (/metrics)
     drop_after_tokens: int = 2          # tokens `drop_mid_stream` sends before aborting
     health_delay: float = 3.0           # seconds `slow_health` waits before answering
     hang_cap: float = 3600.0            # longest a `hang` (or an endless answer) lasts when the client stays
@@ -98,11 +102,16 @@ _NUMBER_RULES: dict[str, tuple[type, bool]] = {
     "hang_cap": (float, False), "retry_after": (int, False), "drop_after_tokens": (int, False),
     "trickle_interval": (float, False), "huge_bytes": (int, False),
     "fault_requests": (int, True), "fault_seconds": (float, True),
+    "slots": (int, False), "external_running": (int, False), "external_waiting": (int, False),
 }
 
 
 def _checked(name: str, value: Any) -> Any:
     """`value` if it suits knob `name`, else BadConfig saying why."""
+    if name == "loading":
+        if not isinstance(value, bool):
+            raise BadConfig(f"loading must be true or false, got {value!r}")
+        return value
     if name == "fault":
         if value not in FAULTS:
             raise BadConfig(f"unknown fault {value!r}; known: {list(FAULTS)}")
@@ -159,6 +168,8 @@ class ContainerSpec(Knobs):
     status: str = "running"             # as listed by the backend
     health: str = "healthy"             # as listed by the backend
     flavor: str = "openai"              # "ollama": Ollama's /api/ routes too (see FLAVORS)
+    quantization: str = "Q4_K_M"        # Ollama's quantization_level, LM Studio's quantization
+    parameter_size: str = "8.0B"        # Ollama's parameter_size
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str) or "/" in self.name:
