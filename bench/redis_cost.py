@@ -1,0 +1,146 @@
+"""redis_cost: what one job costs in Redis: commands per job, and memory per queued and finished job.
+
+A real Redis, one worker (8 threads) and a fast mock LLM. Commands: `MONITOR` during JOBS jobs
+(submitted through the Client, run first time on a healthy endpoint) splits every command by name
+and by where it ran: sent by a client (a round trip, or one command of a pipeline) or run inside a
+Lua script; the idle pool's own traffic (broker polls, heartbeats), measured for as long before the
+jobs, is subtracted. `INFO commandstats` before and after gives the same total as a cross-check.
+Memory: bench/memory.py's measure (used_memory per queued job with no worker running, then per
+finished job).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import memory, plots
+from bench.scenario import Result, Row, Size
+from llmpool.client import Client
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM
+from llmpool.dev.redis_server import RedisServer, free_port
+from llmpool.keys import Keys
+from tests.processes import clean_env, start_worker, wait_for
+
+STOP = "bench-monitor-stop"
+GOAL_ROUND_TRIPS = 3  # issue 12: a job run first time on a healthy endpoint costs at most 3 of ours
+
+
+class Monitor:
+    """Every command Redis runs, by (where, name), until stopped; commands from `ignore` (our poller)
+    are not counted."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = redis.Redis.from_url(url)
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.ignore: set[str] = set()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+
+    def start(self) -> Monitor:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise TimeoutError("MONITOR did not start")
+        return self
+
+    def _run(self) -> None:
+        with self.conn.monitor() as feed:
+            self._ready.set()
+            for event in feed.listen():
+                name = event["command"].split(" ", 1)[0].lower()
+                if STOP in event["command"]:
+                    return
+                where = "lua" if event["client_type"] == "lua" else "client"
+                if f"{event['client_address']}:{event['client_port']}" not in self.ignore:
+                    self.counts[(where, name)] += 1
+
+    def stop(self, url: str) -> Counter[tuple[str, str]]:
+        with redis.Redis.from_url(url) as conn:
+            conn.echo(STOP)
+        self._thread.join(30)
+        return self.counts
+
+
+def _commandstats_total(conn: redis.Redis) -> int:
+    return sum(int(v["calls"]) for v in conn.info("commandstats").values())
+
+
+def _monitored(url: str, seconds: float | None, work: Any = None) -> tuple[Counter[tuple[str, str]], float]:
+    """Commands while `work()` runs (or for `seconds`), and how long that took."""
+    monitor = Monitor(url).start()
+    started = time.monotonic()
+    if work is not None:
+        work(monitor)
+    else:
+        time.sleep(seconds or 0)
+    elapsed = time.monotonic() - started
+    return monitor.stop(url), elapsed
+
+
+def commands_per_job(jobs: int) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-redis-cost-"))
+    spec = ContainerSpec(name="llm", ttft=0.01, tokens_per_second=100_000)
+    with RedisServer(data_dir=tmp / "redis", appendonly=False) as server, MockLLM(containers=[spec]) as mock:
+        env = clean_env(redis_url=server.url, local_llm_host="127.0.0.1", local_llm_port=mock.port("llm"),
+                        agent_backend_url=f"http://127.0.0.1:{free_port()}")
+        worker = start_worker(tmp, env, name="cost", concurrency=8, loglevel="WARNING")
+        keys = Keys()
+        try:
+            with Client(server.url) as client, redis.Redis.from_url(server.url) as poller:
+                for _ in range(10):  # warm up: scripts loaded, connections open, endpoint selected
+                    client.result(client.submit("warm up").job_id, timeout=60)
+
+                def run_jobs(monitor: Monitor) -> None:
+                    info = poller.client_info()
+                    monitor.ignore.add(str(info["addr"]))
+                    ids = [client.submit("cost").job_id for _ in range(jobs)]
+                    # Nothing queued, unacked or running, and the last job submitted has finished.
+                    wait_for(lambda: not poller.exists("chat.default", "unacked", keys.jobs_running())
+                             and poller.hget(keys.job(ids[-1]), "state") == b"succeeded",
+                             timeout=300, what="every job finished", interval=0.2)
+                    time.sleep(0.5)  # acks and the last writes
+
+                idle, idle_s = _monitored(server.url, 3.0)
+                before = _commandstats_total(poller)
+                busy, busy_s = _monitored(server.url, None, run_jobs)
+                total_by_stats = _commandstats_total(poller) - before
+        finally:
+            worker.stop()
+    per_job: dict[str, float] = {}
+    for key in set(busy) | set(idle):
+        corrected = busy[key] - idle[key] * busy_s / idle_s
+        if abs(corrected) >= 0.05 * jobs:
+            per_job[f"{key[0]} {key[1]}"] = round(corrected / jobs, 2)
+    client_total = sum(v for k, v in per_job.items() if k.startswith("client "))
+    lua_total = sum(v for k, v in per_job.items() if k.startswith("lua "))
+    return {"jobs": jobs, "seconds": round(busy_s, 2), "idle_seconds_measured": round(idle_s, 2),
+            "client_commands_per_job": round(client_total, 2), "lua_commands_per_job": round(lua_total, 2),
+            "per_job_by_command": dict(sorted(per_job.items(), key=lambda kv: -kv[1])),
+            "idle_commands_per_s": {f"{w} {n}": round(c / idle_s, 2) for (w, n), c in idle.items()},
+            "commandstats_calls_per_job_raw": round(total_by_stats / jobs, 2)}
+
+
+def run(size: Size) -> Result:
+    commands = commands_per_job(size.pick(300, 20))
+    mem = memory.measure(size.pick(500, 20), stream=False, threads=8)
+    figures = {"commands": commands, "memory": mem}
+    by_command = commands["per_job_by_command"]
+    script_calls = sum(v for k, v in by_command.items() if k in ("client evalsha", "client eval", "client fcall"))
+    rows = [Row("commands from clients per job (round trips, pipelined ones counted each)",
+                commands["client_commands_per_job"]),
+            Row("Lua scripts run per job", round(script_calls, 2)),
+            Row("commands inside Lua per job", commands["lua_commands_per_job"]),
+            Row("all commands per job (INFO commandstats, idle traffic included)",
+                commands["commandstats_calls_per_job_raw"]),
+            Row("bytes per queued job", mem["bytes_per_queued_job"]),
+            Row("bytes per finished job", mem["bytes_per_finished_job"])]
+    top = dict(list((k, v) for k, v in by_command.items() if k.startswith("client "))[:8])
+    png = plots.bars(size.out / "redis_cost.png", "client commands per job, by command", "per job",
+                     {k.removeprefix("client "): v for k, v in top.items()})
+    return Result(figures, rows, [png])
