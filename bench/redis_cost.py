@@ -29,7 +29,6 @@ from llmpool.keys import Keys
 from tests.processes import clean_env, start_worker, wait_for
 
 STOP = "bench-monitor-stop"
-GOAL_ROUND_TRIPS = 3  # issue 12: a job run first time on a healthy endpoint costs at most 3 of ours
 
 
 class Monitor:
@@ -50,14 +49,25 @@ class Monitor:
         return self
 
     def _run(self) -> None:
+        in_multi: set[str] = set()  # clients inside MULTI ... EXEC: the block is one round trip
         with self.conn.monitor() as feed:
             self._ready.set()
             for event in feed.listen():
                 name = event["command"].split(" ", 1)[0].lower()
                 if STOP in event["command"]:
                     return
-                where = "lua" if event["client_type"] == "lua" else "client"
-                if f"{event['client_address']}:{event['client_port']}" not in self.ignore:
+                who = f"{event['client_address']}:{event['client_port']}"
+                if event["client_type"] == "lua":
+                    where = "lua"
+                elif who in in_multi:
+                    where = "in-multi"  # sent in the same round trip as its MULTI
+                    if name in ("exec", "discard"):
+                        in_multi.discard(who)
+                else:
+                    where = "client"
+                    if name == "multi":
+                        in_multi.add(who)
+                if who not in self.ignore:
                     self.counts[(where, name)] += 1
 
     def stop(self, url: str) -> Counter[tuple[str, str]]:
@@ -118,9 +128,11 @@ def commands_per_job(jobs: int) -> dict[str, Any]:
         if abs(corrected) >= 0.05 * jobs:
             per_job[f"{key[0]} {key[1]}"] = round(corrected / jobs, 2)
     client_total = sum(v for k, v in per_job.items() if k.startswith("client "))
+    in_multi = sum(v for k, v in per_job.items() if k.startswith("in-multi "))
     lua_total = sum(v for k, v in per_job.items() if k.startswith("lua "))
     return {"jobs": jobs, "seconds": round(busy_s, 2), "idle_seconds_measured": round(idle_s, 2),
             "client_commands_per_job": round(client_total, 2), "lua_commands_per_job": round(lua_total, 2),
+            "commands_inside_multi_per_job": round(in_multi, 2),
             "per_job_by_command": dict(sorted(per_job.items(), key=lambda kv: -kv[1])),
             "idle_commands_per_s": {f"{w} {n}": round(c / idle_s, 2) for (w, n), c in idle.items()},
             "commandstats_calls_per_job_raw": round(total_by_stats / jobs, 2)}
@@ -132,8 +144,9 @@ def run(size: Size) -> Result:
     figures = {"commands": commands, "memory": mem}
     by_command = commands["per_job_by_command"]
     script_calls = sum(v for k, v in by_command.items() if k in ("client evalsha", "client eval", "client fcall"))
-    rows = [Row("commands from clients per job (round trips, pipelined ones counted each)",
+    rows = [Row("round trips per job (all processes; a MULTI block counts one, a plain pipeline one per command)",
                 commands["client_commands_per_job"]),
+            Row("commands inside MULTI blocks per job", commands["commands_inside_multi_per_job"]),
             Row("Lua scripts run per job", round(script_calls, 2)),
             Row("commands inside Lua per job", commands["lua_commands_per_job"]),
             Row("all commands per job (INFO commandstats, idle traffic included)",
