@@ -19,13 +19,13 @@ from typing import Any
 
 from bench.hung_timeline import Chat, Plan
 
-__all__ = ["ROUTER_TIMEOUT", "run_litellm"]
+__all__ = ["ROUTER_TIMEOUT", "failed_calls_counter", "run_litellm"]
 
 ROUTER_TIMEOUT = 30.0
 BIG_GROUP, SMALL_GROUP = "llama-3.1-70b", "llama-3.1-8b"
 
 
-def _router(big_url: str, small_url: str) -> Any:
+def _router(big_url: str, small_url: str, timeout: float = ROUTER_TIMEOUT) -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of its model price list
     import litellm
     from litellm import Router
@@ -40,7 +40,7 @@ def _router(big_url: str, small_url: str) -> Any:
         {"model_name": SMALL_GROUP, "litellm_params": {"model": "openai/meta-llama/Llama-3.1-8B-Instruct",
                                                        "api_base": f"{small_url}/v1", "api_key": "none"}},
     ]
-    return Router(model_list=model_list, fallbacks=[{BIG_GROUP: [SMALL_GROUP]}], timeout=ROUTER_TIMEOUT)
+    return Router(model_list=model_list, fallbacks=[{BIG_GROUP: [SMALL_GROUP]}], timeout=timeout)
 
 
 async def _one(router: Any, index: int, sent: float) -> Chat:
@@ -67,10 +67,33 @@ async def _drive(router: Any, plan: Plan, hang: Callable[[], None]) -> tuple[lis
     return list(chats), hang_started
 
 
-def run_litellm(plan: Plan, *, big_url: str, small_url: str, hang: Callable[[], None]) -> tuple[list[Chat], float]:
+def run_litellm(plan: Plan, *, big_url: str, small_url: str, hang: Callable[[], None],
+                timeout: float = ROUTER_TIMEOUT) -> tuple[list[Chat], float]:
     """Every chat of the plan through LiteLLM's Router; `hang` is called when the outage starts.
 
     Returns the chats and when the hang started (seconds after the first chat).
     """
-    router = _router(big_url, small_url)
+    router = _router(big_url, small_url, timeout)
     return asyncio.run(_drive(router, plan, hang))
+
+
+def failed_calls_counter() -> Any:
+    """A LiteLLM callback counting the calls that failed (each deployment call, retries included);
+    registered on litellm.callbacks until `remove()` is called. Its `.failed` is the count."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of its model price list
+    import litellm
+    from litellm.integrations.custom_logger import CustomLogger
+
+    class FailedCalls(CustomLogger):  # type: ignore[misc]
+        failed = 0
+
+        async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
+                                          end_time: Any) -> None:
+            self.failed += 1
+
+        def remove(self) -> None:
+            litellm.callbacks = [c for c in litellm.callbacks if c is not self]
+
+    counter = FailedCalls()
+    litellm.callbacks = [*litellm.callbacks, counter]
+    return counter
