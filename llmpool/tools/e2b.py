@@ -97,7 +97,7 @@ class E2BRunCode:
         else:
             error = output.stopped or ("code_error" if output.error is not None else None)
             result = finished(scrub(render(output), secrets), started=started, max_bytes=self._max_bytes,
-                              summary=scrub(summarize(output), secrets), error=error)
+                              summary=scrub(summarize(output), secrets), error=error, dropped=output.dropped)
         log.info("run_code (e2b): %s in %.2fs (%d bytes)", result.error or "ok", result.duration, result.size)
         return result
 
@@ -199,7 +199,7 @@ def _apply(output: CodeOutput, line: bytes, cap: int) -> bool:
         if isinstance(text, str):
             kept = output.stdout if kind == "stdout" else output.stderr
             room = max(0, cap - len(kept))
-            output.dropped += max(0, len(text) - room)
+            output.dropped += len(text[room:].encode())
             setattr(output, kind, kept + text[:room])
     elif kind == "result":
         text = event.get("text")

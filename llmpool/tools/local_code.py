@@ -52,13 +52,7 @@ class LocalRunCode:
                           started=started, max_bytes=self._max_bytes)
         error = output.stopped or ("code_error" if output.error is not None else None)
         result = finished(render(output), started=started, max_bytes=self._max_bytes, summary=summarize(output),
-                          error=error)
-        if output.dropped:
-            result = _with_size(result, result.size + output.dropped)
+                          error=error, dropped=output.dropped)
         log.info("run_code (local): %s in %.2fs (%d bytes)", error or "ok", result.duration, result.size)
         return result
 
-
-def _with_size(result: ToolResult, size: int) -> ToolResult:
-    return ToolResult(content=result.content, error=result.error, duration=result.duration, size=size,
-                      summary=result.summary)

@@ -12,12 +12,14 @@ __all__ = ["cap_text", "one_line", "scrub", "finished", "failed", "time_left"]
 TRUNCATED = "\n[... truncated: {size} bytes in all]"
 
 
-def cap_text(text: str, max_bytes: int) -> str:
-    """`text` cut to at most `max_bytes` UTF-8 bytes (marker included), on a character boundary."""
+def cap_text(text: str, max_bytes: int, *, total: int | None = None) -> str:
+    """`text` cut to at most `max_bytes` UTF-8 bytes (marker included), on a character boundary;
+    `total` is the full result's size when `text` is already short of it (output dropped while read)."""
     raw = text.encode("utf-8")
-    if len(raw) <= max_bytes:
+    total = max(total or 0, len(raw))
+    if total == len(raw) and len(raw) <= max_bytes:
         return text
-    marker = TRUNCATED.format(size=len(raw))
+    marker = TRUNCATED.format(size=total)
     keep = max(0, max_bytes - len(marker.encode("utf-8")))
     # errors="ignore" drops a multi-byte character the cut split in two.
     return raw[:keep].decode("utf-8", errors="ignore") + marker
@@ -37,11 +39,13 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
-def finished(content: str, *, started: float, max_bytes: int, summary: str,
-             error: str | None = None) -> ToolResult:
-    """A ToolResult for a run that produced `content` (its full size recorded before the cap)."""
-    return ToolResult(content=cap_text(content, max_bytes), error=error, duration=time.monotonic() - started,
-                      size=len(content.encode("utf-8")), summary=one_line(summary))
+def finished(content: str, *, started: float, max_bytes: int, summary: str, error: str | None = None,
+             dropped: int = 0) -> ToolResult:
+    """A ToolResult for a run that produced `content` (its full size recorded before the cap, with the
+    `dropped` bytes a runner read but did not keep)."""
+    size = len(content.encode("utf-8")) + dropped
+    return ToolResult(content=cap_text(content, max_bytes, total=size), error=error,
+                      duration=time.monotonic() - started, size=size, summary=one_line(summary))
 
 
 def failed(error: str, message: str, *, started: float, max_bytes: int) -> ToolResult:
