@@ -6,12 +6,13 @@ on the same mock: through llmpool (a real Redis, 2 worker processes x 16 threads
 LiteLLM's Router (bench/hung_litellm.py: a fallback 70B -> 8B, its timeout set to llmpool's request
 timeout). Figures: a timeline of which endpoint served each job, jobs lost, failed calls, and the
 time to move away from the dead endpoint and back to it. LiteLLM is in the bench extra only: without
-it those runs are skipped, and the result says so.
+it (or with BENCH_SKIP_LITELLM=1) those runs are skipped, and the result says so.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -126,8 +127,12 @@ def _calls_while_dead(mock: MockLLM, since: float, timing: Timing) -> int:
 def run(size: Size) -> Result:
     timing = size.pick(Timing(rate=20, duration=30, die_at=10, back_at=20, request_timeout=10),
                        Timing(rate=10, duration=3, die_at=1, back_at=2, request_timeout=2))
-    have_litellm = importlib.util.find_spec("litellm") is not None
-    skipped = [] if have_litellm else ["LiteLLM's Router runs: litellm is not installed (pip install -e .[bench])"]
+    skipped = []
+    if importlib.util.find_spec("litellm") is None:
+        skipped.append("LiteLLM's Router runs: litellm is not installed (pip install -e .[bench])")
+    elif os.environ.get("BENCH_SKIP_LITELLM") == "1":
+        skipped.append("LiteLLM's Router runs: BENCH_SKIP_LITELLM=1")
+    have_litellm = not skipped
     runs: dict[str, dict[str, Any]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-failover-"))
     with MockLLM(containers=_containers()) as mock:
