@@ -7,7 +7,9 @@ trickle, endless_stream, huge_body, huge_line; real servers' dialects: cut_strea
 validation_500 and the knob send_usage, in dialects.py) changeable at run time. A control server lists them
 at GET /models/deployed/ in the backend's format and drives them under /_mock/.
 `ContainerSpec(flavor="ollama")` makes a container look like Ollama: GET /api/tags and
-/api/version instead of /health, and no backend listing.
+/api/version instead of /health, and no backend listing. Flavours "llamacpp" (loading 503s,
+/props, /slots, a slot queue), "vllm" (/metrics) and "lmstudio" (/api/v0/models with state)
+play other servers (flavors.py; knobs loading, slots, external_running, external_waiting).
 
     with MockLLM([ContainerSpec(name="llm-a", ttft=0.01)]) as mock:
         mock.url("llm-a"); mock.set_fault("llm-a", "error500", requests=2); mock.stats("llm-a")

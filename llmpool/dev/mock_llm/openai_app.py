@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llmpool.dev.mock_llm import dialects, faults
+from llmpool.dev.mock_llm import dialects, faults, flavors
 from llmpool.dev.mock_llm.replies import (
     InvalidRequest,
     completion,
@@ -50,7 +50,8 @@ def build_app(container: Container) -> ASGIApp:
         ]
     else:
         routes.append(Route("/health", _endpoint(container, health), methods=["GET"]))
-    return StatsMiddleware(Starlette(routes=routes), container)
+    routes += flavors.flavor_routes(container)
+    return StatsMiddleware(flavors.wrap(Starlette(routes=routes), container), container)
 
 
 def _endpoint(container: Container, handler: Any) -> Any:
@@ -149,7 +150,8 @@ async def models(container: Container, request: Request) -> Response:
         entry: dict[str, Any] = {"id": spec.model_name, "object": "model", "created": 0,
                                  "owned_by": "library"}
     else:
-        entry = {"id": spec.hf_model_id, "object": "model", "created": 0, "owned_by": "vllm",
+        entry = {"id": spec.hf_model_id, "object": "model", "created": 0,
+                 "owned_by": flavors.OWNED_BY.get(spec.flavor, "vllm"),
                  "root": spec.hf_model_id, "parent": None, "max_model_len": 4096}
     return JSONResponse({"object": "list", "data": [entry]})
 
@@ -157,8 +159,7 @@ async def models(container: Container, request: Request) -> Response:
 async def ollama_tags(container: Container, request: Request) -> Response:
     """GET /api/tags (Ollama flavour): the one model this container serves, as Ollama lists it."""
     name = container.spec.model_name
-    details = {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
-               "parameter_size": "8.0B", "quantization_level": "Q4_K_M"}
+    details = flavors.ollama_details(container)
     entry = {"name": name, "model": name, "modified_at": "2025-01-01T00:00:00Z",
              "size": 4920753328, "digest": deploy_id(name), "details": details}
     return JSONResponse({"models": [entry]})
@@ -174,7 +175,10 @@ async def ollama_version(container: Container, request: Request) -> Response:
 
 
 async def health(container: Container, request: Request) -> Response:
-    """GET /health: 200 {"status": "ok"} unless a health fault says otherwise."""
+    """GET /health: 200 {"status": "ok"} unless a health fault (or llama.cpp loading) says otherwise."""
+    loading = flavors.loading_health(container)
+    if loading is not None:
+        return loading
     fault = container.take_fault("health")
     if fault:
         return await faults.health_fault(fault, container, request)

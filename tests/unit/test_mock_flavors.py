@@ -1,0 +1,136 @@
+"""The mock LLM's server flavours (llmpool.dev.mock_llm.flavors), each read by llmpool's own code:
+discovery learns the kind, slots and quantization; the prober sees loading as starting; the load
+reader sees the queue. The mock runs on a thread (no process)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from llmpool.dev.mock_llm import BadConfig, ContainerSpec, MockLLM
+from llmpool.discovery import read_ollama_server, read_openai_server
+from llmpool.health import Health, next_health
+from llmpool.prober import probe
+from llmpool.server_load import ServerLoad, read_load, read_loads
+from tests.processes import wait_for
+
+pytestmark = pytest.mark.timeout(30)
+
+SPECS = [
+    ContainerSpec(name="cpp", flavor="llamacpp", hf_model_id="/models/tiny.Q8_0.gguf", ttft=0.0, tokens_per_second=0),
+    ContainerSpec(name="v1", flavor="vllm", hf_model_id="org/m", ttft=0.0, tokens_per_second=0),
+    ContainerSpec(name="v2", flavor="vllm", hf_model_id="org/m", ttft=0.0, tokens_per_second=0),
+    ContainerSpec(name="lms", flavor="lmstudio", hf_model_id="qwen/qwen3-8b", quantization="Q6_K"),
+    ContainerSpec(name="oll", flavor="ollama", model_name="llama3.1:8b-instruct-q8_0", quantization="Q8_0",
+                  parameter_size="8.0B"),
+]
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockLLM]:
+    with MockLLM(SPECS, backend=False) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def plain(mock: MockLLM) -> Iterator[None]:
+    yield
+    for name in ("cpp", "lms", "oll"):
+        mock.configure(name, loading=False, slots=1, ttft=0.0)
+    for name in ("v1", "v2"):
+        mock.configure(name, external_running=0, external_waiting=0)
+
+
+@pytest.fixture(scope="module")
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client() as client:
+        yield client
+
+
+def test_llamacpp_is_known_with_its_slots_and_quantization(mock: MockLLM, http: httpx.Client) -> None:
+    mock.configure("cpp", slots=3)
+    result = read_openai_server(mock.url("cpp"), http=http, timeout=5)
+    assert result.ok
+    [endpoint] = result.endpoints
+    assert (endpoint.kind, endpoint.slots, endpoint.quantization) == ("llamacpp", 3, "Q8_0")
+
+
+def test_llamacpp_loading_is_starting_then_healthy(mock: MockLLM, http: httpx.Client) -> None:
+    [endpoint] = read_openai_server(mock.url("cpp"), http=http, timeout=5).endpoints
+    mock.configure("cpp", loading=True)
+    health = Health(state="healthy")
+    for n in range(5):  # more probes than AGENT_MAX_FAILURES
+        result = probe(endpoint, http=http, timeout=5)
+        assert (result.ok, result.starting, result.status) == (False, True, 503)
+        health = next_health(health, result, now=float(n), max_failures=3, recovery_successes=2)
+        assert health.state == "starting"
+    chat = http.post(mock.url("cpp") + "/v1/chat/completions", json={"model": "m", "messages": []})
+    assert chat.status_code == 503 and chat.json()["error"]["message"] == "Loading model"
+    mock.configure("cpp", loading=False)
+    health = next_health(health, probe(endpoint, http=http, timeout=5), now=9.0, max_failures=3,
+                         recovery_successes=2)
+    assert health.state == "healthy"
+
+
+def test_llamacpp_queues_past_its_slots_and_slots_show_it(mock: MockLLM, http: httpx.Client) -> None:
+    [endpoint] = read_openai_server(mock.url("cpp"), http=http, timeout=5).endpoints
+    mock.configure("cpp", slots=1, ttft=1.0)
+    body = {"model": endpoint.model, "messages": [{"role": "user", "content": "hi"}]}
+    answers: list[int] = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        http.post(endpoint.chat_url, json=body, timeout=15).status_code)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: mock.stats("cpp")["in_flight"] == 3, timeout=5, what="three chats at the server")
+    # Three requests at the server, one slot: one runs, two wait (as llama.cpp queues them).
+    assert read_load(http, endpoint, timeout=5) == ServerLoad(running=1, slots=1)
+    for thread in threads:
+        thread.join(15)
+    assert answers == [200, 200, 200]
+    assert read_load(http, endpoint, timeout=5) == ServerLoad(running=0, slots=1)
+
+
+def test_vllm_metrics_show_in_flight_and_other_clients(mock: MockLLM, http: httpx.Client) -> None:
+    [e1] = read_openai_server(mock.url("v1"), http=http, timeout=5).endpoints
+    [e2] = read_openai_server(mock.url("v2"), http=http, timeout=5).endpoints
+    assert e1.kind == e2.kind == "vllm"
+    mock.configure("v1", external_running=4, external_waiting=2)
+    loads = read_loads(http, [e1, e2], timeout=5)
+    assert loads[e1.id] == ServerLoad(running=4, waiting=2, cache_use=pytest.approx(0.3))  # type: ignore[arg-type]
+    assert loads[e2.id] == ServerLoad(running=0, waiting=0, cache_use=0.0)
+    assert loads[e1.id].overloaded and not loads[e2.id].overloaded
+
+
+def test_lmstudio_not_loaded_is_starting(mock: MockLLM, http: httpx.Client) -> None:
+    [endpoint] = read_openai_server(mock.url("lms"), http=http, timeout=5).endpoints
+    assert endpoint.kind == "lmstudio" and endpoint.health_url == mock.url("lms") + "/api/v0/models/qwen%2Fqwen3-8b"
+    assert probe(endpoint, http=http, timeout=5).ok
+    mock.configure("lms", loading=True)
+    result = probe(endpoint, http=http, timeout=5)
+    assert (result.ok, result.starting, result.error) == (False, True, "model not-loaded")
+    listing = http.get(mock.url("lms") + "/api/v0/models").json()["data"][0]
+    assert (listing["state"], listing["quantization"]) == ("not-loaded", "Q6_K")
+
+
+def test_ollama_tags_and_ps(mock: MockLLM, http: httpx.Client) -> None:
+    [endpoint] = read_ollama_server(mock.url("oll"), http=http, timeout=5).endpoints
+    assert (endpoint.kind, endpoint.quantization) == ("ollama", "Q8_0")
+    tag = http.get(mock.url("oll") + "/api/tags").json()["models"][0]
+    assert tag["details"]["parameter_size"] == "8.0B"
+    assert [m["name"] for m in http.get(mock.url("oll") + "/api/ps").json()["models"]] == [endpoint.model]
+    mock.configure("oll", loading=True)
+    assert http.get(mock.url("oll") + "/api/ps").json()["models"] == []
+
+
+@pytest.mark.parametrize(("knob", "value"), [("loading", 1), ("slots", -1), ("external_waiting", 1.5)])
+def test_flavour_knobs_are_checked(mock: MockLLM, knob: str, value: object) -> None:
+    with pytest.raises(BadConfig, match=knob):
+        mock.configure("cpp", **{knob: value})
+
+
+def test_an_unknown_flavour_is_refused() -> None:
+    with pytest.raises(BadConfig, match="flavor"):
+        ContainerSpec(name="x", flavor="tgi-ish")
