@@ -1,0 +1,120 @@
+"""Server kinds end to end: the real health pass on a llama.cpp server that reloads its model, the
+real load pass routing a real worker's jobs to the less loaded vLLM replica, and a one-slot
+llama.cpp server capped at one call (mock flavours over HTTP, a real Redis, real worker processes)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beat.tasks import run_discovery, run_health_pass, run_load_pass
+from llmpool.admission import limits_for
+from llmpool.dev.mock_llm import ContainerSpec, MockLLM
+from llmpool.dev.redis_server import RedisServer
+from llmpool.resources import Resources, _build
+from llmpool.settings import load_settings
+from tests.pool import Pool, start_pool
+
+pytestmark = pytest.mark.timeout(90)
+
+MODEL = "org/Llama-3.1-8B-Instruct"
+
+
+def _resources(redis_url: str, servers: list[str], **overrides: object) -> Resources:
+    settings = load_settings(redis_url=redis_url, agent_openai_servers=",".join(servers), agent_auto_discovery=False,
+                             agent_fallback_to_local=False, agent_health_check_timeout=2, **overrides)
+    return _build(settings)
+
+
+def test_a_llamacpp_server_reloading_its_model_is_starting_not_failing(redis_url: str) -> None:
+    spec = ContainerSpec(name="cpp", flavor="llamacpp", hf_model_id="/models/tiny.Q8_0.gguf", slots=1)
+    with MockLLM([spec], backend=False) as mock:
+        res = _resources(redis_url, [mock.url("cpp")], agent_max_failures=2)
+        try:
+            found = run_discovery(res, force=True)
+            [endpoint_id] = found["new"]
+            assert found["current"] == endpoint_id
+            endpoint = res.registry.snapshot().records[endpoint_id].endpoint
+            assert (endpoint.kind, endpoint.slots) == ("llamacpp", 1)
+            assert limits_for(endpoint, res.settings).max_concurrency == 1  # its one slot, learned
+
+            mock.configure("cpp", loading=True)  # the server restarted and loads its model again
+            for _ in range(4):  # twice AGENT_MAX_FAILURES passes
+                passed = run_health_pass(res)
+                assert passed["states"] == {endpoint_id: "starting"} and passed["current"] is None
+            health = res.registry.snapshot().health[endpoint_id]
+            assert (health.consecutive_failures, health.last_error) == (0, "loading model")
+
+            mock.configure("cpp", loading=False)
+            passed = run_health_pass(res)
+            assert passed["states"] == {endpoint_id: "healthy"} and passed["current"] == endpoint_id
+        finally:
+            res.close()
+
+
+@pytest.fixture
+def pool_on(tmp_path: Path) -> Iterator:
+    started: list[Pool] = []
+    with RedisServer(data_dir=tmp_path / "redis") as server:
+        def make(specs: list[ContainerSpec], **settings: object) -> tuple[Pool, Resources]:
+            mock = MockLLM(specs).start()  # its backend lists them too, unread: auto discovery is off
+            servers = [mock.url(s.name) for s in specs]
+            try:
+                pool = start_pool(tmp_path, server, mock, workers=1, threads=6, agent_auto_discovery="false",
+                                  agent_openai_servers=",".join(servers), **settings)
+            except BaseException:
+                mock.stop()
+                raise
+            started.append(pool)
+            # The load pass as beat would run it; its figures live long enough for the test's jobs.
+            return pool, _resources(server.url, servers, agent_load_interval=30)
+
+        try:
+            yield make
+        finally:
+            for pool in started:
+                pool.stop()
+                pool.mock.stop()
+
+
+def _answered_by(pool: Pool, job_ids: list[str]) -> list[str]:
+    records = pool.finished(job_ids)
+    assert [r["state"] for r in records] == ["succeeded"] * len(job_ids)
+    return [r["result"]["endpoint"] for r in records]
+
+
+def test_jobs_go_to_the_vllm_replica_with_the_shorter_queue(pool_on) -> None:
+    specs = [ContainerSpec(name=name, flavor="vllm", hf_model_id=MODEL, ttft=0.0, tokens_per_second=0)
+             for name in ("v1", "v2")]
+    pool, res = pool_on(specs)
+    try:
+        ids = {name: f"openai:{pool.mock.url(name)}#{MODEL}" for name in ("v1", "v2")}
+        for busy, idle in (("v1", "v2"), ("v2", "v1")):  # either way round: the figure decides
+            pool.mock.configure(busy, external_running=6, external_waiting=3)  # other clients' queue
+            pool.mock.configure(idle, external_running=0, external_waiting=0)
+            loads = run_load_pass(res)
+            assert loads["read"] == 2
+            answered = _answered_by(pool, pool.submit(8))
+            assert answered == [ids[idle]] * 8
+    finally:
+        res.close()
+
+
+def test_a_one_slot_llamacpp_server_gets_one_call_at_a_time(pool_on) -> None:
+    spec = ContainerSpec(name="cpp", flavor="llamacpp", hf_model_id="/models/tiny.Q4_K_M.gguf", slots=1,
+                         ttft=0.2, tokens_per_second=0)
+    pool, res = pool_on([spec])
+    res.close()
+    jobs: list[str] = []
+    threads = [threading.Thread(target=lambda: jobs.extend(pool.submit(1))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(_answered_by(pool, jobs)) == 4
+    stats = pool.mock.stats("cpp")
+    # Our cap held the other three in admission: the server never had a call waiting in its queue.
+    assert (stats["chat_requests"], stats["peak_in_flight"]) == (4, 1)
