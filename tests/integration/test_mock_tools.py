@@ -10,8 +10,8 @@ import time
 import httpx
 
 from llmpool.dev.mock_tools import MockTools
+from llmpool.dev.redis_server import free_port
 from llmpool.tools.e2b import E2BRunCode
-from tests.processes import free_port
 
 
 def test_the_mock_e2b_runs_the_code_it_is_sent() -> None:
