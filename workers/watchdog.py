@@ -2,9 +2,9 @@
 
 The known cause (a leaked threads-pool slot after a Redis outage) is fixed in workers/pool_safety.py
 and workers/config.py; Celery and kombu have had others (celery#8030, #8091, #10205, kombu#2629).
-Whatever the cause, a worker with free slots while one of its queues has held messages for
-AGENT_DEAF_AFTER seconds stops itself (a warm shutdown, so its running jobs finish or are handed
-back) and its supervisor (compose, `llmpool up`) starts a fresh one.
+Whatever the cause, a worker with free slots that takes no message while one of its queues has
+held messages for AGENT_DEAF_AFTER seconds stops itself (a warm shutdown, so its running jobs
+finish or are handed back) and its supervisor (compose, `llmpool up`) starts a fresh one.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class DeafWatch:
         self.on_deaf = on_deaf or _stop_this_worker
         self.paused = paused
         self._since: float | None = None
+        self._taken = state.all_total_count[0]  # messages this worker has taken so far
         self._thread = threading.Thread(target=self._run, name="llmpool-deaf-watch", daemon=True)
 
     def start(self) -> DeafWatch:
@@ -51,7 +52,10 @@ class DeafWatch:
         for queue in self.queues:
             pipe.llen(queue)
         waiting = {q: int(n) for q, n in zip(self.queues, pipe.execute(), strict=True) if int(n)}
-        if free <= 0 or not waiting or self.paused():
+        # Still taking messages, only slower than they come (a gevent worker with thousands of slots
+        # fills them over a minute): behind, not deaf.
+        taken, self._taken = self._taken, state.all_total_count[0]
+        if free <= 0 or not waiting or self.paused() or self._taken != taken:
             self._since = None
             return None
         self._since = self._since or now

@@ -55,3 +55,15 @@ def test_a_worker_holding_back_for_a_full_redis_is_not_deaf() -> None:
     assert [watch.sample(t) for t in (100.0, 200.0)] == [None, None]
     paused[0] = False  # Redis has room again: the clock starts now
     assert watch.sample(201.0) is None and watch.sample(212.0) is not None
+
+
+def test_a_worker_taking_messages_slower_than_they_come_is_not_deaf(watch: DeafWatch) -> None:
+    """A gevent worker with thousands of free slots fills them over a minute: behind, not deaf."""
+    watch.redis.rpush("chat.default", *[f"m{i}" for i in range(100)])
+    assert watch.sample(100.0) is None
+    for t in (105.0, 110.0, 115.0):
+        state.all_total_count[0] += 1  # one more message accepted since the last look
+        assert watch.sample(t) is None
+    assert watch.sample(120.0) is None  # nothing taken since 115: the clock starts now
+    assert watch.sample(129.0) is None
+    assert watch.sample(130.0) is not None  # ten seconds without taking one: deaf
