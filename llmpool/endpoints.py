@@ -41,6 +41,7 @@ class Endpoint:
     kind: str = "unknown"
     quantization: str | None = None
     slots: int | None = None
+    container_starting: bool = False  # TT-Studio lists its container's Docker health as "starting"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,9 +11,12 @@ them as assumed healthy (`llmpool.health.assumed_healthy`), as the TT-Studio age
 
 Starting is not failing. A llama.cpp server loading its model answers /health with 503
 {"error": {"message": "Loading model"}}, and LM Studio lists a model it has not loaded with
-"state": "not-loaded" (its endpoints' health URL is that record, llmpool.discovery.openai_servers).
-For those two answers only, the probe reads a few KB of the body and reports `starting`; the health
-state machine makes the endpoint "starting": not selected, not counted as a failure.
+"state": "not-loaded" (its endpoints' health URL is that record, llmpool.discovery.openai_servers);
+a TT-Studio container whose Docker health the backend lists as "starting" fails its probes while
+its model warms up.
+For the first two the probe reads a few KB of the body; in all three cases it reports
+`starting` and the health state machine makes the endpoint "starting": not selected, not counted
+as a failure.
 
 Shortages of our own are not the endpoint's failure. A probe that finds no free connection in the
 probe client's pool, or no free slot in the pass, is not made: `probe` raises NoFreeConnection and
@@ -37,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, wait
+from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -87,6 +91,9 @@ def probe(endpoint: Endpoint, *, http: httpx.Client, timeout: float,
         if result.status not in FALLBACK_STATUSES:
             break
     assert result is not None  # there is always at least one candidate
+    if not result.ok and not result.starting and endpoint.container_starting:
+        # Docker says the container is still starting (a TT-Studio model warms up for minutes).
+        return replace(result, starting=True, error=f"container starting ({result.error})"[:ERROR_CHARS])
     return result
 
 

@@ -61,7 +61,16 @@ class Snapshot:
 
 def _seen(record: EndpointRecord | None, endpoint: Endpoint, source: str, now: float) -> EndpointRecord:
     first = record.first_seen if record else now
-    return EndpointRecord(endpoint=endpoint, source=source, first_seen=first, last_seen=now)
+    return EndpointRecord(endpoint=_learned(record, endpoint), source=source, first_seen=first, last_seen=now)
+
+
+def _learned(record: EndpointRecord | None, endpoint: Endpoint) -> Endpoint:
+    """`endpoint` keeping the slots its server told before when this pass could not read them
+    (llama.cpp's /props is read best effort): one failed read must not lift its cap."""
+    before = record.endpoint if record else None
+    if endpoint.slots is None and before is not None and before.slots and before.kind == endpoint.kind:
+        return replace(endpoint, slots=before.slots)
+    return endpoint
 
 
 def merge_discovery(

@@ -48,6 +48,7 @@ class DeployedEntry(BaseModel):
     internal_url: NonEmpty
     health_url: str | None = None
     status: str | None = None
+    health: str | None = None  # Docker's health of the container: starting, healthy, unhealthy
     model_type: str | None = None
     tool_calling_enabled: bool | None = None
 
@@ -119,6 +120,7 @@ def _endpoint(deploy_id: str, entry: DeployedEntry) -> Endpoint:
         model=impl.hf_model_id or impl.model_name, model_name=impl.model_name,
         source="discovered", flavor="vllm", auth="container", model_type="chat",
         tool_calling=bool(entry.tool_calling_enabled), kind="tt-studio",
+        container_starting=(entry.health or "").lower() == "starting",
     )
 
 

@@ -5,6 +5,7 @@ reader sees the queue. The mock runs on a thread (no process)."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from collections.abc import Iterator
 
 import httpx
@@ -134,3 +135,11 @@ def test_flavour_knobs_are_checked(mock: MockLLM, knob: str, value: object) -> N
 def test_an_unknown_flavour_is_refused() -> None:
     with pytest.raises(BadConfig, match="flavor"):
         ContainerSpec(name="x", flavor="tgi-ish")
+
+
+def test_a_container_docker_calls_starting_fails_its_probe_as_starting(mock: MockLLM, http: httpx.Client) -> None:
+    [endpoint] = read_openai_server(mock.url("v1"), http=http, timeout=5).endpoints
+    broken = replace(endpoint, health_url=mock.url("v1") + "/not-ready")  # 404 while it warms up
+    assert not probe(broken, http=http, timeout=5).starting
+    result = probe(replace(broken, container_starting=True), http=http, timeout=5)
+    assert (result.ok, result.starting, result.error) == (False, True, "container starting (HTTP 404)")

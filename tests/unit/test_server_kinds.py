@@ -9,14 +9,16 @@ import pytest
 from pydantic import ValidationError
 
 from llmpool.admission import limits_for
-from llmpool.discovery import parse_models, parse_tags
+from llmpool.discovery import SourceResult, parse_deployed, parse_models, parse_tags
 from llmpool.discovery.openai_servers import parse_props
 from llmpool.endpoints import Endpoint
 from llmpool.health import Health, ProbeResult, next_health
 from llmpool.prober import starting_reason
+from llmpool.registry import merge_discovery
 from llmpool.selection import rank
 from llmpool.server_kinds import base_model, is_tgi_info, kind_from_models, quantization_in, quantization_rank
 from llmpool.settings import EndpointLimits, Settings
+from tests.unit.test_discovery_parse import DEPLOY_ID, entry
 
 BASE = "http://box:8080"
 
@@ -199,3 +201,21 @@ def test_ollama_q8_and_q4_tags_of_one_model_are_ranked_as_agent_prefer_says(pref
 def test_agent_prefer_is_validated() -> None:
     with pytest.raises(ValidationError, match="agent_prefer"):
         settings(agent_prefer="fast")
+
+
+# -- what is learned once and kept -------------------------------------------------------------
+
+def test_a_failed_props_read_keeps_the_slots_learned_before() -> None:
+    learned = _slotted(2)
+    first = merge_discovery({}, [SourceResult("openai:x", True, [learned])], now=0.0, grace=60)
+    unread = merge_discovery(first, [SourceResult("openai:x", True, [_slotted(None)])], now=1.0, grace=60)
+    assert unread["ep"].endpoint.slots == 2
+    told = merge_discovery(unread, [SourceResult("openai:x", True, [_slotted(4)])], now=2.0, grace=60)
+    assert told["ep"].endpoint.slots == 4
+
+
+def test_a_tt_studio_container_docker_lists_as_starting() -> None:
+    [starting] = parse_deployed({DEPLOY_ID: entry(health="starting")})
+    [healthy] = parse_deployed({DEPLOY_ID: entry()})
+    assert starting.container_starting and not healthy.container_starting
+    assert starting.kind == healthy.kind == "tt-studio"
