@@ -77,6 +77,10 @@ def test_a_server_without_usage_gets_estimated_usage_everywhere(stack: tuple[Poo
                       json={"model": "auto", "messages": [{"role": "user", "content": "count me too"}]}).json()
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["estimated"] is True and body["usage"]["completion_tokens"] > 0
+    capped = httpx.post(api + "/v1/chat/completions", timeout=30, json={
+        "model": "auto", "max_tokens": 2, "messages": [{"role": "user", "content": "count me"}]}).json()
+    assert capped["choices"][0]["finish_reason"] == "length"  # the server's reason, kept end to end
+    assert capped["usage"]["completion_tokens"] == 2  # the two chunks it streamed
     pool.mock.configure("primary", send_usage=True)
     assert "estimated" not in httpx.post(api + "/v1/chat/completions", timeout=30, json={
         "model": "auto", "messages": [{"role": "user", "content": "count me"}]}).json()["usage"]

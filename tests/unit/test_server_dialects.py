@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from llmpool.endpoints import Endpoint
 from llmpool.errors import IncompleteAnswer, StreamCut
 from llmpool.llm_client import LLMClient, make_http_client
-from llmpool.runner import _result
+from llmpool.runner import OpenGate, _result, run_chat
 from llmpool.schemas import parse_job
 from llmpool.settings import load_settings
 from llmpool.usage import prompt_estimate
@@ -154,3 +155,43 @@ def test_whole_answers_that_are_answers(serve, llm: LLMClient, message: dict[str
                                         finish: str | None) -> None:
     result = _call(llm, serve(whole(message, finish=finish)), stream=False)
     assert result.content == message["content"] and result.finish_reason == finish
+
+
+class _Publisher:
+    """What run_chat asks of a publisher, and nothing stored."""
+
+    cancelled = False
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def token(self, text: str) -> None:
+        self.tokens.append(text)
+
+    def reset(self) -> None:
+        self.tokens.clear()
+
+    def watch(self, cancel: object) -> None:
+        return None
+
+    def unwatch(self, cancel: object) -> None:
+        return None
+
+
+class _SettlingGate(OpenGate):
+    def __init__(self) -> None:
+        self.settled: list[tuple[str, int | None]] = []
+
+    def settle(self, endpoint, job_id, ticket, *, outcome, reserved, used, duration):  # noqa: ANN001, ANN201
+        self.settled.append((outcome, used))
+
+
+def test_the_tpm_settlement_uses_the_counted_usage(serve, llm: LLMClient) -> None:  # noqa: ANN001
+    server = serve(stream(TOKENS))  # no usage from the server
+    endpoint = Endpoint(id="raw", chat_url=server.url.rstrip("/") + "/v1/chat/completions", model="m",
+                        model_name="m", source="local")
+    gate = _SettlingGate()
+    result, _ = run_chat(JOB, job_id="j", candidates=[endpoint], client=llm, publisher=_Publisher(),  # type: ignore[arg-type]
+                         deadline=time.time() + 10, max_calls=1, gate=gate)
+    assert result.usage.estimated and result.usage.total_tokens > len(TOKENS)
+    assert gate.settled == [("success", result.usage.total_tokens)]  # not None: the reservation is corrected
