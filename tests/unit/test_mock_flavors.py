@@ -5,8 +5,8 @@ reader sees the queue. The mock runs on a thread (no process)."""
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
