@@ -11,6 +11,8 @@ The interface between the tools (this package) and the tool loop (llmpool.tool_l
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,12 +50,28 @@ class Tool(Protocol):
         ...
 
 
+# Built once per settings object (a worker asks per job): each tool holds a pooled HTTP client.
+_built: dict[int, tuple[weakref.ref[Settings], dict[str, Tool]]] = {}
+_built_lock = threading.Lock()
+
+
 def builtin_tools(settings: Settings) -> dict[str, Tool]:
     """The configured built-in tools by name; a tool whose key is missing is not offered.
 
     run_code runs in E2B when E2B_API_KEY is set (a real sandbox wins over the host), else locally
     when AGENT_LOCAL_CODE_EXECUTION=true, else it is not offered.
     """
+    with _built_lock:
+        entry = _built.get(id(settings))
+        if entry is None or entry[0]() is not settings:
+            for key in [key for key, (ref, _) in _built.items() if ref() is None]:
+                del _built[key]  # settings objects gone (tests build many)
+            entry = (weakref.ref(settings), _build(settings))
+            _built[id(settings)] = entry
+        return dict(entry[1])
+
+
+def _build(settings: Settings) -> dict[str, Tool]:
     # Imported here: the tools pull in httpx clients, and this module is the loop's light interface.
     from llmpool.tools.e2b import E2BRunCode
     from llmpool.tools.local_code import LocalRunCode

@@ -64,3 +64,13 @@ def test_tool_keys_are_secrets() -> None:
 def test_bad_tool_settings_name_their_variable(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(**{field: value})
+
+
+def test_tools_are_built_once_per_settings() -> None:
+    # A worker asks for them on every job: each holds a pooled HTTP client, not to be rebuilt each time.
+    settings = load_settings(tavily_api_key="t", e2b_api_key="e")
+    first, again = builtin_tools(settings), builtin_tools(settings)
+    assert first is not again  # the caller's own dict
+    assert all(first[name] is again[name] for name in first)
+    other = builtin_tools(load_settings(tavily_api_key="t", e2b_api_key="e"))
+    assert other["web_search"] is not first["web_search"]
