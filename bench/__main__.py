@@ -29,6 +29,7 @@ SCENARIOS: dict[str, str] = {
     "priority": "bench.priority",
     "ratelimit": "bench.ratelimit",
     "redis_cost": "bench.redis_cost",
+    "inflight": "bench.inflight",
 }
 
 

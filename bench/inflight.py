@@ -1,0 +1,287 @@
+"""inflight: how many LLM calls one worker host holds at once with AGENT_WORKER_POOL=gevent.
+
+For each step of the curve (100, 1,000, 3,000, 10,000 calls) the jobs are queued first (so the
+producer is not what is measured), then gevent workers start against a slow mock LLM (its first
+token after `hold` seconds, longer than the workers need to take every job) and every job is
+waited for. Sampled every SAMPLE_EVERY s: the calls open at the mock (the sum over its
+processes), the workers' RSS (each worker process and its children; the mock and Redis are not
+counted), their open files, Redis's client connections and CPU.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import psutil
+import redis
+
+matplotlib.use("Agg")  # no display on CI or a server
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.scenario import Result, Row, Size
+from llmpool.client import Client
+from llmpool.dev.mock_llm import MockControl
+from llmpool.dev.redis_server import RedisServer, free_port
+from llmpool.keys import Keys
+from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
+
+__all__ = ["run", "raise_open_files"]
+
+CURVE = (100, 1_000, 3_000, 10_000)
+QUICK_CURVE = (20, 100)
+GOAL_CALLS, GOAL_RSS_MB = 10_000, 1024
+MOCK_PROCESSES = 2  # one asyncio loop per process holds half the connections
+SAMPLE_EVERY = 0.5
+SUBMITTERS = 4  # threads queueing jobs through the Client
+FIRST_GUESS_RATE = 50.0  # jobs/s the workers take, before a step has measured it
+MAX_HOLD = 400.0  # seconds: the longest the mock keeps a call before its first token
+
+
+def raise_open_files() -> int:
+    """The soft limit on open files raised to the hard one (children inherit it); the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+@dataclass
+class Peaks:
+    """The highest figures the sampler saw during one step."""
+
+    in_flight: int = 0
+    rss_mb: float = 0.0
+    open_files: int = 0
+    redis_clients: int = 0
+    in_flight_at: float = 0.0  # seconds after the workers were ready
+    series: list[tuple[float, int]] = field(default_factory=list)  # (t, calls open at the mock)
+
+
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _sum(procs: list[psutil.Process], what: str) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            value = getattr(proc, what)()
+        except psutil.Error:
+            continue
+        total += value.rss if what == "memory_info" else (value.user + value.system if what == "cpu_times" else value)
+    return total
+
+
+class Sampler(threading.Thread):
+    def __init__(self, mocks: list[MockControl], workers: list[psutil.Process], client: redis.Redis) -> None:
+        super().__init__(name="inflight-sampler", daemon=True)
+        self.mocks, self.workers, self.redis = mocks, workers, client
+        self.peaks = Peaks()
+        self.stop = threading.Event()
+        self.started_at = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stop.wait(SAMPLE_EVERY):
+            self.sample()
+
+    def sample(self) -> None:
+        procs = [p for w in self.workers for p in _tree(w)]
+        peaks, now = self.peaks, time.monotonic() - self.started_at
+        in_flight = sum(int(m.stats("bench")["in_flight"]) for m in self.mocks)
+        peaks.series.append((round(now, 2), in_flight))
+        if in_flight > peaks.in_flight:
+            peaks.in_flight, peaks.in_flight_at = in_flight, now
+        peaks.rss_mb = max(peaks.rss_mb, _sum(procs, "memory_info") / 2**20)
+        peaks.open_files = max(peaks.open_files, int(_sum(procs, "num_fds")))
+        peaks.redis_clients = max(peaks.redis_clients, int(self.redis.info("clients")["connected_clients"]))
+
+
+class MockFleet:
+    """The mock LLM as MOCK_PROCESSES processes on one port (SO_REUSEPORT), each with its own control port."""
+
+    def __init__(self, tmp: Path, *, hold: float) -> None:
+        self.port = free_port()
+        self.procs: list[ManagedProcess] = []
+        self.controls: list[MockControl] = []
+        for n in range(MOCK_PROCESSES):
+            control = free_port()
+            argv = [sys.executable, "-m", "llmpool.cli", "mock-llm", "--port", str(self.port), "--control-port",
+                    str(control), "--ttft", str(hold), "--tps", "0", "--name", "bench", "--log-level", "WARNING"]
+            env = {**clean_env(), "MOCK_LLM_REUSE_PORT": "1"}
+            self.procs.append(ManagedProcess(f"mock{n}", argv, env, tmp / f"mock{n}.log").start())
+            self.controls.append(MockControl(f"http://127.0.0.1:{control}").wait_ready(30))
+
+    def hold(self, seconds: float) -> None:
+        for control in self.controls:
+            control.configure("bench", ttft=seconds)
+            control.reset("bench")
+
+    def stop(self) -> None:
+        for control in self.controls:
+            control.close()
+        for proc in self.procs:
+            proc.stop()
+
+
+def _queue(url: str, calls: int) -> tuple[list[str], float]:
+    """Queue `calls` jobs through the public Client from a few threads; their ids and the jobs/s."""
+    started = time.monotonic()
+    with Client(url) as client, ThreadPoolExecutor(SUBMITTERS) as pool:
+        ids = list(pool.map(lambda i: client.submit(f"in-flight job {i}").job_id, range(calls)))
+    return ids, calls / (time.monotonic() - started)
+
+
+def _states(client: redis.Redis, job_ids: list[str]) -> dict[str, int]:
+    pipe = client.pipeline(transaction=False)
+    keys = Keys()
+    for job_id in job_ids:
+        pipe.hget(keys.job(job_id), "state")
+    counts: dict[str, int] = {}
+    for state in pipe.execute():
+        name = state.decode() if state else "missing"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _worker_env(url: str, mock_port: int, *, per_worker: int, hold: float) -> dict[str, str]:
+    wait = hold * 3 + 30  # cold endpoint: the ceilings apply, so each must outlast the hold
+    return clean_env(
+        redis_url=url, local_llm_host="127.0.0.1", local_llm_port=mock_port,
+        agent_backend_url=f"http://127.0.0.1:{free_port()}", agent_health_check_interval=3600,
+        agent_worker_pool="gevent", agent_worker_concurrency=per_worker,
+        agent_first_token_timeout=wait, agent_request_timeout=wait + 30, agent_suspect_max=wait,
+        agent_job_deadline=wait + 600, agent_log_level="WARNING",
+    )
+
+
+def _step(tmp: Path, url: str, fleet: MockFleet, calls: int, *, workers: int, hold: float) -> dict[str, Any]:
+    """One point of the curve: `calls` jobs queued, then held at once by `workers` gevent workers."""
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    fleet.hold(hold)
+    ids, submit_rate = _queue(url, calls)
+    per_worker = -(-calls // workers) + 10
+    env = _worker_env(url, fleet.port, per_worker=per_worker, hold=hold)
+    procs: list[ManagedProcess] = []
+    sampler: Sampler | None = None
+    try:
+        for n in range(workers):
+            procs.append(start_worker(tmp, env, name=f"g{calls}-{n}", pool="gevent", concurrency=per_worker,
+                                      loglevel="WARNING", timeout=60))
+        handles = [psutil.Process(p.pid) for p in procs]
+        cpu_before = _sum([p for h in handles for p in _tree(h)], "cpu_times")
+        sampler = Sampler(fleet.controls, handles, client)
+        sampler.start()
+        until = time.monotonic() + hold * 3 + 120
+        wait_for(lambda: _states(client, ids).get("succeeded", 0) + _finished_badly(client, ids) >= calls,
+                 timeout=until - time.monotonic(), what=f"{calls} jobs to finish", interval=1.0)
+        took = time.monotonic() - sampler.started_at
+        cpu = _sum([p for h in handles for p in _tree(h)], "cpu_times") - cpu_before
+    finally:
+        if sampler is not None:
+            sampler.stop.set()
+            sampler.join(5)
+        for proc in procs:
+            proc.stop()
+    peaks = sampler.peaks
+    states = _states(client, ids)
+    mock_peak = sum(int(m.stats("bench")["peak_in_flight"]) for m in fleet.controls)
+    client.close()
+    return {"calls": calls, "workers": workers, "slots_per_worker": per_worker, "hold_s": hold,
+            "submit_jobs_per_s": round(submit_rate, 1), "peak_in_flight": peaks.in_flight,
+            "mock_peak_in_flight_sum": mock_peak, "seconds_to_peak": round(peaks.in_flight_at, 1),
+            "answered": states.get("succeeded", 0), "states": states, "seconds_to_all_answered": round(took, 1),
+            "worker_rss_mb": round(peaks.rss_mb, 1), "worker_open_files": peaks.open_files,
+            "redis_clients": peaks.redis_clients, "worker_cpu_s": round(cpu, 1),
+            "worker_cpu_ms_per_job": round(1000 * cpu / calls, 2), "series": peaks.series}
+
+
+def _finished_badly(client: redis.Redis, ids: list[str]) -> int:
+    states = _states(client, ids)
+    return sum(n for state, n in states.items() if state in ("failed", "expired", "cancelled"))
+
+
+def run(size: Size) -> Result:
+    raise_open_files()
+    curve = size.pick(CURVE, QUICK_CURVE)
+    workers = size.pick(2, 1)
+    tmp = Path(tempfile.mkdtemp(prefix="llmpool-inflight-"))
+    server = RedisServer(data_dir=tmp / "redis", appendonly=False)
+    server.start()
+    fleet: MockFleet | None = None
+    steps = []
+    rate = FIRST_GUESS_RATE
+    try:
+        fleet = MockFleet(tmp, hold=5)
+        for calls in curve:
+            # Each call must still be open when the last job is taken: the hold outlasts the ramp
+            # at the rate the workers took jobs in the step before (the machine's load sets it).
+            hold = size.pick(min(MAX_HOLD, max(10.0, 1.5 * calls / rate)), 3.0)
+            steps.append(_step(tmp, server.url, fleet, calls, workers=workers, hold=hold))
+            print(f"inflight {calls}: {_brief(steps[-1])}", flush=True)
+            rate = steps[-1]["peak_in_flight"] / max(steps[-1]["seconds_to_peak"], 1.0)
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        server.stop()
+    return _result(size, steps)
+
+
+def _brief(step: dict[str, Any]) -> str:
+    return (f"peak {step['peak_in_flight']} in flight after {step['seconds_to_peak']} s, "
+            f"{step['answered']}/{step['calls']} answered in {step['seconds_to_all_answered']} s, "
+            f"RSS {step['worker_rss_mb']} MB, {step['redis_clients']} Redis clients, "
+            f"{step['worker_cpu_ms_per_job']} ms CPU/job")
+
+
+def _result(size: Size, steps: list[dict[str, Any]]) -> Result:
+    top = steps[-1]
+    rows = [Row(f"{s['calls']} calls: peak in flight / answered / worker RSS MB",
+                f"{s['peak_in_flight']} / {s['answered']} / {s['worker_rss_mb']}") for s in steps]
+    held = top["peak_in_flight"] >= GOAL_CALLS and top["answered"] == top["calls"]
+    rows += [Row("calls held at once on one host", top["peak_in_flight"], f">= {GOAL_CALLS:,}, all answered",
+                 held if not size.quick else None),
+             Row("worker RSS at that peak (MB, all worker processes)", top["worker_rss_mb"], f"< {GOAL_RSS_MB}",
+                 top["worker_rss_mb"] < GOAL_RSS_MB if not size.quick else None)]
+    png = _plot(size.out / "inflight.png", steps)
+    figures = {"steps": steps, "mock_processes": MOCK_PROCESSES, "counted_rss": "every worker process and its "
+               "children (not the mock, Redis or the bench)"}
+    return Result(figures, rows, [png])
+
+
+def _plot(path: Path, steps: list[dict[str, Any]]) -> Path:
+    """Calls held and answered (left axis) and the workers' RSS (right axis) against the jobs queued."""
+    calls = [s["calls"] for s in steps]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(calls, calls, linestyle=":", color="grey", label="ideal (every job held at once)")
+    ax.plot(calls, [s["peak_in_flight"] for s in steps], marker="o", label="peak calls open at the mock")
+    ax.plot(calls, [s["answered"] for s in steps], marker="x", linestyle="--", label="answered")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("jobs queued")
+    ax.set_ylabel("calls")
+    memory = ax.twinx()
+    memory.plot(calls, [s["worker_rss_mb"] for s in steps], marker="s", color="#c44e52", label="worker RSS (MB)")
+    memory.axhline(GOAL_RSS_MB, color="#c44e52", linestyle=":", linewidth=1)
+    memory.set_ylabel("worker RSS (MB), all processes")
+    memory.set_ylim(0, max(GOAL_RSS_MB * 1.1, *[s["worker_rss_mb"] * 1.1 for s in steps]))
+    lines = ax.get_legend_handles_labels()
+    extra = memory.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper left")
+    ax.set_title("gevent workers: LLM calls held at once on one host", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
