@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,13 +15,14 @@ import redis
 
 import llmpool.tool_loop as tool_loop
 from llmpool.endpoints import Endpoint
-from llmpool.errors import InvalidJob, JobExpired, ToolStepLimit
+from llmpool.errors import InvalidJob, JobExpired, NoLLMAvailable, NoToolCapableLLM, ToolStepLimit
 from llmpool.jobs import JobStore, decode_event
 from llmpool.keys import Keys
 from llmpool.llm_request import build_request
 from llmpool.schemas import ChatJob, ChatResult, parse_job
 from llmpool.settings import Settings
 from llmpool.tool_endpoints import tool_capable
+from llmpool.tool_job import tool_loop_endpoints
 from llmpool.tool_loop import LoopState, run_tool_loop
 from llmpool.tools import ToolResult
 
@@ -243,3 +245,25 @@ def test_a_checkpoint_is_written_only_by_the_run_holding_the_job(any_redis: redi
     assert record["history"][-1]["tool"] == "web_search"
     store.finish("j", "succeeded", {"content": "x", "endpoint": "e"}, claim=claim.claim)
     assert not store.checkpoint_step("j", claim=claim.claim, checkpoint=state, history=[], events=[])
+
+
+def _res(known: list[Endpoint], **settings: Any) -> Any:
+    snapshot = SimpleNamespace(endpoints=known)
+    return SimpleNamespace(settings=Settings(**settings), registry=SimpleNamespace(snapshot=lambda: snapshot))
+
+
+def test_a_tool_job_runs_on_capable_endpoints_waits_for_one_that_is_down_or_fails_when_none_exists() -> None:
+    capable = Endpoint(id="c", chat_url="http://c/v1/chat/completions", model="m", model_name="M",
+                       source="discovered", tool_calling=True)
+    plain = Endpoint(id="p", chat_url="http://p/v1/chat/completions", model="m", model_name="M", source="discovered")
+    tools: dict[str, Any] = {"web_search": FakeTool("web_search", ok("r"))}
+    builtin, auto = JOB, JOB.model_copy(update={"tools": "auto"})
+    assert tool_loop_endpoints(_res([capable, plain]), builtin, [plain, capable], tools) == [capable]
+    with pytest.raises(NoLLMAvailable):  # the capable one is known, only not among the candidates now
+        tool_loop_endpoints(_res([capable, plain]), builtin, [plain], tools)
+    with pytest.raises(NoToolCapableLLM):
+        tool_loop_endpoints(_res([plain]), builtin, [plain], tools)
+    assert tool_loop_endpoints(_res([plain]), auto, [plain], tools) == []  # a plain chat
+    assert tool_loop_endpoints(_res([capable]), builtin, [capable], {}) == []  # no tool configured: plain
+    client_tools = JOB.model_copy(update={"tools": [FakeTool("f", ok("")).schema()]})
+    assert tool_loop_endpoints(_res([capable]), client_tools, [capable], tools) == []
