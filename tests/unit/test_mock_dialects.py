@@ -8,7 +8,9 @@ usage), `cut_stream` / `cut_stream_eof` (a stream ended with no finish_reason), 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ from llmpool.llm_client import LLMClient, make_http_client
 from llmpool.runner import _result
 from llmpool.schemas import ChatJob, parse_job
 from llmpool.settings import load_settings
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,7 +41,7 @@ def mock() -> Iterator[MockLLM]:
 @pytest.fixture(autouse=True)
 def plain(mock: MockLLM) -> Iterator[None]:
     yield
-    mock.configure("llm-a", fault="none", send_usage=True, drop_after_tokens=2)
+    mock.configure("llm-a", fault="none", send_usage=True, interrupt_requests=False, drop_after_tokens=2)
 
 
 @pytest.fixture
@@ -114,3 +117,18 @@ def test_validation_500_answers_a_malformed_request_with_a_traceback(mock: MockL
 def test_send_usage_must_be_a_flag(mock: MockLLM) -> None:
     with pytest.raises(BadConfig):
         mock.configure("llm-a", send_usage="no")
+
+
+def test_interrupt_requests_ends_a_running_stream_when_another_request_comes(mock: MockLLM, llm: LLMClient) -> None:
+    mock.configure("llm-a", interrupt_requests=True, tokens_per_second=20)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_ask, llm, mock, stream=True)
+            wait_for(lambda: mock.stats("llm-a")["in_flight"] == 1, timeout=5, what="the first stream")
+            time.sleep(0.1)  # a token or two of it are out
+            second = _ask(llm, mock, stream=True)  # this request interrupts the first, and runs whole
+            with pytest.raises(IncompleteAnswer):
+                first.result(timeout=10)
+        assert second.content == REPLY and second.finish_reason == "stop"
+    finally:
+        mock.configure("llm-a", interrupt_requests=False, tokens_per_second=0)

@@ -2,6 +2,9 @@
 
 - `send_usage: false` (a knob): never a usage chunk, whatever `stream_options` asks, and no
   `usage` in whole answers, as llama-cpp-python's server does.
+- `interrupt_requests: true` (a knob): a new chat request ends every stream running on the
+  container: its next chunk is `data: [DONE]`, with no finish_reason, as llama-cpp-python's server
+  does in its default mode (`interrupt_requests`, abetlen/llama-cpp-python#867).
 - `cut_stream` (a fault): a stream of `drop_after_tokens` tokens, then `data: [DONE]` with no
   choice ever finished, as llama-cpp-python's server (default `interrupt_requests`) ends a running
   stream when another request arrives (abetlen/llama-cpp-python#867); a whole answer comes back
@@ -14,7 +17,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -22,10 +28,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from llmpool.dev.mock_llm.replies import ChatRequest, Reply, chunk, error_body, sse
 from llmpool.dev.mock_llm.streaming import Timing
 
-__all__ = ["CUT_FAULTS", "cut_answer", "malformed_message", "traceback_500", "without_usage"]
+__all__ = ["CUT_FAULTS", "cut_answer", "interrupt_running", "interruptible", "malformed_message", "traceback_500",
+           "without_usage"]
 
 CUT_FAULTS = ("cut_stream", "cut_stream_eof")
 ROLES = ("system", "user", "assistant", "tool", "developer")
+# The streams running on each container, each with the flag that ends it (interrupt_requests).
+_running: weakref.WeakKeyDictionary[Any, set[asyncio.Event]] = weakref.WeakKeyDictionary()
 
 
 def without_usage(request: ChatRequest) -> ChatRequest:
@@ -72,3 +81,24 @@ async def _cut_stream(request: ChatRequest, reply: Reply, timing: Timing, keep: 
         yield sse(chunk(reply, request.model, {"content": token}))
     if done:
         yield sse("[DONE]")
+
+
+def interrupt_running(container: Any) -> None:
+    """End every stream running on `container` at its next chunk (a new request has come)."""
+    for flag in _running.get(container, ()):
+        flag.set()
+
+
+async def interruptible(container: Any, parts: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`parts` until a later request interrupts them: then `data: [DONE]`, with no finish_reason."""
+    flag = asyncio.Event()
+    running = _running.setdefault(container, set())
+    running.add(flag)
+    try:
+        async for part in parts:
+            if flag.is_set():
+                yield sse("[DONE]")
+                return
+            yield part
+    finally:
+        running.discard(flag)

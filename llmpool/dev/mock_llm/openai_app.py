@@ -128,14 +128,18 @@ async def chat(container: Container, request: Request) -> Response:
         return dialects.traceback_500(problem)
     if not knobs.send_usage:
         chat_request = dialects.without_usage(chat_request)
+    if knobs.interrupt_requests:
+        dialects.interrupt_running(container)
     reply = plan_reply(chat_request, container=container.name, reply=knobs.reply, tool_script=knobs.tool_script)
     fault = container.take_fault("chat") if knobs.fault != "validation_500" else None  # well formed: answered
     if fault:
         return await faults.chat_fault(fault, container, request, chat_request, reply)
     timing = Timing(knobs.ttft, knobs.tokens_per_second)
     if chat_request.stream:
-        return StreamingResponse(stream_body(chat_request, reply, timing),
-                                 media_type="text/event-stream")
+        parts = stream_body(chat_request, reply, timing)
+        if knobs.interrupt_requests:
+            parts = dialects.interruptible(container, parts)
+        return StreamingResponse(parts, media_type="text/event-stream")
     await timing.wait(len(reply.tokens) - 1)
     answer = completion(reply, chat_request.model)
     if not knobs.send_usage:

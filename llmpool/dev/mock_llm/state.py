@@ -29,6 +29,7 @@ BACKEND_FAULTS = ("none", "error500", "bad_json", "hang")
 # the container out of the backend's listing (TT-Studio does not deploy Ollama).
 FLAVORS = ("openai", "ollama", "llamacpp", "vllm", "lmstudio")  # the last three: flavors.py
 RECORDS_KEPT = 1000
+FLAGS = ("send_usage", "interrupt_requests")  # the knobs that are true or false
 
 
 class MockError(Exception):
@@ -62,6 +63,7 @@ class Knobs:
     # Call a tool when offered: {"tool": name, "arguments": {...}, "calls": 1, "always": false} (replies.tool_reply)
     tool_script: dict[str, Any] | None = None
     send_usage: bool = True             # false: no usage chunk, no `usage` (llama-cpp-python; dialects.py)
+    interrupt_requests: bool = False    # true: a new request ends running streams with [DONE] (dialects.py)
     retry_after: int = 1                # Retry-After seconds of `ratelimit`
     loading: bool = False               # llamacpp: 503 Loading model; lmstudio, ollama: not loaded (flavors.py)
     slots: int = 1                      # llamacpp: parallel slots; more chat requests wait for one
@@ -118,7 +120,7 @@ def _checked(name: str, value: Any) -> Any:
         return value
     if name == "tool_script":
         return _tool_script(value)
-    if name in ("reply", "send_usage"):
+    if name in ("reply", *FLAGS):
         return _plain(name, value)
     kind, nullable = _NUMBER_RULES[name]
     if value is None and nullable:
@@ -132,9 +134,9 @@ def _checked(name: str, value: Any) -> Any:
 
 
 def _plain(name: str, value: Any) -> Any:
-    """The knobs that are no number: reply (text or null) and send_usage (a flag)."""
-    if name == "send_usage" and not isinstance(value, bool):
-        raise BadConfig(f"send_usage must be true or false, got {value!r}")
+    """The knobs that are no number: reply (text or null) and the FLAGS."""
+    if name in FLAGS and not isinstance(value, bool):
+        raise BadConfig(f"{name} must be true or false, got {value!r}")
     if name == "reply" and value is not None and not isinstance(value, str):
         raise BadConfig("reply must be a string or null")
     return value
