@@ -94,8 +94,11 @@ def run_tool_loop(job: ChatJob, *, tools: Mapping[str, Tool], call: Call, save: 
         if clock() >= deadline:
             raise JobExpired("the job's deadline passed before the tools the LLM asked for could run")
         round_no = state.rounds + 1
-        steps, replies = _run_round(result.tool_calls, tools, round_no=round_no, deadline=deadline, clock=clock)
-        assistant = {"role": "assistant", "content": result.content or None, "tool_calls": result.tool_calls}
+        planned = [_plan(i, round_no, raw, tools) for i, raw in enumerate(result.tool_calls)]
+        steps, replies = _run_round(planned, tools, round_no=round_no, deadline=deadline, clock=clock)
+        # The calls as sent back: each with the id its tool message answers, whatever the LLM left out;
+        # content "" rather than null, which some servers (llama-cpp-python) answer with a 500.
+        assistant = {"role": "assistant", "content": result.content or "", "tool_calls": [p.call for p in planned]}
         state = LoopState(messages=[*state.messages, assistant, *replies], steps=[*state.steps, *steps],
                           rounds=round_no)
         save(state, steps)
@@ -110,6 +113,7 @@ class _Planned:
     arguments: dict[str, Any] | None
     shown: str  # the arguments as the step record keeps them (truncated)
     error: str | None  # set when the call is refused before running (unknown tool, bad arguments)
+    call: dict[str, Any]  # OpenAI's shape of the call, complete, for the assistant message sent back
 
 
 def _plan(index: int, round_no: int, raw: Any, tools: Mapping[str, Tool]) -> _Planned:
@@ -119,16 +123,18 @@ def _plan(index: int, round_no: int, raw: Any, tools: Mapping[str, Tool]) -> _Pl
     name = function.get("name") if isinstance(function, dict) else None
     text = function.get("arguments") if isinstance(function, dict) else None
     name = name if isinstance(name, str) else ""
-    shown = _shorten(text if isinstance(text, str) else json.dumps(text), ARGUMENTS_SHOWN)
+    text = text if isinstance(text, str) else json.dumps(text)
+    shown = _shorten(text, ARGUMENTS_SHOWN)
+    call = {"id": call_id, "type": "function", "function": {"name": name or "unnamed", "arguments": text}}
     if name not in tools:
-        return _Planned(call_id, _shorten(name, 64), None, shown, "unknown_tool")
+        return _Planned(call_id, _shorten(name, 64), None, shown, "unknown_tool", call)
     try:
-        arguments = json.loads(text) if isinstance(text, str) and text.strip() else (text or {})
+        arguments = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError:
         arguments = None
     if not isinstance(arguments, dict):
-        return _Planned(call_id, name, None, shown, "bad_arguments")
-    return _Planned(call_id, name, arguments, shown, None)
+        return _Planned(call_id, name, None, shown, "bad_arguments", call)
+    return _Planned(call_id, name, arguments, shown, None, call)
 
 
 def _refusal(planned: _Planned, tools: Mapping[str, Tool]) -> ToolResult:
@@ -152,10 +158,9 @@ def _run_one(tool: Tool, arguments: dict[str, Any], deadline: float) -> ToolResu
                           summary=text)
 
 
-def _run_round(raw_calls: list[dict[str, Any]], tools: Mapping[str, Tool], *, round_no: int, deadline: float,
+def _run_round(planned: list[_Planned], tools: Mapping[str, Tool], *, round_no: int, deadline: float,
                clock: Callable[[], float]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Run one answer's tool calls (several at once): their step records and tool messages, in call order."""
-    planned = [_plan(i, round_no, raw, tools) for i, raw in enumerate(raw_calls)]
     results: dict[int, ToolResult] = {i: _refusal(p, tools) for i, p in enumerate(planned) if p.error}
     runnable = [i for i, p in enumerate(planned) if p.error is None]
     if runnable:

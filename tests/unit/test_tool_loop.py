@@ -267,3 +267,17 @@ def test_a_tool_job_runs_on_capable_endpoints_waits_for_one_that_is_down_or_fail
     assert tool_loop_endpoints(_res([capable]), builtin, [capable], {}) == []  # no tool configured: plain
     client_tools = JOB.model_copy(update={"tools": [FakeTool("f", ok("")).schema()]})
     assert tool_loop_endpoints(_res([capable]), client_tools, [capable], tools) == []
+
+
+def test_calls_sent_back_are_complete_even_when_the_llm_left_parts_out() -> None:
+    search = FakeTool("web_search", ok("r"))
+    sloppy = [{"function": {"name": "web_search", "arguments": {"q": "dict, not text"}}}, {"function": {}}]
+    llm = ScriptedLLM(answer(calls=sloppy), answer("fine"))
+    result, _ = run(llm, {"web_search": search})
+    assistant, *replies = llm.requests[1].messages[1:]
+    assert assistant.content == "" and assistant.tool_calls is not None
+    ids = [c["id"] for c in assistant.tool_calls]
+    assert ids == ["call_r1_0", "call_r1_1"] and [m.tool_call_id for m in replies] == ids
+    assert assistant.tool_calls[0]["function"]["arguments"] == '{"q": "dict, not text"}'
+    assert assistant.tool_calls[1]["function"]["name"] == "unnamed"
+    assert search.runs == [{"q": "dict, not text"}] and result.steps[1]["error"] == "unknown_tool"
