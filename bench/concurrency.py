@@ -12,7 +12,7 @@ GOAL_SHARE, GOAL_RSS_MB = 0.85, 150
 
 def run(size: Size) -> Result:
     jobs = size.pick(1000, 100)
-    with Rig(ttft=TTFT, tps=100_000, threads=THREADS) as rig:
+    with Rig(ttft=TTFT, tps=100_000, threads=THREADS, mock_processes=size.pick(2, 1), warm_up=size.pick(50, 5)) as rig:
         mock = calibrate(rig, size.pick(1600, 200), 4 * THREADS)  # 4x the threads: up to 800/s
         bare = measure_bare(rig, jobs)
         ours = measure_llmpool(rig, jobs)

@@ -39,6 +39,7 @@ class Timing:
     die_at: float
     back_at: float
     request_timeout: float  # llmpool's AGENT_REQUEST_TIMEOUT and LiteLLM's Router timeout
+    workers: int  # llmpool worker processes (x 16 threads)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def _containers() -> list[ContainerSpec]:
 
 
 def _llmpool(tmp: Path, server: RedisServer, mock: MockLLM, fault: str, timing: Timing) -> list[Served]:
-    pool = start_pool(tmp, server, mock, workers=2, threads=16, max_failures=MAX_FAILURES,
+    pool = start_pool(tmp, server, mock, workers=timing.workers, threads=16, max_failures=MAX_FAILURES,
                       agent_breaker_open_wait=0.5, agent_breaker_open_wait_max=2,
                       agent_request_timeout=timing.request_timeout,
                       agent_first_token_timeout=min(5.0, timing.request_timeout))
@@ -125,8 +126,8 @@ def _calls_while_dead(mock: MockLLM, since: float, timing: Timing) -> int:
 
 
 def run(size: Size) -> Result:
-    timing = size.pick(Timing(rate=20, duration=30, die_at=10, back_at=20, request_timeout=10),
-                       Timing(rate=10, duration=3, die_at=1, back_at=2, request_timeout=2))
+    timing = size.pick(Timing(rate=20, duration=30, die_at=10, back_at=20, request_timeout=10, workers=2),
+                       Timing(rate=10, duration=3, die_at=1, back_at=2, request_timeout=2, workers=1))
     skipped = []
     if importlib.util.find_spec("litellm") is None:
         skipped.append("LiteLLM's Router runs: litellm is not installed (pip install -e .[bench])")

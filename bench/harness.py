@@ -44,8 +44,8 @@ class Rig:
     """A real Redis and the mock LLM as `mock_processes` processes sharing one port (SO_REUSEPORT):
     the kernel spreads connections over them, so one mock event loop is not the figures' ceiling."""
 
-    def __init__(self, *, ttft: float, tps: float, threads: int, mock_processes: int = 2) -> None:
-        self.ttft, self.tps, self.threads = ttft, tps, threads
+    def __init__(self, *, ttft: float, tps: float, threads: int, mock_processes: int = 2, warm_up: int = 50) -> None:
+        self.ttft, self.tps, self.threads, self.warm_up = ttft, tps, threads, warm_up
         self.tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-"))
         self.redis = RedisServer(data_dir=self.tmp / "redis", appendonly=False)
         self.llm_port = free_port()
@@ -147,7 +147,7 @@ def measure_llmpool(rig: Rig, jobs: int, latency_jobs: int = 0) -> Run:
         def one() -> object:
             return client, client.submit(MESSAGE).job_id
 
-        _timed(worker, [one] * 50, 60)  # warm up connections
+        _timed(worker, [one] * rig.warm_up, 60)  # warm up connections
         run = _timed(worker, [one] * jobs, 600, "llmpool")
         run.latency_ms = _one_at_a_time(one, latency_jobs) if latency_jobs else 0.0
         return run
@@ -172,7 +172,7 @@ def measure_bare(rig: Rig, jobs: int, latency_jobs: int = 0) -> Run:
         def one() -> object:
             return app.send_task("bench.bare_chat", args=[url, body], queue="bench.bare")
 
-        _timed(worker, [one] * 50, 60)
+        _timed(worker, [one] * rig.warm_up, 60)
         run = _timed(worker, [one] * jobs, 600, "bare celery")
         run.latency_ms = _one_at_a_time(one, latency_jobs) if latency_jobs else 0.0
         return run

@@ -24,7 +24,6 @@ from llmpool.dev.redis_server import RedisServer
 from tests.pool import start_pool
 from tests.processes import ManagedProcess, clean_env, wait_for
 
-WORKERS = 4
 BURST = 1  # AGENT_RATE_BURST: no burst above the rate, so the limit is the whole window's budget
 GOAL = 1.05
 
@@ -34,6 +33,7 @@ class Limit:
     requests: int  # R, shared by all workers
     period: float  # seconds R is counted over
     periods: int  # how many periods the backlog runs for
+    workers: int  # worker processes sharing the limit (4; the smoke run starts fewer)
 
 
 def _arrivals(mock: MockLLM) -> list[float]:
@@ -56,7 +56,7 @@ def _spec() -> ContainerSpec:
 
 def ours(tmp: Path, limit: Limit) -> list[float]:
     with RedisServer(data_dir=tmp / "ours", appendonly=False) as server, MockLLM(containers=[_spec()]) as mock:
-        pool = start_pool(tmp, server, mock, workers=WORKERS, threads=8, agent_endpoint_rpm=limit.requests,
+        pool = start_pool(tmp, server, mock, workers=limit.workers, threads=8, agent_endpoint_rpm=limit.requests,
                           agent_rate_period=limit.period, agent_rate_burst=BURST)
         try:
             pool.submit(limit.requests * (limit.periods + 1), deadline=time.time() + 600)
@@ -71,14 +71,14 @@ def celery_rate_limit(tmp: Path, limit: Limit) -> list[float]:
         env = {**clean_env(redis_url=server.url), "BENCH_RATE_LIMIT": f"{limit.requests / limit.period:g}/s"}
         workers = []
         try:
-            for n in range(WORKERS):
+            for n in range(limit.workers):
                 argv = [sys.executable, "-m", "celery", "-A", "bench.bare", "worker", "-P", "threads", "-c", "8",
                         "-Q", "bench.bare", "-n", f"bare{n}@{os.getpid()}", "--without-gossip", "--without-mingle",
                         "--loglevel", "WARNING"]
                 workers.append(ManagedProcess(f"bare{n}", argv, env, tmp / f"bare{n}.log").start())
             from bench.bare import app
             app.conf.broker_url = app.conf.result_backend = server.url
-            wait_for(lambda: len(app.control.ping(timeout=0.5)) == WORKERS, timeout=30, what="bare workers")
+            wait_for(lambda: len(app.control.ping(timeout=0.5)) == limit.workers, timeout=30, what="bare workers")
             url = mock.url("primary") + "/v1/chat/completions"
             for _ in range(limit.requests * (limit.periods + 1)):
                 app.send_task("bench.bare_chat_limited", args=[url, CHAT_BODY], queue="bench.bare")
@@ -90,11 +90,12 @@ def celery_rate_limit(tmp: Path, limit: Limit) -> list[float]:
 
 
 def run(size: Size) -> Result:
-    limit = size.pick(Limit(requests=60, period=10.0, periods=3), Limit(requests=10, period=2.0, periods=2))
+    limit = size.pick(Limit(requests=60, period=10.0, periods=3, workers=4),
+                      Limit(requests=10, period=2.0, periods=2, workers=2))
     tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-ratelimit-"))
     seen = {"llmpool": ours(tmp, limit), "Celery rate_limit": celery_rate_limit(tmp, limit)}
     peaks = {name: max_in_window(times, limit.period) for name, times in seen.items()}
-    figures = {"workers": WORKERS, "requests_per_period": limit.requests, "period_s": limit.period,
+    figures = {"workers": limit.workers, "requests_per_period": limit.requests, "period_s": limit.period,
                "periods_run": limit.periods, "llmpool_burst": BURST,
                "celery_rate_limit_per_worker": f"{limit.requests / limit.period:g}/s",
                "max_in_any_window": peaks,
@@ -104,7 +105,8 @@ def run(size: Size) -> Result:
                 f"{peak} ({peak / limit.requests:.2f} x)", f"<= {GOAL} x" if name == "llmpool" else "",
                 peak <= GOAL * limit.requests if name == "llmpool" else None)
             for name, peak in peaks.items()]
-    png = plots.bars(size.out / "ratelimit.png", f"{WORKERS} workers sharing {limit.requests} per {limit.period:g} s",
-                     f"most requests in a {limit.period:g} s window", {"limit": limit.requests, **peaks})
+    title = f"{limit.workers} workers sharing {limit.requests} per {limit.period:g} s"
+    png = plots.bars(size.out / "ratelimit.png", title, f"most requests in a {limit.period:g} s window",
+                     {"limit": limit.requests, **peaks})
     skipped = ["LiteLLM's rpm: it counts per minute, so a fair run takes minutes; not run in this suite"]
     return Result(figures, rows, [png], skipped)
