@@ -31,7 +31,7 @@ from llmpool.breaker import BreakerConfig, BreakerState, breaker_config, breaker
 from llmpool.codec import as_text
 from llmpool.endpoints import Endpoint
 from llmpool.keys import Keys
-from llmpool.scripts import register
+from llmpool.scripts import ScriptCall, register
 from llmpool.settings import Settings
 from llmpool.ttft import (
     BASE,
@@ -115,6 +115,13 @@ class Admitter:
         The endpoint is suspected of hanging first if it has earned it (module docstring); an
         admitted call gets its first-token timeout and hedge delay from the endpoint's TTFTs.
         """
+        keys, args = self.admit_call(endpoint_id, job_id, tokens=tokens, limits=limits, breaker=breaker,
+                                     lease=lease, ttft=ttft)
+        return self.admission(self._admit(keys=keys, args=args), ttft=ttft)
+
+    def admit_call(self, endpoint_id: str, job_id: str, *, tokens: int, limits: Limits, breaker: BreakerConfig,
+                   lease: float, ttft: TtftConfig = DEFAULT_TTFT) -> tuple[list[str], list[Any]]:
+        """admit.lua's keys and args, for a caller that sends them inside another script (job_start.lua)."""
         k = self.keys
         keys = [k.breaker(endpoint_id), k.breaker_trial(endpoint_id), k.leases(endpoint_id),
                 k.rate(endpoint_id, "rpm"), k.rate(endpoint_id, "tpm"), k.pause(endpoint_id),
@@ -123,7 +130,12 @@ class Admitter:
                 limits.token_burst, limits.period, breaker.trial_lease, POLL_CAP, breaker.max_failures,
                 ttft.suspect_factor, ttft.suspect_floor, ttft.suspect_max, ttft.suspect_wait, ttft.min_samples,
                 BREAKER_TTL]
-        allowed, trial, reason, retry, samples, p95, p99, failed_trials = self._admit(keys=keys, args=args)
+        return keys, args
+
+    @staticmethod
+    def admission(reply: list[Any], *, ttft: TtftConfig = DEFAULT_TTFT) -> Admission:
+        """admit.lua's reply as an Admission."""
+        allowed, trial, reason, retry, samples, p95, p99, failed_trials = reply
         summary = TtftSummary.from_fields({"samples": as_text(samples), "p95": as_text(p95), "p99": as_text(p99)})
         timeout = first_token_timeout(summary, ttft, trial=bool(trial), failed_trials=int(failed_trials))
         # At the ceiling the call keeps AGENT_FIRST_TOKEN_TIMEOUT's own meaning (a per-read timeout).
@@ -156,6 +168,16 @@ class Admitter:
                     used_tokens: int | None, duration: float, limits: Limits, breaker: BreakerConfig,
                     ttft: TtftConfig = DEFAULT_TTFT) -> Settlement:
         """`settle`, also saying which breaker transition this call made (each is made by one call only)."""
+        call = self.settle_later(endpoint_id, job_id, outcome=outcome, trial=trial, reserved_tokens=reserved_tokens,
+                                 used_tokens=used_tokens, duration=duration, limits=limits, breaker=breaker,
+                                 ttft=ttft)
+        return self.settlement(call.script(keys=call.keys, args=call.args))
+
+    def settle_later(self, endpoint_id: str, job_id: str, *, outcome: Outcome, trial: bool, reserved_tokens: int,
+                     used_tokens: int | None, duration: float, limits: Limits, breaker: BreakerConfig,
+                     ttft: TtftConfig = DEFAULT_TTFT) -> ScriptCall:
+        """`settle_call` as a script call to send along with other writes (llmpool.scripts.send_together);
+        its reply reads with `settlement`."""
         if outcome == "success" and 0 < breaker.slow_call < duration:
             outcome = "failure"  # a slow success is a failure when the breaker is told to care
         k = self.keys
@@ -165,7 +187,12 @@ class Admitter:
         args = [job_id, outcome, int(trial), max(0, reserved_tokens), used, limits.tpm, limits.period,
                 breaker.max_failures, breaker.window, breaker.failure_rate, breaker.min_calls,
                 breaker.open_wait, breaker.open_wait_max, BREAKER_TTL, ttft.window, ttft.min_samples]
-        state, transition = self._settle(keys=keys, args=args)
+        return ScriptCall(self._settle, keys, args)
+
+    @staticmethod
+    def settlement(reply: list[Any]) -> Settlement:
+        """settle.lua's reply as a Settlement."""
+        state, transition = reply
         return Settlement(as_text(state), as_text(transition))  # type: ignore[arg-type]
 
     def pause(self, endpoint_id: str, seconds: float) -> None:

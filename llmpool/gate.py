@@ -12,13 +12,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import redis
 
 from llmpool.admission import Admission, Admitter, Reason, breaker_config, limits_for
 from llmpool.endpoints import Endpoint
+from llmpool.jobs import AdmitWith
 from llmpool.leases import LeaseKeeper
 from llmpool.runner import Outcome, Ticket
+from llmpool.scripts import ScriptCall
 from llmpool.settings import Settings
 from llmpool.ttft import ttft_config
 
@@ -56,6 +60,29 @@ class RedisGate:
         limits = limits_for(endpoint, self.settings, fleet_slots=self.fleet_slots())
         ticket = self.admitter.admit(endpoint.id, job_id, tokens=tokens, limits=limits, breaker=self.breaker,
                                      lease=lease, ttft=self.ttft)
+        return self.took(endpoint, job_id, ticket)
+
+    def first_admission(self, endpoint: Endpoint, job_id: str, *, tokens: int, deadline: float | None,
+                        default_span: float) -> AdmitWith | None:
+        """The admission of a job's first call, to take with its claim (llmpool/lua/job_start.lua, which
+        computes the lease as `admit` does, from the job's deadline: its own, else the record's, else
+        created + `default_span`); None when this process knows the endpoint is open (no round trip)."""
+        if self._open_until.get(endpoint.id, 0.0) > time.monotonic():
+            return None
+        limits = limits_for(endpoint, self.settings, fleet_slots=self.fleet_slots())
+        keys, args = self.admitter.admit_call(endpoint.id, job_id, tokens=tokens, limits=limits,
+                                              breaker=self.breaker, lease=0, ttft=self.ttft)
+        cap = "" if self.leases is None else self.leases.lease
+        timing = ["" if deadline is None else repr(deadline), default_span, self.settings.agent_request_timeout,
+                  self.settings.agent_lease_margin, cap]
+        return AdmitWith(keys, [*timing, *args])
+
+    def admitted(self, endpoint: Endpoint, job_id: str, reply: list[Any]) -> Admission:
+        """What the claim's admission answered (`first_admission`), taken as `admit` takes its own."""
+        return self.took(endpoint, job_id, self.admitter.admission(reply, ttft=self.ttft))
+
+    def took(self, endpoint: Endpoint, job_id: str, ticket: Admission) -> Admission:
+        """An admission's answer: an admitted call's lease is renewed, an open breaker remembered."""
         if ticket.allowed and self.leases is not None:
             self.leases.hold_call(endpoint.id, job_id)
         if ticket.trial:  # one caller fleet-wide gets the trial: this line is the half-open transition
@@ -78,17 +105,31 @@ class RedisGate:
 
     def settle(self, endpoint: Endpoint, job_id: str, ticket: Ticket, *, outcome: Outcome, reserved: int,
                used: int | None, duration: float) -> None:
+        call = self.settlement(endpoint, job_id, ticket, outcome=outcome, reserved=reserved, used=used,
+                               duration=duration)
+        assert call.on_reply is not None
+        call.on_reply(call.script(keys=call.keys, args=call.args))
+
+    def settlement(self, endpoint: Endpoint, job_id: str, ticket: Ticket, *, outcome: Outcome, reserved: int,
+                   used: int | None, duration: float) -> ScriptCall:
+        """`settle` as a script call to send with other writes (the job's finish: llmpool.run_gate);
+        the lease keeper stops renewing the call's lease now."""
         if self.leases is not None:
             self.leases.drop_call(endpoint.id, job_id)
-        settled = self.admitter.settle_call(endpoint.id, job_id, outcome=outcome, trial=ticket.trial,
-                                            reserved_tokens=reserved, used_tokens=used, duration=duration,
-                                            limits=limits_for(endpoint, self.settings), breaker=self.breaker,
-                                            ttft=self.ttft)
-        _log_transition(endpoint, settled.transition)
-        if settled.state == "open" and outcome == "failure":
-            # The base wait never outlasts the real one (which may have doubled); after it, Redis decides.
-            self._open_until[endpoint.id] = time.monotonic() + self.breaker.open_wait
-            self._open_why[endpoint.id] = "open"
+        call = self.admitter.settle_later(endpoint.id, job_id, outcome=outcome, trial=ticket.trial,
+                                          reserved_tokens=reserved, used_tokens=used, duration=duration,
+                                          limits=limits_for(endpoint, self.settings), breaker=self.breaker,
+                                          ttft=self.ttft)
+
+        def settled(reply: list[Any]) -> None:
+            settlement = self.admitter.settlement(reply)
+            _log_transition(endpoint, settlement.transition)
+            if settlement.state == "open" and outcome == "failure":
+                # The base wait never outlasts the real one (which may have doubled); after it, Redis decides.
+                self._open_until[endpoint.id] = time.monotonic() + self.breaker.open_wait
+                self._open_why[endpoint.id] = "open"
+
+        return replace(call, on_reply=settled)
 
     def pause(self, endpoint: Endpoint, seconds: float) -> None:
         log.info("endpoint %s answered 429: paused %.1fs for every worker", endpoint.id, seconds)

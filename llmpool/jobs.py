@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import redis
@@ -25,9 +25,10 @@ import redis
 from llmpool.codec import as_text
 from llmpool.errors import RedisFull
 from llmpool.keys import Keys
-from llmpool.scripts import register
+from llmpool.scripts import Command, ScriptCall, register, send_together
 
-__all__ = ["JobStore", "Claim", "Recovered", "EventPublisher", "decode_event", "read_block_ms", "FINAL_STATES"]
+__all__ = ["JobStore", "Claim", "AdmitWith", "RunEnd", "Recovered", "EventPublisher", "decode_event", "read_block_ms",
+           "FINAL_STATES"]
 
 FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
 Verdict = Literal["run", "done", "busy", "exhausted"]
@@ -49,6 +50,27 @@ class Claim:
     created_at: float | None = None  # set when verdict is "run"
     deadline: float | None = None  # the deadline recorded at submission, if any
     started_at: float | None = None
+    admitted: list[Any] | None = None  # admit.lua's reply, when the claim admitted the run's first call
+
+
+@dataclass(frozen=True)
+class AdmitWith:
+    """A first call to admit in the claim's round trip (llmpool.gate.RedisGate.first_admission):
+    admit.lua's keys, and job_start.lua's arguments after the claim's."""
+
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """What a run's end sends with the job's finish, in its one round trip: `before` it (the last
+    call's settlement), `after` it (metrics any run adds) and, applied only when this finish ends
+    the job, `if_ended` (HINCRBY / HINCRBYFLOAT commands: the job's own count)."""
+
+    before: Sequence[ScriptCall] = ()
+    after: Sequence[Command] = ()
+    if_ended: Sequence[tuple[str, str, str, int | float]] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +97,13 @@ def read_block_ms(until: float, *, cap_ms: int = READ_BLOCK_MS) -> int | None:
     return None if remaining <= 0 else max(1, min(cap_ms, int(remaining * 1000)))
 
 
+def _claim_from(reply: list[Any]) -> Claim:
+    times = [_number(v) for v in reply[5:]] + [None] * 3
+    return Claim(as_text(reply[0]), int(reply[1]), as_text(reply[2]),  # type: ignore[arg-type]
+                 claim=int(reply[3]), calls=int(reply[4]), created_at=times[0], deadline=times[1] or None,
+                 started_at=times[2])
+
+
 def _number(raw: Any) -> float | None:
     text = as_text(raw) if raw is not None else ""
     return float(text) if text else None
@@ -89,7 +118,7 @@ class JobStore:
         self.ttl = int(ttl)
         self.stream_ttl = int(stream_ttl)
         self._scripts = {name: register(client, name) for name in (
-            "job_create", "job_abandon", "job_claim", "job_renew", "job_park", "job_finish", "job_recover",
+            "job_create", "job_abandon", "job_claim", "job_start", "job_renew", "job_park", "job_finish", "job_recover",
             "job_cancel")}
         self._step_script = register(client, "job_step")  # the tool loop's checkpoints (llmpool.tool_loop)
 
@@ -116,16 +145,20 @@ class JobStore:
         return bool(self._scripts["job_abandon"](keys=[self.keys.job(job_id), self.keys.jobs_unpublished()],
                                                  args=[job_id]))
 
-    def claim(self, job_id: str, *, worker: str, lease: float, max_attempts: int) -> Claim:
-        """Move a delivered job to running, or say why this delivery must not run it."""
+    def claim(self, job_id: str, *, worker: str, lease: float, max_attempts: int,
+              admit: AdmitWith | None = None) -> Claim:
+        """Move a delivered job to running, or say why this delivery must not run it.
+
+        With `admit`, a first run's call is admitted in the same round trip (llmpool/lua/job_start.lua):
+        admit.lua's raw reply is in `Claim.admitted`, for the gate to read.
+        """
         k = self.keys
-        reply = self._scripts["job_claim"](
-            keys=[k.job(job_id), k.jobs_running(), k.jobs_parked(), k.jobs_unpublished(), k.job_history(job_id)],
-            args=[job_id, worker, lease, max_attempts, self.ttl])
-        times = [_number(v) for v in reply[5:]] + [None] * 3
-        return Claim(as_text(reply[0]), int(reply[1]), as_text(reply[2]),  # type: ignore[arg-type]
-                     claim=int(reply[3]), calls=int(reply[4]), created_at=times[0], deadline=times[1] or None,
-                     started_at=times[2])
+        keys = [k.job(job_id), k.jobs_running(), k.jobs_parked(), k.jobs_unpublished(), k.job_history(job_id)]
+        args = [job_id, worker, lease, max_attempts, self.ttl]
+        if admit is None:
+            return _claim_from(self._scripts["job_claim"](keys=keys, args=args))
+        claimed, admitted = self._scripts["job_start"](keys=[*keys, *admit.keys], args=[*args, *admit.args])
+        return replace(_claim_from(claimed), admitted=admitted or None)
 
     def renew(self, held: Mapping[str, int], *, lease: float) -> set[str]:
         """Extend the leases of the jobs this process runs (id -> claim); the ids it no longer holds."""
@@ -147,9 +180,10 @@ class JobStore:
         return bool(self._scripts["job_park"](keys=keys, args=args))
 
     def finish(self, job_id: str, state: str, payload: dict[str, Any], *, claim: int | None = None,
-               calls: int = 0, history: list[dict[str, Any]] | None = None) -> bool:
+               calls: int = 0, history: list[dict[str, Any]] | None = None, along: RunEnd | None = None) -> bool:
         """Final state, stored outcome and the `end` event at once; False if nothing was written
-        (the job was final already, or `claim` no longer holds it)."""
+        (the job was final already, or `claim` no longer holds it). `along`: what the run's end
+        sends in the same round trip (its last call's settlement, its metrics)."""
         k = self.keys
         keys = [k.job(job_id), k.job_stream(job_id), k.jobs_running(), k.jobs_parked(), k.jobs_unpublished(),
                 k.job_history(job_id)]
@@ -158,7 +192,17 @@ class JobStore:
         args = [job_id, "" if claim is None else claim, state, "result" if state == "succeeded" else "error",
                 json.dumps(payload), calls, self.ttl, self.stream_ttl, STREAM_MAXLEN,
                 json.dumps([*(history or []), entry])]
-        return bool(self._scripts["job_finish"](keys=keys, args=args))
+        if along is None:
+            return bool(self._scripts["job_finish"](keys=keys, args=args))
+        metric_keys = list(dict.fromkeys(key for _, key, _, _ in along.if_ended))
+        counts = [[7 + metric_keys.index(key), name, str(amount), "float" if verb == "HINCRBYFLOAT" else "int"]
+                  for verb, key, name, amount in along.if_ended]
+        finish = ScriptCall(self._scripts["job_finish"], [*keys, *metric_keys], [*args, json.dumps(counts)])
+        replies = send_together(self.redis, [*along.before, finish, *along.after])
+        ended = replies[len(along.before)]
+        if isinstance(ended, Exception):
+            raise ended
+        return bool(ended)
 
     def checkpoint_step(self, job_id: str, *, claim: int, checkpoint: dict[str, Any],
                         history: list[dict[str, Any]], events: list[dict[str, Any]]) -> bool:
@@ -358,8 +402,9 @@ class EventPublisher:
             self.store.append_events(self.job_id, [{"type": "reset"}])
 
     def end(self, state: str, payload: dict[str, Any], *, calls: int = 0,
-            history: list[dict[str, Any]] | None = None) -> bool:
+            history: list[dict[str, Any]] | None = None, along: RunEnd | None = None) -> bool:
         """Finish the job; False if this run no longer held it (nothing was written)."""
         if state == "succeeded":
             self.flush()
-        return self.store.finish(self.job_id, state, payload, claim=self.claim, calls=calls, history=history)
+        return self.store.finish(self.job_id, state, payload, claim=self.claim, calls=calls, history=history,
+                                 along=along)

@@ -41,7 +41,8 @@ from llmpool.logs import set_job_field
 from llmpool.schemas import ChatJob, ChatResult, Timings, Usage
 from llmpool.usage import prompt_estimate
 
-__all__ = ["run_chat", "RunReport", "wait_delay", "Gate", "OpenGate", "Ticket", "Outcome", "estimate_tokens"]
+__all__ = ["run_chat", "DEFAULT_MAX_TOKENS", "RunReport", "wait_delay", "Gate", "OpenGate", "Ticket", "Outcome",
+           "estimate_tokens"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ SHORTAGE_WAIT = 1.0  # a job that met a shortage of ours runs again after this (
 # with no other candidate left the job comes back after this, while it has calls left.
 INCOMPLETE_WAIT = 1.0
 Outcome = Literal["success", "failure", "neutral"]
+DEFAULT_MAX_TOKENS = 2048  # a job without max_tokens reserves this many output tokens
 
 
 class Ticket(Protocol):
@@ -319,7 +321,7 @@ class _Run:
 
 def run_chat(
     job: ChatJob, *, job_id: str, candidates: list[Endpoint], client: LLMClient, publisher: EventPublisher,
-    deadline: float, max_calls: int, gate: Gate | None = None, max_tokens: int = 2048,
+    deadline: float, max_calls: int, gate: Gate | None = None, max_tokens: int = DEFAULT_MAX_TOKENS,
     clock: Callable[[], float] = time.time, report: RunReport | None = None, hedging: Hedging | None = None,
 ) -> tuple[ChatResult, RunReport]:
     """Answer `job` from the first candidate that admits it and succeeds; `deadline` is unix time.

@@ -17,6 +17,7 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore
 
 from llmpool.deadlines import default_deadline
+from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     AllEndpointsFailed,
     InvalidJob,
@@ -29,11 +30,13 @@ from llmpool.errors import (
     TooManyAttempts,
     error_from_dict,
 )
-from llmpool.jobs import Claim, EventPublisher
+from llmpool.gate import RedisGate
+from llmpool.jobs import AdmitWith, Claim, EventPublisher, RunEnd
 from llmpool.logs import set_job_field
 from llmpool.metrics import RunFacts
 from llmpool.resources import Resources, current
-from llmpool.runner import RunReport, run_chat, wait_delay
+from llmpool.run_gate import RunGate
+from llmpool.runner import DEFAULT_MAX_TOKENS, Gate, RunReport, estimate_tokens, run_chat, wait_delay
 from llmpool.schemas import CHAT_QUEUES, ChatJob, Message, parse_job, queue_for
 from llmpool.tool_job import process_tools, run_job_tool_loop, tool_loop_endpoints
 from workers.signals import sweeper
@@ -117,8 +120,10 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
         if res.jobs.finish(job_id, "failed", exc.to_dict()):
             res.metrics.run_ended(RunFacts(queue=_delivered_queue(self), ended="failed", error=exc.code))
         raise
+    plan = _plan(res, parsed)
+    first = _first_admission(res, job_id, parsed, plan)
     claim = res.jobs.claim(job_id, worker=self.request.hostname or "?", lease=res.settings.agent_job_lease,
-                           max_attempts=res.settings.agent_job_max_attempts)
+                           max_attempts=res.settings.agent_job_max_attempts, admit=first[1] if first else None)
     if claim.verdict == "done":
         return _outcome_of_finished(res, job_id, claim.state)
     if claim.verdict == "busy":
@@ -132,13 +137,51 @@ def chat(self: ChatTask, job: Any) -> dict[str, Any]:
     set_job_field("attempt", claim.claim)  # the run number, on every line logged from here on
     publisher = res.jobs.publisher(job_id, stream_tokens=parsed.stream, claim=claim.claim)
     res.leases.hold(job_id, publisher)
+    gate = _run_gate(res, job_id, parsed, claim, first)
     try:
-        return _run(res, job_id, parsed, claim, publisher)
+        return _run(res, job_id, parsed, claim, publisher, plan, gate)
     except Parked as parked:
         sweeper(self.app).nudge(parked.due)
         raise Ignore() from None
     finally:
+        if gate is not None:
+            gate.close()
         res.leases.drop(job_id)
+
+
+def _plan(res: Resources, job: ChatJob) -> list[Endpoint] | None:
+    """The job's candidates from this process's cached selection, before the claim; None when there
+    is none to go by (the run looks again and says why), or it could not be had."""
+    try:
+        selection = res.selection_cache.get()
+        return res.candidates(selection, job) if selection is not None and selection.order else None
+    except Exception as exc:  # e.g. Redis away: the run meets it again and ends the job properly
+        log.debug("job candidates not planned before the claim: %s", exc)
+        return None
+
+
+def _first_admission(res: Resources, job_id: str, job: ChatJob,
+                     plan: list[Endpoint] | None) -> tuple[Endpoint, AdmitWith] | None:
+    """The first candidate's admission, to take in the claim's round trip (first runs only: the
+    script skips it on later ones); none for a tool loop, which picks its own endpoints."""
+    if not plan or not isinstance(res.gate, RedisGate) or isinstance(job.tools, str):
+        return None
+    tokens = estimate_tokens(job, job.max_tokens or DEFAULT_MAX_TOKENS)
+    admit = res.gate.first_admission(plan[0], job_id, tokens=tokens, deadline=job.deadline,
+                                     default_span=default_deadline(job.priority, res.settings))
+    return (plan[0], admit) if admit is not None else None
+
+
+def _run_gate(res: Resources, job_id: str, job: ChatJob, claim: Claim,
+              first: tuple[Endpoint, AdmitWith] | None) -> RunGate | None:
+    """The run's own gate (llmpool.run_gate), holding what the claim admitted."""
+    if not isinstance(res.gate, RedisGate):
+        return None
+    taken = None
+    if first is not None and claim.admitted:
+        taken = (first[0], res.gate.admitted(first[0], job_id, claim.admitted))
+    return RunGate(res.gate, job_id, first=taken,
+                   reserved=estimate_tokens(job, job.max_tokens or DEFAULT_MAX_TOKENS))
 
 
 def _park(res: Resources, job_id: str, claim: Claim, report: RunReport, *, delay: float, reason: str) -> Parked:
@@ -183,7 +226,7 @@ def _out_of_calls(claim: Claim) -> AllEndpointsFailed:
 
 
 def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: EventPublisher,
-          report: RunReport, deadline: float) -> dict[str, Any]:
+          report: RunReport, deadline: float, plan: list[Endpoint] | None, gate: Gate | None) -> dict[str, Any]:
     selection = res.selection_cache.get()
     if time.time() >= deadline:
         raise _late(claim, no_llm=selection is None or not selection.order)
@@ -192,7 +235,7 @@ def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Ev
         raise _out_of_calls(claim)
     if selection is None or not selection.order:
         raise NoLLMAvailable("No LLM selected yet")
-    candidates = res.candidates(selection, job)
+    candidates = plan if plan is not None else res.candidates(selection, job)
     if not candidates and job.model:
         if res.model_vanished(job):  # accepted at submit, gone since: waiting would not bring it back
             raise ModelNotFound(f"The model '{job.model}' is served by no endpoint any more", param="model")
@@ -208,7 +251,7 @@ def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Ev
         plain = job.model_copy(update={"tools": None, "tool_choice": None}) if isinstance(job.tools, str) else job
         result, _ = run_chat(
             _messages_with_memory(plain, res), job_id=job_id, candidates=candidates,
-            client=res.llm, publisher=publisher, deadline=deadline, gate=res.gate, max_calls=calls_left,
+            client=res.llm, publisher=publisher, deadline=deadline, gate=gate or res.gate, max_calls=calls_left,
             report=report, hedging=res.hedging,
         )
     if claim.started_at and claim.created_at:
@@ -216,26 +259,43 @@ def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Ev
     return result.model_dump(mode="json")
 
 
-def _measure(res: Resources, job: ChatJob, claim: Claim, report: RunReport, *, ended: str | None,
-             error: str = "", result: dict[str, Any] | None = None) -> None:
-    """Count this run in the fleet's metrics (one write); `ended` is the final state it wrote, if any."""
+def _facts(job: ChatJob, claim: Claim, report: RunReport, *, ended: str | None, error: str = "",
+           result: dict[str, Any] | None = None) -> RunFacts:
     now = time.time()
     created = claim.created_at
     first_wait = (claim.started_at - created) if claim.claim == 1 and claim.started_at and created else None
-    res.metrics.run_ended(RunFacts(
+    return RunFacts(
         queue=queue_for(job.priority), ended=ended, error=error, result=result, failures=report.failures,
         refusals=report.refusals, failovers=report.failovers, hedges=report.hedges, queue_wait=first_wait,
-        latency=(now - created) if ended and created else None))
+        latency=(now - created) if ended and created else None)
 
 
-def _run(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: EventPublisher) -> dict[str, Any]:
+def _measure(res: Resources, job: ChatJob, claim: Claim, report: RunReport, *, ended: str | None,
+             error: str = "", result: dict[str, Any] | None = None) -> None:
+    """Count this run in the fleet's metrics (one write); `ended` is the final state it wrote, if any."""
+    res.metrics.run_ended(_facts(job, claim, report, ended=ended, error=error, result=result))
+
+
+def _end(res: Resources, publisher: EventPublisher, gate: RunGate | None, job: ChatJob, claim: Claim,
+         report: RunReport, state: str, payload: dict[str, Any], *, error: str = "",
+         result: dict[str, Any] | None = None) -> bool:
+    """End the job, and in the same round trip settle the run's last call and count the run
+    (the job itself counts only if this run ended it); False if it had ended already."""
+    after, if_ended = res.metrics.commands(_facts(job, claim, report, ended=state, error=error, result=result))
+    held = gate.take() if gate is not None else None
+    along = RunEnd(before=[held] if held is not None else [], after=after, if_ended=if_ended)
+    return publisher.end(state, payload, calls=report.calls, history=_history(report), along=along)
+
+
+def _run(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: EventPublisher,
+         plan: list[Endpoint] | None = None, gate: RunGate | None = None) -> dict[str, Any]:
     report = RunReport()
     deadline = _deadline(job, claim, res)
     if claim.claim > 1:
         publisher.restart()  # an earlier run may have streamed part of an answer
     try:
         try:
-            payload = _call(res, job_id, job, claim, publisher, report, deadline)
+            payload = _call(res, job_id, job, claim, publisher, report, deadline, plan, gate)
         except (NoLLMAvailable, Refused) as waiting:
             if isinstance(waiting, NoLLMAvailable) and report.calls:
                 raise
@@ -248,18 +308,14 @@ def _run(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Eve
         raise
     except LLMPoolError as exc:
         state = "expired" if isinstance(exc, JobExpired) else "failed"
-        ended = publisher.end(state, exc.to_dict(), calls=report.calls, history=_history(report))
-        _measure(res, job, claim, report, ended=state if ended else None, error=exc.code)
+        _end(res, publisher, gate, job, claim, report, state, exc.to_dict(), error=exc.code)
         raise
     except Exception as exc:
         error = {"type": "internal_error", "message": f"worker error: {type(exc).__name__}"}
-        ended = publisher.end("failed", error, calls=report.calls, history=_history(report))
-        _measure(res, job, claim, report, ended="failed" if ended else None, error="internal_error")
+        _end(res, publisher, gate, job, claim, report, "failed", error, error="internal_error")
         raise
     if not publisher.lost:
         _remember(job, payload["content"], res)  # memory first: a client's next turn must see this one
-    ended = publisher.end("succeeded", payload, calls=report.calls, history=_history(report))
-    if not ended:
+    if not _end(res, publisher, gate, job, claim, report, "succeeded", payload, result=payload):
         log.warning("job %s: finished by another run; this answer is dropped", job_id)
-    _measure(res, job, claim, report, ended="succeeded" if ended else None, result=payload)
     return payload

@@ -1,7 +1,10 @@
 -- End a job: its final state, the stored outcome and the stream's `end` event, all at once.
--- KEYS: job hash, stream, running zset, parked zset, unpublished zset, history list.
+-- KEYS: job hash, stream, running zset, parked zset, unpublished zset, history list, then the
+--       metric hashes the job's end counts in (none: it counts nothing here).
 -- ARGV: job id, claim ("" when no run holds it), state, outcome field, outcome JSON, calls made,
---       ttl, stream ttl, stream maxlen, history entries (JSON list).
+--       ttl, stream ttl, stream maxlen, history entries (JSON list), and optionally the job's end
+--       in the metrics: a JSON list of [metric key index from 7, field, amount, "int" | "float"],
+--       added only when this call ends the job, so a job counts once, in the run that ended it.
 -- Returns 1, or 0 when the job is already final or another run holds it (nothing is written).
 local fields = redis.call('HMGET', KEYS[1], 'state', 'claims')
 local state = fields[1]
@@ -26,4 +29,7 @@ for _, entry in ipairs(cjson.decode(ARGV[10])) do
   redis.call('RPUSH', KEYS[6], cjson.encode(entry))
 end
 redis.call('EXPIRE', KEYS[6], ARGV[7])
+for _, add in ipairs(cjson.decode(ARGV[11] or '[]')) do
+  redis.call(add[4] == 'float' and 'HINCRBYFLOAT' or 'HINCRBY', KEYS[add[1]], add[2], add[3])
+end
 return 1

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 import redis
 
-from llmpool.metrics.runs import RunFacts, run_batch, sweep_batch
-from llmpool.metrics.store import Batch, MetricsStore
+from llmpool.metrics.runs import RunFacts, calls_batch, end_batch, run_batch, sweep_batch
+from llmpool.metrics.store import Batch, MetricCommand, MetricsStore
 
 __all__ = ["MetricsRecorder"]
 
@@ -26,6 +26,11 @@ class MetricsRecorder:
     def run_ended(self, facts: RunFacts) -> None:
         """Count one run of a chat job (see llmpool.metrics.runs)."""
         self._write(run_batch(facts))
+
+    def commands(self, facts: RunFacts) -> tuple[list[MetricCommand], list[MetricCommand]]:
+        """The run's metrics as commands to send with the job's finish (llmpool.jobs.RunEnd): what any
+        run adds, and what only the run that ends the job adds (as if `facts.ended`)."""
+        return self.store.commands(calls_batch(facts)), self.store.commands(end_batch(facts))
 
     def swept(self, handed_back: Iterable[tuple[str, str]]) -> None:
         """Count the jobs one sweep pass handed back, as (reason, queue) pairs."""

@@ -28,7 +28,7 @@ from llmpool.metrics.catalog import (
 )
 from llmpool.metrics.store import Batch
 
-__all__ = ["RunFacts", "run_batch", "sweep_batch"]
+__all__ = ["RunFacts", "run_batch", "calls_batch", "end_batch", "sweep_batch"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,13 @@ def _success(batch: Batch, result: Mapping[str, Any]) -> None:
 
 def run_batch(facts: RunFacts) -> Batch:
     """Everything a run adds, for one write."""
+    batch = calls_batch(facts)
+    batch.merge(end_batch(facts))
+    return batch
+
+
+def calls_batch(facts: RunFacts) -> Batch:
+    """What a run adds whoever ended the job: its calls, failures, refusals, tokens, first wait."""
     batch = Batch()
     for failure in facts.failures:
         batch.count(CALL_FAILURES, (str(failure.get("endpoint")), bounded_code(failure.get("type"))))
@@ -84,6 +91,12 @@ def run_batch(facts: RunFacts) -> Batch:
         batch.observe(QUEUE_WAIT, (facts.queue,), max(0.0, facts.queue_wait))
     if facts.result is not None:
         _success(batch, facts.result)
+    return batch
+
+
+def end_batch(facts: RunFacts) -> Batch:
+    """The job itself, counted by the run that ended it (`ended`): nothing for any other run."""
+    batch = Batch()
     if facts.ended is not None:
         error = bounded_code(facts.error) if facts.error else ""
         batch.count(JOBS, (facts.queue, facts.ended, error, _endpoint(facts)))

@@ -19,9 +19,10 @@ from llmpool.codec import as_text
 from llmpool.keys import Keys
 from llmpool.metrics.catalog import COUNTED, NO_ENDPOINT, Family, bucket_of
 
-__all__ = ["Batch", "MetricsStore", "Stored"]
+__all__ = ["Batch", "MetricsStore", "MetricCommand", "Stored"]
 
 SUM = "sum"
+MetricCommand = tuple[str, str, str, int | float]  # ("HINCRBY" | "HINCRBYFLOAT", key, field, amount)
 
 
 @dataclass
@@ -41,6 +42,12 @@ class Batch:
         self.ints[bucket] = self.ints.get(bucket, 0) + 1
         total = (family.stem, _field([*labels, SUM]))
         self.floats[total] = self.floats.get(total, 0.0) + value
+
+    def merge(self, other: Batch) -> None:
+        for slot, amount in other.ints.items():
+            self.ints[slot] = self.ints.get(slot, 0) + amount
+        for slot, value in other.floats.items():
+            self.floats[slot] = self.floats.get(slot, 0.0) + value
 
     def __bool__(self) -> bool:
         return bool(self.ints or self.floats)
@@ -79,11 +86,15 @@ class MetricsStore:
         if not batch:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for (stem, name), amount in batch.ints.items():
-            pipe.hincrby(self.keys.metric(stem), name, amount)
-        for (stem, name), value in batch.floats.items():
-            pipe.hincrbyfloat(self.keys.metric(stem), name, value)
+        for command in self.commands(batch):
+            pipe.execute_command(*command)
         pipe.execute()
+
+    def commands(self, batch: Batch) -> list[MetricCommand]:
+        """The batch as HINCRBY / HINCRBYFLOAT commands, to send along with other writes."""
+        return ([("HINCRBY", self.keys.metric(stem), name, amount) for (stem, name), amount in batch.ints.items()]
+                + [("HINCRBYFLOAT", self.keys.metric(stem), name, value)
+                   for (stem, name), value in batch.floats.items()])
 
     def read(self) -> list[Stored]:
         """Every family's series, in one round trip."""
