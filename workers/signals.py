@@ -19,7 +19,7 @@ from llmpool.locks import LOCK_TTL
 from llmpool.settings import get_settings
 from llmpool.sweep import Sweeper
 from workers.full_redis import holding_messages
-from workers.greenlets import call_later
+from workers.greenlets import call_later, room_for_sockets, running_green
 from workers.watchdog import DeafWatch
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,9 @@ HIDDEN = "<hidden>"
 
 @signals.worker_init.connect
 def _open_in_main(**_: Any) -> None:
-    resources.open_resources()
+    res = resources.open_resources()
+    if running_green():  # thousands of slots: a socket per call in flight
+        room_for_sockets(res.settings.agent_worker_concurrency)
 
 
 @signals.worker_process_init.connect

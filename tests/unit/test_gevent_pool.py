@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import threading
 from typing import Any
 
@@ -14,7 +15,7 @@ from llmpool.redis_conn import sync_client
 from llmpool.resources import chat_connections, redis_connections
 from llmpool.settings import MAX_THREADS, load_settings
 from workers import green_broker
-from workers.greenlets import call_later, running_green
+from workers.greenlets import SPARE_FILES, call_later, room_for_sockets, running_green
 
 
 @pytest.mark.parametrize("pool", ["threads", "prefork", "solo"])
@@ -105,3 +106,16 @@ def test_call_later_runs_the_action_off_the_caller() -> None:
     call_later(0.01, action)
     assert done.wait(5)
     assert ran_on != [threading.current_thread().name]
+
+
+def test_room_for_sockets_raises_the_soft_open_files_limit_up_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert room_for_sockets(100) == 100 + SPARE_FILES <= hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (100 + SPARE_FILES, hard)
+        assert room_for_sockets(10) == 100 + SPARE_FILES  # never lowered
+        if hard != resource.RLIM_INFINITY:
+            assert room_for_sockets(hard * 2) == hard  # capped at the hard limit (and a warning)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
