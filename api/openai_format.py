@@ -38,11 +38,14 @@ def completion(answer: Answer, result: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": result.get("content") or (None if tool_calls else "")}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {"id": answer.id, "object": "chat.completion", "created": answer.created,
+    body = {"id": answer.id, "object": "chat.completion", "created": answer.created,
             "model": result.get("model") or answer.model, "system_fingerprint": None,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": _finish_reason(result)}],
             "usage": usage_of(result)}
+    if result.get("steps"):  # the built-in tools it ran (X-LLMPool-Tools), a field OpenAI clients ignore
+        body["llmpool_steps"] = result["steps"]
+    return body
 
 
 def _finish_reason(result: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
@@ -61,8 +61,12 @@ async def chat_completions(
     x_llmpool_priority: Annotated[Priority, Header()] = "default",
     x_llmpool_deadline: Annotated[float | None, Header(gt=0, description="unix time, seconds")] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=KEY_PATTERN)] = None,
+    x_llmpool_tools: Annotated[Literal["builtin"] | None, Header(description="the worker's built-in tools")] = None,
 ) -> Response:
     unsupported = unsupported_field(body)
+    if x_llmpool_tools and body.tools:  # built-in and client tools are never mixed in one job
+        return openai_error(400, "X-LLMPool-Tools: builtin and a request's own tools cannot be combined",
+                            code="unsupported_parameter", param="tools")
     if unsupported is not None:
         return openai_error(400, f"Unsupported value for '{unsupported[0]}': {unsupported[1]}",
                             code="unsupported_parameter", param=unsupported[0])
@@ -70,6 +74,8 @@ async def chat_completions(
         return openai_error(422, "X-LLMPool-Deadline must be a unix time in the future, at most 7 days ahead",
                             code="invalid_request", param="X-LLMPool-Deadline")
     job = body.to_job(priority=x_llmpool_priority, deadline=x_llmpool_deadline)
+    if x_llmpool_tools:
+        job = job.model_copy(update={"tools": x_llmpool_tools})
     job = prepare_job(job.model_copy(update={"owner": owner_of(principal)}), state.settings)  # the caller's job
     await require_served_model(state, job)  # 404 model_not_found before anything is enqueued
     return await answer_waiting(state.hub, lambda waiter: _run(request, state, waiter, job, body, idempotency_key))

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM
@@ -163,6 +164,30 @@ def test_a_job_asking_for_tools_of_a_model_that_cannot_call_them_fails_at_once(
     assert (done["state"], done["error"]["type"]) == ("failed", "no_tool_capable_llm")
     text, _ = poll(url, "hi", model=PLAIN)  # /poll_requests' default ("auto") answers without tools
     assert text.startswith("Hello from plain") and "<think>" not in text
+
+
+def test_sse_and_openai_streams_carry_the_steps(stack: tuple[Pool, str, TavilyServer]) -> None:
+    pool, url, _ = stack
+    script(pool, "web_search", {"query": "openai shape"})
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+    chunks = list(client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "search please"}], stream=True,
+        extra_headers={"X-LLMPool-Tools": "builtin"}))
+    (step,) = [c.choices[0].delta for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert step.tool_calls is not None and step.tool_calls[0].function is not None
+    assert step.tool_calls[0].function.name == "web_search"
+    assert (step.model_extra or {})["llmpool_tool_result"]["content"] == '1 results for "openai shape"'
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("The tool said: 1. Result for openai shape")
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    whole = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "again"}],
+                                           extra_headers={"X-LLMPool-Tools": "builtin"})
+    assert (whole.model_extra or {})["llmpool_steps"][0]["tool"] == "web_search"
+    job_id = pool.client.submit("search for events", tools="builtin").job_id
+    record(pool, job_id)
+    events = httpx.get(f"{url}/jobs/{job_id}/events", timeout=30).text
+    step_event = next(block for block in events.split("\n\n") if block.startswith("event: step"))
+    assert json.loads(step_event.split("data: ")[1])["tool"] == "web_search"
 
 
 def test_a_worker_killed_between_rounds_is_resumed_without_repeating_them(
