@@ -15,6 +15,7 @@ from itertools import groupby
 
 from llmpool.endpoints import Endpoint
 from llmpool.selection import chain_position, priority_index
+from llmpool.server_kinds import LOAD_KINDS
 from llmpool.server_load import MemberLoad, MemberLoads
 from llmpool.settings import Settings
 
@@ -46,14 +47,18 @@ def order_candidates(
 ) -> list[Endpoint]:
     """The selection's order with each group rearranged: sticky member or least loaded first.
 
-    `load` is asked once, only for groups of two or more (it costs a Redis round trip). A
-    pinned endpoint stays first: the pin is an operator's explicit choice.
+    `load` is asked once, only for groups of two or more (it costs a Redis round trip), and for
+    a sticky job only when some member's kind reports its load. A pinned endpoint stays first:
+    the pin is an operator's explicit choice.
     """
     head = [e for e in order if e.id == pinned]
     rest = [e for e in order if e.id != pinned]
     groups = [list(g) for _k, g in groupby(rest, key=lambda e: group_key(e, settings))]
-    shared = [e.id for g in groups if len(g) > 1 for e in g]
-    loads = load(shared) if shared else {}
+    shared = [e for g in groups if len(g) > 1 for e in g]
+    # A sticky job only asks when a member's server can report itself overloaded (nothing else
+    # makes it yield), so a thread on servers of other kinds costs no round trip, as before.
+    asks = shared and (not thread_id or any(e.kind in LOAD_KINDS for e in shared))
+    loads = load([e.id for e in shared]) if asks else {}
 
     def least_loaded(group: list[Endpoint]) -> list[Endpoint]:
         return sorted(group, key=lambda e: loads.get(e.id, IDLE).sort_key())  # stable: ties keep rank order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -108,17 +109,31 @@ def _thread_on(member: str) -> str:
     return next(t for t in (f"t{n}" for n in range(1000)) if sticky_member(t, [A1, A2, A3]).id == member)
 
 
+LOADED = [replace(e, kind="vllm") for e in ORDER]  # servers that report their own load
+
+
+def test_a_sticky_job_asks_no_load_unless_a_member_can_report_one() -> None:
+    def refuse(endpoint_ids: list[str]) -> dict[str, MemberLoad]:
+        raise AssertionError("asked needlessly")
+
+    thread = _thread_on("a1")
+    assert ids(order_candidates(ORDER, settings=SETTINGS, thread_id=thread, pinned=None, load=refuse))[0] == "a1"
+    busy = {"a1": MemberLoad(server=ServerLoad(running=1, waiting=1))}
+    assert ids(order_candidates(LOADED, settings=SETTINGS, thread_id=thread, pinned=None,
+                                load=lambda _ids: busy))[0] == "a2"
+
+
 def test_a_sticky_thread_yields_while_its_member_is_overloaded() -> None:
     thread = _thread_on("a1")
     busy = {"a1": MemberLoad(server=ServerLoad(running=8, waiting=2)), "a2": MemberLoad(in_flight=3),
             "a3": MemberLoad(in_flight=1)}
-    assert ids(order_candidates(ORDER, settings=SETTINGS, thread_id=thread, pinned=None,
+    assert ids(order_candidates(LOADED, settings=SETTINGS, thread_id=thread, pinned=None,
                                 load=lambda _ids: busy))[0] == "a3"
     # merely busier (no queue) is no reason to leave a warm prefix cache
     warm = {"a1": MemberLoad(in_flight=7, server=ServerLoad(running=7)), "a2": MemberLoad(), "a3": MemberLoad()}
-    assert ids(order_candidates(ORDER, settings=SETTINGS, thread_id=thread, pinned=None,
+    assert ids(order_candidates(LOADED, settings=SETTINGS, thread_id=thread, pinned=None,
                                 load=lambda _ids: warm))[0] == "a1"
     # when every member is overloaded, the thread stays where its cache is
     full = {e: MemberLoad(server=ServerLoad(running=1, slots=1)) for e in ("a1", "a2", "a3")}
-    assert ids(order_candidates(ORDER, settings=SETTINGS, thread_id=thread, pinned=None,
+    assert ids(order_candidates(LOADED, settings=SETTINGS, thread_id=thread, pinned=None,
                                 load=lambda _ids: full))[0] == "a1"
