@@ -37,7 +37,7 @@ log = logging.getLogger("llmpool.tools.run_code")
 
 JUPYTER_PORT = 49999
 SANDBOX_TTL_MARGIN = 10  # seconds a sandbox outlives its run at most, when its kill never arrives
-KILL_TIMEOUT = 3.0  # seconds for the kill, after the run's own time
+KILL_TIMEOUT = 1.5  # seconds for the kill after the run: within the tool loop's grace (its TTL is the backstop)
 MAX_LINE_BYTES = 1024 * 1024
 MAX_STREAM_BYTES = 16 * 1024 * 1024  # of one execution's NDJSON, whatever the result cap
 

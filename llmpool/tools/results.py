@@ -49,9 +49,9 @@ def finished(content: str, *, started: float, max_bytes: int, summary: str, erro
 
 
 def failed(error: str, message: str, *, started: float, max_bytes: int) -> ToolResult:
-    """A ToolResult for a failed run: the LLM reads `error: message` and may try something else."""
-    return finished(f"error: {error}: {message}", started=started, max_bytes=max_bytes,
-                    summary=f"{error}: {message}", error=error)
+    """A ToolResult for a failed run: `message` for the LLM (the loop shows `error` beside it), which
+    may try something else."""
+    return finished(message, started=started, max_bytes=max_bytes, summary=f"{error}: {message}", error=error)
 
 
 def time_left(timeout: float, deadline: float) -> float:

@@ -59,7 +59,7 @@ def test_no_results_is_an_answer_not_an_error(mock_tools: MockTools) -> None:
 def test_bad_arguments_never_reach_tavily(mock_tools: MockTools, arguments: object) -> None:
     result = make_tool(mock_tools).run(arguments, deadline=far())  # type: ignore[arg-type]
     assert result.error == "bad_arguments"
-    assert result.content.startswith("error: bad_arguments: `query`")
+    assert result.content.startswith("`query` ")
     assert mock_tools.tavily.requests == []
 
 
