@@ -4,6 +4,8 @@
   by llmpool, non-zero and marked estimated, in the job record, the text stream and /v1;
 - a stream cut with `data: [DONE]` and no finish_reason after some tokens: the job fails over, the
   text stream says [RESET] and then the second endpoint's whole answer; the cut is charged;
+- 8 chats at once at a server that cuts its running streams for each new request: all answered
+  whole (by it, or by the other endpoint after a cut), none a cut answer taken for a success;
 - a malformed message from a producer that skipped validation: the worker fails the job as the
   caller's (invalid_job) and no LLM sees a request, though the mock would answer it with a 500.
 """
@@ -47,7 +49,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pool, str]
 def plain(stack: tuple[Pool, str]) -> Iterator[None]:
     yield
     for name in ("primary", "backup"):
-        stack[0].mock.configure(name, fault="none", send_usage=True, tokens_per_second=50)
+        stack[0].mock.configure(name, fault="none", send_usage=True, interrupt_requests=False, tokens_per_second=50)
 
 
 def _text(api: str, message: str) -> tuple[str, str]:
@@ -120,3 +122,23 @@ def test_a_malformed_message_fails_the_job_and_no_llm_sees_it(stack: tuple[Pool,
     assert {name: pool.mock.stats(name)["chat_requests"] for name in ("primary", "backup")} == before
     after = pool.admitter.stats([PRIMARY, BACKUP])
     assert [after[e]["failures"] for e in (PRIMARY, BACKUP)] == [breakers[e]["failures"] for e in (PRIMARY, BACKUP)]
+
+
+def test_eight_chats_at_an_interrupting_server_all_come_back_whole(stack: tuple[Pool, str]) -> None:
+    """The issue's llama-cpp-python run: 8 chats at once, each new request cutting the running streams.
+
+    None may come back as a success with a cut answer: every cut call fails over (or waits), so
+    each answer is some endpoint's whole reply.
+    """
+    pool, _ = stack
+    pool.mock.configure("primary", interrupt_requests=True, send_usage=False)
+    job_ids = pool.submit(8)
+    records = pool.finished(job_ids, timeout=60)
+    assert [r["state"] for r in records] == ["succeeded"] * 8, records
+    for n, record in enumerate(records):
+        result = record["result"]
+        name = "primary" if result["endpoint"] == PRIMARY else "backup"
+        assert result["content"] == f"Hello from {name}! You said: job {n}" and result["finish_reason"] == "stop"
+        assert result["usage"]["completion_tokens"] > 0
+    cut = [r for r in records if any(h.get("error") == "incomplete_answer" for h in r.get("history") or [])]
+    assert cut, [r.get("history") for r in records]  # the server did interrupt: the answers above are whole anyway
