@@ -18,7 +18,6 @@ The glue between the task (workers/chat_task.py) and the loop (llmpool.tool_loop
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -29,27 +28,13 @@ from llmpool.model_choice import candidates_for
 from llmpool.resources import Resources
 from llmpool.runner import RunReport, run_chat
 from llmpool.schemas import ChatJob, ChatResult
-from llmpool.settings import Settings
 from llmpool.tool_endpoints import tool_capable, tool_capable_only
 from llmpool.tool_loop import LoopState, run_tool_loop
-from llmpool.tools import Tool, builtin_tools
+from llmpool.tools import Tool
 
-__all__ = ["tool_loop_endpoints", "run_job_tool_loop", "process_tools"]
+__all__ = ["tool_loop_endpoints", "run_job_tool_loop"]
 
 log = logging.getLogger(__name__)
-
-_tools_lock = threading.Lock()
-_tools: tuple[Settings, dict[str, Tool]] | None = None  # this process's tools, for the settings they came from
-
-
-def process_tools(settings: Settings) -> dict[str, Tool]:
-    """The configured built-in tools, made once per process and settings (each holds an HTTP client
-    pool: one per job would leak connections); new settings (/refresh_config) make new ones."""
-    global _tools
-    with _tools_lock:
-        if _tools is None or _tools[0] is not settings:
-            _tools = (settings, builtin_tools(settings))
-        return _tools[1]
 
 
 def tool_loop_endpoints(res: Resources, job: ChatJob, candidates: list[Endpoint],

@@ -38,7 +38,8 @@ from llmpool.resources import Resources, current
 from llmpool.run_gate import RunGate
 from llmpool.runner import DEFAULT_MAX_TOKENS, Gate, RunReport, estimate_tokens, run_chat, wait_delay
 from llmpool.schemas import CHAT_QUEUES, ChatJob, Message, parse_job, queue_for
-from llmpool.tool_job import process_tools, run_job_tool_loop, tool_loop_endpoints
+from llmpool.tool_job import run_job_tool_loop, tool_loop_endpoints
+from llmpool.tools import builtin_tools
 from workers.signals import sweeper
 
 __all__ = ["chat"]
@@ -240,7 +241,7 @@ def _call(res: Resources, job_id: str, job: ChatJob, claim: Claim, publisher: Ev
         if res.model_vanished(job):  # accepted at submit, gone since: waiting would not bring it back
             raise ModelNotFound(f"The model '{job.model}' is served by no endpoint any more", param="model")
         raise NoLLMAvailable(f"No endpoint serving '{job.model}' is up yet")
-    tools = process_tools(res.settings) if isinstance(job.tools, str) else {}
+    tools = builtin_tools(res.settings) if isinstance(job.tools, str) else {}  # made once per settings
     loop_on = tool_loop_endpoints(res, job, candidates, tools)
     if loop_on:
         result = run_job_tool_loop(res, job_id, _messages_with_memory(job, res), claim, publisher, report,
