@@ -468,7 +468,14 @@ def config_issues(settings: Settings) -> list[str]:
                       "who reaches it can pin models, reload the configuration and read any thread")
     elif settings.agent_api_jwt_secret is not None and len(settings.agent_api_jwt_secret.get_secret_value()) < 32:
         issues.append("WARNING: AGENT_API_JWT_SECRET is shorter than 32 characters (HS256 wants 256 bits)")
-    return issues
+    return issues + _tool_issues(settings)
+
+
+def _tool_issues(settings: Settings) -> list[str]:
+    if settings.agent_local_code_execution and settings.e2b_api_key is None:
+        return ["WARNING: AGENT_LOCAL_CODE_EXECUTION is on: run_code runs LLM-written code on the worker host, "
+                "in a limited process that is not a security boundary"]
+    return []
 
 
 def issues_report(settings: Settings) -> str:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llmpool.errors import ConfigError
-from llmpool.settings import load_settings
+from llmpool.settings import config_issues, load_settings
 from llmpool.tools import builtin_tools
 from llmpool.tools.e2b import E2BRunCode
 from llmpool.tools.local_code import LocalRunCode
@@ -74,3 +74,12 @@ def test_tools_are_built_once_per_settings() -> None:
     assert all(first[name] is again[name] for name in first)
     other = builtin_tools(load_settings(tavily_api_key="t", e2b_api_key="e"))
     assert other["web_search"] is not first["web_search"]
+
+
+def test_local_execution_is_warned_about_at_start() -> None:
+    warning = "WARNING: AGENT_LOCAL_CODE_EXECUTION is on"
+    assert not any(i.startswith(warning) for i in config_issues(load_settings()))
+    assert any(i.startswith(warning) for i in config_issues(load_settings(agent_local_code_execution=True)))
+    # With E2B configured the host runs nothing: no warning.
+    assert not any(i.startswith(warning) for i in config_issues(
+        load_settings(agent_local_code_execution=True, e2b_api_key="e")))
