@@ -65,6 +65,12 @@ class Completion:
         self._tool_calls = list(value)
         self._tool_parts = []
 
+    def check_tool_calls(self) -> None:
+        """InvalidResponse when a tool call has no function name: nothing could run it, or be told its result."""
+        for index, call in enumerate(self.tool_calls):
+            if not call["function"]["name"]:
+                raise InvalidResponse(f"tool call {index} has no function name")
+
     def __repr__(self) -> str:
         return (f"Completion(content={self.content!r}, tool_calls={self.tool_calls!r}, model={self.model!r}, "
                 f"finish_reason={self.finish_reason!r}, usage={self.usage!r}, pieces={self.pieces})")
@@ -157,6 +163,21 @@ def parse_chunk(completion: Completion, payload: str) -> str:
     return completion.add_delta({"content": choice.get("text") or ""})
 
 
+def _whole_tool_call(call: Any) -> dict[str, Any]:
+    """One tool call of a whole answer in OpenAI's shape; arguments sent as an object become JSON text."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidResponse("a tool call has no function with a name")
+    arguments = function.get("arguments") or ""
+    if isinstance(arguments, dict):  # Ollama's own API sends an object; OpenAI's shape is text
+        arguments = json.dumps(arguments)
+    if not isinstance(arguments, str):
+        raise InvalidResponse("a tool call's arguments are neither text nor an object")
+    call_id = call.get("id")
+    return {"id": call_id if isinstance(call_id, str) else None, "type": "function",
+            "function": {"name": function["name"], "arguments": arguments}}
+
+
 def parse_completion(text: str) -> Completion:
     """A non-streaming chat.completion body."""
     data = _load(text)
@@ -175,6 +196,6 @@ def parse_completion(text: str) -> Completion:
     if not isinstance(tool_calls, list):
         raise InvalidResponse("message.tool_calls is not a list")
     completion.content = content or ""
-    completion.tool_calls = tool_calls
+    completion.tool_calls = [_whole_tool_call(call) for call in tool_calls]
     completion.pieces = 1 if completion.content or completion.tool_calls else 0
     return completion

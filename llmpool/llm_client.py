@@ -196,6 +196,7 @@ class LLMClient:
                 if isinstance(exc, LLMPoolError):
                     raise
                 raise _translated(exc, deadline, endpoint.id, call) from exc
+        call.completion.check_tool_calls()
         _count_usage(call, job)
         return CallOutcome(call.completion, call.ttft, time.monotonic() - started)
 

@@ -80,3 +80,30 @@ def test_a_whole_answer_with_tool_calls() -> None:
     for bad in ({"message": "hi"}, {"message": {"tool_calls": "x"}}):
         with pytest.raises(InvalidResponse):
             parse_completion(json.dumps({"choices": [bad]}))
+
+
+def test_a_whole_answers_tool_calls_come_in_openais_shape() -> None:
+    calls = [{"function": {"name": "get", "arguments": {"city": "Paris"}}},  # Ollama's own shape: an object
+             {"id": "c2", "function": {"name": "now"}}]  # no arguments at all
+    body = {"choices": [{"message": {"content": None, "tool_calls": calls}, "finish_reason": "tool_calls"}]}
+    assert parse_completion(json.dumps(body)).tool_calls == [
+        {"id": None, "type": "function", "function": {"name": "get", "arguments": '{"city": "Paris"}'}},
+        {"id": "c2", "type": "function", "function": {"name": "now", "arguments": ""}},
+    ]
+
+
+@pytest.mark.parametrize("call", [{"id": "c"}, {"function": {"arguments": "{}"}}, {"function": {"name": "f",
+                                                                                                "arguments": 3}}])
+def test_a_whole_answers_tool_call_without_a_name_or_with_odd_arguments_is_invalid(call: dict[str, object]) -> None:
+    body = {"choices": [{"message": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]}
+    with pytest.raises(InvalidResponse):
+        parse_completion(json.dumps(body))
+
+
+def test_a_streamed_tool_call_that_never_got_a_name_is_invalid() -> None:
+    done = Completion()
+    parse_chunk(done, delta(tool_calls=[{"index": 0, "id": "c1", "function": {"arguments": "{}"}}]))
+    with pytest.raises(InvalidResponse):
+        done.check_tool_calls()
+    parse_chunk(done, delta(tool_calls=[{"index": 0, "function": {"name": "get"}}]))
+    done.check_tool_calls()  # named now: nothing raised
