@@ -33,6 +33,8 @@ import httpcore
 import httpx
 from httpx._utils import get_environment_proxies  # what httpx.Client reads; not exported
 
+from llmpool.http_shards import ShardedTransport, shard_sizes
+
 __all__ = ["CallCancel", "CallDeadline", "call_deadline", "make_bounded_client"]
 
 
@@ -228,7 +230,13 @@ def _proxy_mounts(limits: httpx.Limits) -> dict[str, httpx.BaseTransport | None]
 
 
 def make_bounded_client(*, max_connections: int, timeout: float) -> httpx.Client:
-    """A pooled httpx client whose calls honour `call_deadline`; `timeout` is its default per operation."""
+    """A pooled httpx client whose calls honour `call_deadline`; `timeout` is its default per operation.
+
+    Past SHARD_SIZE connections the direct pool is split into shards (llmpool.http_shards: a pool's
+    upkeep per call grows with its size); a proxy's pool stays one.
+    """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.Client(transport=_DeadlineTransport(limits), mounts=_proxy_mounts(limits), timeout=timeout,
-                        follow_redirects=False)
+    sizes = shard_sizes(max_connections)
+    transport: httpx.BaseTransport = _DeadlineTransport(limits) if len(sizes) == 1 else ShardedTransport(
+        [_DeadlineTransport(httpx.Limits(max_connections=n, max_keepalive_connections=n)) for n in sizes])
+    return httpx.Client(transport=transport, mounts=_proxy_mounts(limits), timeout=timeout, follow_redirects=False)
