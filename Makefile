@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench clean
+.PHONY: up test lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ lint: $(STAMP)
 	$(BIN)/mypy llmpool workers beat api
 	$(BIN)/lint-imports
 
+# Every scenario (bench/__main__.py), figures in bench/results/; needs the bench extra (LiteLLM, plots).
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
+
+# The smoke run: every scenario with tiny sizes (tests/integration/test_bench_quick.py runs it too).
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick --results bench/results/quick
 
 clean:
 	rm -rf $(VENV) .llmpool .pytest_cache

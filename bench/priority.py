@@ -52,7 +52,7 @@ def run(size: Size) -> Result:
     tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-priority-"))
     spec = ContainerSpec(name="llm", model_name="Llama-3.1-8B-Instruct", ttft=0.05, tokens_per_second=100_000)
     with RedisServer(data_dir=tmp / "redis", appendonly=False) as server, MockLLM(containers=[spec]) as mock:
-        pool = start_pool(tmp, server, mock, workers=2, threads=8)
+        pool = start_pool(tmp, server, mock, workers=size.pick(2, 1), threads=8)
         try:
             unloaded = []
             for _ in range(high_count):  # one at a time: nothing queued ahead of it
