@@ -18,6 +18,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from llmpool.admission import Admitter
 from llmpool.client import publish_chat
 from llmpool.discovery import discover_all
 from llmpool.health import Health, next_health
@@ -28,8 +29,9 @@ from llmpool.redis_memory import MemoryWarner, read_memory
 from llmpool.registry import Registry, merge_discovery
 from llmpool.resources import Resources, current
 from llmpool.selection import Selection
-from llmpool.server_load import LoadStore, load_ttl, read_loads
+from llmpool.server_load import LoadStore, load_ttl, progressed, read_loads
 from llmpool.sweep import run_sweep
+from llmpool.ttft import ttft_config
 
 __all__ = ["discover", "health_check", "load", "redis_memory", "refresh", "sweep", "run_discovery", "run_health_pass",
            "run_load_pass", "run_sweep"]
@@ -131,7 +133,8 @@ def run_load_pass(res: Resources) -> dict[str, Any]:
     """Read the load of every selected endpoint whose server reports one, and store it (TTL'd).
 
     Only the selection's endpoints: jobs go nowhere else, and it is one GET. Each server is read
-    once (llmpool.server_load.read_loads), within the interval, so passes do not pile up.
+    once (llmpool.server_load.read_loads), within the interval, so passes do not pile up. A server
+    whose token counter moved since the last pass is seen working (no hang suspicion for a while).
     """
     settings = res.settings
     interval = settings.agent_load_interval
@@ -145,8 +148,14 @@ def run_load_pass(res: Resources) -> dict[str, Any]:
         endpoints = selection.order if selection else []
         timeout = min(settings.agent_health_check_timeout, max(1.0, interval))
         loads = read_loads(res.probe_http, endpoints, timeout=timeout, max_workers=settings.agent_probe_connections)
-        LoadStore(res.redis, res.keys).write(loads, ttl=load_ttl(interval))
-        return {"duration": time.monotonic() - started, "read": len(loads),
+        store = LoadStore(res.redis, res.keys)
+        working = progressed(store.figures(list(loads)), loads)
+        store.write(loads, ttl=load_ttl(interval))
+        if working:
+            admitter, ttft = Admitter(res.redis, res.keys), ttft_config(settings)
+            for endpoint_id in working:
+                admitter.note_progress(endpoint_id, ttft=ttft)
+        return {"duration": time.monotonic() - started, "read": len(loads), "progressed": working,
                 "loads": {k: v.to_json() for k, v in loads.items()}}
 
 

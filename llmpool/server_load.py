@@ -34,7 +34,7 @@ from llmpool.server_kinds import LOAD_KINDS
 
 __all__ = [
     "ServerLoad", "MemberLoad", "LOAD_PATHS", "parse_vllm_metrics", "parse_llamacpp_slots", "read_load",
-    "read_loads", "LoadStore", "load_ttl",
+    "read_loads", "LoadStore", "load_ttl", "progressed",
 ]
 
 log = logging.getLogger("llmpool.server_load")
@@ -47,6 +47,7 @@ MIN_TTL = 5.0  # seconds
 _RUNNING = ("vllm:num_requests_running",)
 _WAITING = ("vllm:num_requests_waiting",)
 _CACHE = ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc")
+_GENERATED = "vllm:generation_tokens_total"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class ServerLoad:
     waiting: int = 0
     cache_use: float | None = None  # fraction of the KV cache in use (vLLM)
     slots: int | None = None  # parallel slots (llama.cpp)
+    generated: float | None = None  # tokens generated since the server started (vLLM's counter)
 
     @property
     def overloaded(self) -> bool:
@@ -74,9 +76,11 @@ class ServerLoad:
             data = json.loads(raw)
             cache = data.get("cache_use")
             slots = data.get("slots")
+            generated = data.get("generated")
             return cls(running=max(0, int(data["running"])), waiting=max(0, int(data.get("waiting", 0))),
                        cache_use=None if cache is None else float(cache),
-                       slots=None if slots is None else int(slots))
+                       slots=None if slots is None else int(slots),
+                       generated=None if generated is None else float(generated))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
@@ -120,13 +124,13 @@ def parse_vllm_metrics(text: str) -> ServerLoad | None:
             continue
         if name in _CACHE:
             sums["cache"] = max(sums.get("cache", 0.0), value)
-        elif name in _RUNNING or name in _WAITING:
+        elif name in _RUNNING or name in _WAITING or name == _GENERATED:
             sums[name] = sums.get(name, 0.0) + value
     if _RUNNING[0] not in sums:
         return None
     cache = sums.get("cache")
     return ServerLoad(running=int(sums[_RUNNING[0]]), waiting=int(sums.get(_WAITING[0], 0.0)),
-                      cache_use=None if cache is None else min(1.0, cache))
+                      cache_use=None if cache is None else min(1.0, cache), generated=sums.get(_GENERATED))
 
 
 def _sample(line: str) -> tuple[str | None, float | None]:
@@ -202,6 +206,15 @@ def read_loads(http: httpx.Client, endpoints: Iterable[Endpoint], *, timeout: fl
 
 # -- keeping it in Redis -----------------------------------------------------------------------
 
+def progressed(before: dict[str, ServerLoad], now: dict[str, ServerLoad]) -> list[str]:
+    """Endpoints whose server generated tokens since the last figure: seen working, so a deep
+    queue that delays our first tokens is not taken for a hang (Admitter.note_progress). A gauge
+    of running requests would not do: a hung engine keeps its last value."""
+    return [e for e, load in now.items()
+            if load.generated is not None and e in before and before[e].generated is not None
+            and load.generated > before[e].generated]  # type: ignore[operator]
+
+
 def load_ttl(interval: float) -> float:
     """How long a figure lives: a few load passes, so one late pass does not drop it."""
     return max(MIN_TTL, TTL_INTERVALS * interval)
@@ -222,6 +235,14 @@ class LoadStore:
         for endpoint_id, load in loads.items():
             pipe.set(self.keys.server_load(endpoint_id), load.to_json(), px=max(1, round(ttl * 1000)))
         pipe.execute()
+
+    def figures(self, endpoint_ids: list[str]) -> dict[str, ServerLoad]:
+        """The stored figures alone (one MGET), for the load pass to compare with its new ones."""
+        if not endpoint_ids:
+            return {}
+        raws = self.redis.mget([self.keys.server_load(e) for e in endpoint_ids])
+        found = {e: ServerLoad.from_json(raw) for e, raw in zip(endpoint_ids, raws, strict=True) if raw}
+        return {e: load for e, load in found.items() if load is not None}
 
     def read(self, endpoint_ids: list[str]) -> dict[str, MemberLoad]:
         """Each endpoint's live leases and fresh server figure, in one round trip."""

@@ -92,13 +92,17 @@ def test_jobs_go_to_the_vllm_replica_with_the_shorter_queue(pool_on) -> None:
     pool, res = pool_on(specs)
     try:
         ids = {name: f"openai:{pool.mock.url(name)}#{MODEL}" for name in ("v1", "v2")}
+        worked: list[list[str]] = []
         for busy, idle in (("v1", "v2"), ("v2", "v1")):  # either way round: the figure decides
             pool.mock.configure(busy, external_running=6, external_waiting=3)  # other clients' queue
             pool.mock.configure(idle, external_running=0, external_waiting=0)
             loads = run_load_pass(res)
             assert loads["read"] == 2
+            worked.append(loads["progressed"])
             answered = _answered_by(pool, pool.submit(8))
             assert answered == [ids[idle]] * 8
+        # The second pass saw v2's token counter move (it answered the first 8): seen working.
+        assert worked == [[], [ids["v2"]]]
     finally:
         res.close()
 

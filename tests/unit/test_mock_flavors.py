@@ -100,8 +100,14 @@ def test_vllm_metrics_show_in_flight_and_other_clients(mock: MockLLM, http: http
     assert e1.kind == e2.kind == "vllm"
     mock.configure("v1", external_running=4, external_waiting=2)
     loads = read_loads(http, [e1, e2], timeout=5)
-    assert loads[e1.id] == ServerLoad(running=4, waiting=2, cache_use=pytest.approx(0.3))  # type: ignore[arg-type]
-    assert loads[e2.id] == ServerLoad(running=0, waiting=0, cache_use=0.0)
+    first = (loads[e1.id].running, loads[e1.id].waiting, loads[e1.id].cache_use)
+    assert first == (4, 2, pytest.approx(0.3))
+    assert (loads[e2.id].running, loads[e2.id].waiting, loads[e2.id].cache_use) == (0, 0, 0.0)
+    generated = loads[e2.id].generated
+    assert generated is not None
+    assert http.post(e2.chat_url, json={"model": e2.model, "messages": [{"role": "user", "content": "hi"}]},
+                     timeout=10).status_code == 200
+    assert read_loads(http, [e2], timeout=5)[e2.id].generated == generated + 1  # the counter moves with work
     assert loads[e1.id].overloaded and not loads[e2.id].overloaded
 
 

@@ -17,6 +17,7 @@ from llmpool.server_load import (
     load_ttl,
     parse_llamacpp_slots,
     parse_vllm_metrics,
+    progressed,
 )
 from llmpool.settings import load_settings
 from tests.conftest import FrozenClock
@@ -43,12 +44,15 @@ vllm:num_requests_waiting{engine="0",model_name="m"} 0.0
 vllm:num_requests_waiting{engine="1",model_name="m"} 1.0
 vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.2
 vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.6
+vllm:generation_tokens_total{engine="0",model_name="m"} 100.0
+vllm:generation_tokens_total{engine="1",model_name="m"} 23.0
+vllm:generation_tokens_created{engine="0",model_name="m"} 1.7e9
 """
 
 
 @pytest.mark.parametrize(("text", "load"), [
     (VLLM_V0, ServerLoad(running=3, waiting=2, cache_use=0.41)),
-    (VLLM_V1, ServerLoad(running=3, waiting=1, cache_use=0.6)),
+    (VLLM_V1, ServerLoad(running=3, waiting=1, cache_use=0.6, generated=123.0)),
     ("vllm:num_requests_running 4\n", ServerLoad(running=4)),
     ("", None), ("# nothing here\nfoo 1\n", None),
     ('vllm:num_requests_running{a="b"} NaN\n', None), ("vllm:num_requests_running{a=\"b\"}\n", None),
@@ -105,3 +109,21 @@ def test_store_round_trip_with_leases_in_one_read_and_figures_expire(any_redis: 
     clock.sleep(ttl + 0.1)
     assert store.read(["a", "b"]) == {"a": MemberLoad(in_flight=1), "b": MemberLoad()}
     assert store.read([]) == {}
+
+
+def test_only_a_moving_token_counter_is_progress() -> None:
+    before = {"a": ServerLoad(running=2, generated=10.0), "b": ServerLoad(running=2, generated=10.0),
+              "c": ServerLoad(running=2), "d": ServerLoad(running=2, generated=10.0)}
+    now = {"a": ServerLoad(running=2, generated=15.0), "b": ServerLoad(running=2, generated=10.0),
+           "c": ServerLoad(running=2, generated=5.0), "d": ServerLoad(running=0),
+           "e": ServerLoad(running=1, generated=3.0)}
+    # a moved; b stood still (running requests alone prove nothing: a hung engine keeps its gauge);
+    # c and e have nothing to compare with; d reports no counter now
+    assert progressed(before, now) == ["a"]
+
+
+def test_stored_figures_alone(any_redis: redis.Redis) -> None:
+    store = LoadStore(any_redis, Keys("t"))
+    store.write({"a": ServerLoad(running=1, generated=7.0)}, ttl=10)
+    any_redis.set(Keys("t").server_load("b"), b"junk")
+    assert store.figures(["a", "b", "c"]) == {"a": ServerLoad(running=1, generated=7.0)}

@@ -6,7 +6,7 @@
   `is_processing`; chat requests beyond the slots wait for one, as the real server queues them.
 - `vllm`: /metrics in Prometheus text: `vllm:num_requests_running` (chat requests in flight plus
   the `external_running` knob: other clients), `vllm:num_requests_waiting` (`external_waiting`)
-  and `vllm:gpu_cache_usage_perc`.
+  and `vllm:gpu_cache_usage_perc`; `vllm:generation_tokens_total` counts one per chat request.
 - `lmstudio`: /v1/models `owned_by: "organization_owner"`; /api/v0/models and
   /api/v0/models/{id} with `state` "not-loaded" while `loading` is on, else "loaded".
 - `ollama` (beside its /api/tags and /api/version in openai_app): /api/ps lists the model as
@@ -158,6 +158,9 @@ async def vllm_metrics(container: Container, request: Request) -> Response:
         "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{label} {float(knobs.external_waiting)}",
         "# HELP vllm:gpu_cache_usage_perc GPU KV-cache usage. 1 means 100 percent usage.",
         "# TYPE vllm:gpu_cache_usage_perc gauge", f"vllm:gpu_cache_usage_perc{label} {cache}",
+        # The mock counts one token per chat request it has taken: a counter that moves with work.
+        "# TYPE vllm:generation_tokens_total counter",
+        f"vllm:generation_tokens_total{label} {float(container.stats.chat_requests)}",
     ]
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
