@@ -29,11 +29,11 @@ MAX_STEPS = 2
 
 class TavilyServer:
     """POST /search like Tavily: one result naming the query. Query "fail" is a 500, "slow" takes
-    2 s, the second search for "block" waits until `release` (at most 20 s)."""
+    2 s, the second search for a query starting "block" waits until `release(query)` (at most 20 s)."""
 
     def __init__(self) -> None:
         self.queries: Counter[str] = Counter()
-        self.release = threading.Event()
+        self.releases: dict[str, threading.Event] = {}  # query -> ends the hang of its second search
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,8 +43,8 @@ class TavilyServer:
                 outer.queries[query] += 1
                 if query == "slow":
                     time.sleep(2)
-                if query == "block" and outer.queries[query] == 2:  # the second round's search hangs
-                    outer.release.wait(20)
+                if query.startswith("block") and outer.queries[query] == 2:  # the second round's search hangs
+                    outer.releases.setdefault(query, threading.Event()).wait(20)
                 status = 500 if query == "fail" else 200
                 answer = {"results": [{"title": f"Result for {query}", "url": "https://example.com/1",
                                        "content": "Paris is lovely"}]} if status == 200 else {"detail": "boom"}
@@ -70,8 +70,12 @@ class TavilyServer:
         self.thread.start()
         return self
 
+    def release(self, query: str) -> None:
+        self.releases.setdefault(query, threading.Event()).set()
+
     def __exit__(self, *exc: object) -> None:
-        self.release.set()
+        for event in list(self.releases.values()):
+            event.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -190,6 +194,20 @@ def test_sse_and_openai_streams_carry_the_steps(stack: tuple[Pool, str, TavilySe
     assert json.loads(step_event.split("data: ")[1])["tool"] == "web_search"
 
 
+def test_a_job_cancelled_while_its_tool_runs_makes_no_further_call(stack: tuple[Pool, str, TavilyServer]) -> None:
+    pool, url, tavily = stack
+    script(pool, "web_search", {"query": "block-cancel"}, calls=3)
+    job_id = pool.client.submit("three searches", tools="builtin").job_id
+    wait_for(lambda: tavily.queries["block-cancel"] == 2, timeout=20, what="the second round's search")
+    assert httpx.delete(f"{url}/jobs/{job_id}", timeout=10).status_code == 200
+    tavily.release("block-cancel")
+    done = record(pool, job_id)
+    assert done["state"] == "cancelled"
+    time.sleep(1)  # a run that went on would search a third time now
+    assert tavily.queries["block-cancel"] == 2
+    assert [h["round"] for h in (pool.store.get(job_id) or {})["history"] if h.get("event") == "tool"] == [1]
+
+
 def test_a_worker_killed_between_rounds_is_resumed_without_repeating_them(
         stack: tuple[Pool, str, TavilyServer]) -> None:
     pool, _, tavily = stack
@@ -199,7 +217,7 @@ def test_a_worker_killed_between_rounds_is_resumed_without_repeating_them(
     worker = str((pool.store.get(job_id) or {}).get("worker"))
     victim = next(w for w in pool.workers if w.name == f"worker {worker.split('@')[0]}")
     victim.kill()
-    tavily.release.set()
+    tavily.release("block")
     done = record(pool, job_id)
     assert done["state"] == "succeeded", done
     # From the start it would be 4 searches (1, 2 killed, 1 again, 2 again): resumed, round 1 is not repeated.
