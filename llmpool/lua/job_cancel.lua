@@ -15,7 +15,7 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'error', ARGV[2], 'finished_at', string.format('%.6f', now))
-redis.call('HDEL', KEYS[1], 'lease_until', 'payload', 'due_at')
+redis.call('HDEL', KEYS[1], 'lease_until', 'payload', 'due_at', 'tool_checkpoint')  -- the tool loop's, done with
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'end', 'state', 'cancelled', 'data', ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[4])

@@ -18,7 +18,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 redis.call('HSET', KEYS[1], 'state', ARGV[3], ARGV[4], ARGV[5], 'finished_at', string.format('%.6f', now))
 redis.call('HINCRBY', KEYS[1], 'calls', tonumber(ARGV[6]))
-redis.call('HDEL', KEYS[1], 'lease_until', 'payload', 'due_at')
+redis.call('HDEL', KEYS[1], 'lease_until', 'payload', 'due_at', 'tool_checkpoint')  -- the tool loop's, done with
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'type', 'end', 'state', ARGV[3], 'data', ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[8])

@@ -244,7 +244,15 @@ def test_a_checkpoint_is_written_only_by_the_run_holding_the_job(any_redis: redi
     assert record is not None and "tool_checkpoint" not in record
     assert record["history"][-1]["tool"] == "web_search"
     store.finish("j", "succeeded", {"content": "x", "endpoint": "e"}, claim=claim.claim)
+    assert store.tool_checkpoint("j") is None  # an ended job's checkpoint is dropped, not kept for its TTL
     assert not store.checkpoint_step("j", claim=claim.claim, checkpoint=state, history=[], events=[])
+
+
+def test_a_cancelled_job_drops_its_checkpoint(any_redis: redis.Redis) -> None:
+    store = JobStore(any_redis, KEYS, ttl=100, stream_ttl=50)
+    claim = store.claim("j", worker="w", lease=60, max_attempts=3)
+    assert store.checkpoint_step("j", claim=claim.claim, checkpoint={"rounds": 1}, history=[], events=[])
+    assert store.cancel("j")[0] == "cancelled" and store.tool_checkpoint("j") is None
 
 
 def _res(known: list[Endpoint], **settings: Any) -> Any:
