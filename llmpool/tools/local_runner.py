@@ -10,12 +10,15 @@ and every descendant still attached to the child, so nothing is left behind.
 
 RLIMIT_NPROC counts every process and thread of the child's *user*, so: when the worker runs as root
 (where the limit would not apply at all) the child runs as AGENT_LOCAL_CODE_USER (default nobody);
-either way its limit is that user's current task count plus AGENT_LOCAL_CODE_MAX_PROCESSES.
+either way its limit is that user's current task count plus AGENT_LOCAL_CODE_MAX_PROCESSES. A
+child of the worker's own user could read the worker's /proc/<pid>/environ, so a non-root worker
+makes itself non-dumpable (prctl) before its first run: its /proc files then belong to root.
 Output is read as it comes and kept up to a cap per stream; the rest is counted and dropped.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -37,6 +40,7 @@ __all__ = ["LocalLimits", "run_python", "SandboxUnavailable"]
 
 GRACE_AFTER_EXIT = 0.2  # seconds to drain pipes a surviving grandchild holds open after the child exits
 READ_CHUNK = 65536
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 GROUP_GONE_WAIT = 2.0  # seconds, at most, for init to reap the killed group's orphans
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -129,8 +133,20 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
+def _hide_our_proc_files() -> None:
+    """Make this process non-dumpable: its /proc files (environ: every secret it was started with)
+    then belong to root, so a child running as our own user cannot read them."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise SandboxUnavailable(f"prctl(PR_SET_DUMPABLE) failed: errno {ctypes.get_errno()}")
+
+
 def _run(workdir: str, limits: LocalLimits, uid: int | None, gid: int | None, timeout: float,
          cap: int) -> CodeOutput:
+    if uid is None:
+        _hide_our_proc_files()
     nproc = _tasks_of(uid if uid is not None else os.getuid()) + limits.max_processes
     env = {"PATH": CHILD_PATH, "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
     python = shutil.which(limits.python, path=CHILD_PATH) or sys.executable
