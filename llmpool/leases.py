@@ -29,6 +29,9 @@ __all__ = ["LeaseKeeper"]
 log = logging.getLogger(__name__)
 
 CANCEL_POLL = 0.5  # seconds between looks for cancelled jobs: a cancel takes effect within about this
+# Held jobs looked at per look, in turn: a gevent worker holding 10,000 would otherwise send 20,000
+# HGETs a second (13% of its CPU at 1,500 held); past this many a cancel takes held / CANCEL_BATCH looks.
+CANCEL_BATCH = 1000
 
 
 class LeaseKeeper:
@@ -42,6 +45,7 @@ class LeaseKeeper:
         self.every = lease / 3
         self.cancel_poll = min(CANCEL_POLL, self.every)
         self._held: dict[str, EventPublisher] = {}
+        self._cancel_turn = 0  # where in the held jobs the next look for cancels starts
         self._calls: set[tuple[str, str]] = set()  # (endpoint id, job id) of calls in flight
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -107,7 +111,12 @@ class LeaseKeeper:
         """Stop the runs of held jobs that were cancelled; returns their ids."""
         with self._lock:
             held = dict(self._held)
-        cancelled = self.store.cancelled([j for j, p in held.items() if not p.cancelled])
+        turn = list(held)
+        if len(turn) > CANCEL_BATCH:
+            start = self._cancel_turn % len(turn)
+            turn = (turn[start:] + turn[:start])[:CANCEL_BATCH]
+            self._cancel_turn = start + CANCEL_BATCH
+        cancelled = self.store.cancelled([j for j in turn if not held[j].cancelled])
         for job_id in cancelled:
             log.info("job %s was cancelled: its run stops and its calls are abandoned", job_id)
             held[job_id].stop()

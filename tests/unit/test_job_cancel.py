@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from llmpool import leases as leases_module
 from llmpool.endpoints import Endpoint
 from llmpool.errors import JobCancelled
 from llmpool.jobs import JobStore
@@ -97,3 +98,18 @@ def test_a_cancelled_run_makes_no_call(store: JobStore) -> None:
     with pytest.raises(JobCancelled):
         run_chat(job, job_id="j1", candidates=[endpoint], client=None,  # type: ignore[arg-type]
                  publisher=publisher, deadline=1e12, max_calls=3)
+
+
+def test_past_a_batch_of_held_jobs_each_look_takes_the_next_batch(store: JobStore, monkeypatch) -> None:  # noqa: ANN001
+    """A worker holding thousands of jobs looks at CANCEL_BATCH of them per look, in turn: each is seen."""
+    monkeypatch.setattr(leases_module, "CANCEL_BATCH", 2)
+    leases = LeaseKeeper(store, lease=60, wait=lambda seconds: True)
+    jobs = [f"j{n}" for n in range(5)]
+    for job_id in jobs:
+        store.create(job_id, queue="chat.default", deadline=0, summary="", payload={})
+        leases.hold(job_id, store.publisher(job_id, stream_tokens=True, claim=store.claim(
+            job_id, worker="w", lease=60, max_attempts=3).claim))
+    for job_id in jobs:
+        store.cancel(job_id)
+    seen = [leases.stop_cancelled() for _ in range(3)]
+    assert seen == [{"j0", "j1"}, {"j2", "j3"}, {"j4"}]  # the first look after the cancels found two
