@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 __all__ = ["CodeError", "CodeOutput", "render", "summarize", "TRACEBACK_TAIL_LINES"]
 
+# Jupyter (E2B) colours its tracebacks with ANSI escapes: noise to an LLM.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TRACEBACK_TAIL_LINES = 8  # the end of a traceback says what went wrong; its start is the runner's own frames
 
 
@@ -31,7 +34,7 @@ class CodeOutput:
 
 
 def _tail(text: str, lines: int) -> str:
-    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+    return "\n".join(ANSI_ESCAPE.sub("", text).rstrip("\n").splitlines()[-lines:])
 
 
 def render(output: CodeOutput) -> str:

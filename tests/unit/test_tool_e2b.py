@@ -51,13 +51,15 @@ def test_code_runs_in_a_sandbox_that_is_killed_after(mock_tools: MockTools) -> N
 
 
 def test_an_exception_in_the_code_goes_back_to_the_llm(mock_tools: MockTools) -> None:
-    traceback = "\n".join(f"frame {n}" for n in range(30)) + "\nZeroDivisionError: division by zero"
+    # As Jupyter sends it: ANSI-coloured.
+    traceback = "\n".join(f"frame {n}" for n in range(30)) + "\n\x1b[0;31mZeroDivisionError\x1b[0m: division by zero"
     mock_tools.e2b.outputs["1/0"] = [{"type": "error", "name": "ZeroDivisionError", "value": "division by zero",
                                       "traceback": traceback}, {"type": "end_of_execution"}]
     result = make_tool(mock_tools).run({"code": "1/0"}, deadline=far())
     assert result.error == "code_error"
     assert "error: ZeroDivisionError: division by zero" in result.content
     assert "frame 29" in result.content and "frame 3\n" not in result.content  # the tail of the traceback
+    assert "\nZeroDivisionError: division by zero" in result.content and "\x1b" not in result.content
     assert result.summary == "ZeroDivisionError: division by zero"
     assert mock_tools.e2b.live() == []
 
