@@ -18,7 +18,7 @@ from tests.unit.tool_servers import assert_no_secret, mock_tool_servers, mock_to
 __all__ = ["mock_tool_servers", "mock_tools"]  # fixtures, imported for pytest
 
 KEY = "e2b_SECRET_test_key"
-SLACK = 1.0
+SLACK = 1.5  # the kill after a timeout, thread and socket timers on a loaded 2-core CI machine
 CODE = "print('hi')\n6 * 7"
 EVENTS: list[dict[str, Any]] = [
     {"type": "stdout", "text": "hi\n", "timestamp": 1},
