@@ -240,7 +240,16 @@ class LoadStore:
         """The stored figures alone (one MGET), for the load pass to compare with its new ones."""
         if not endpoint_ids:
             return {}
-        raws = self.redis.mget([self.keys.server_load(e) for e in endpoint_ids])
+        return self.decode_figures(endpoint_ids, self.redis.mget([self.keys.server_load(e) for e in endpoint_ids]))
+
+    def ask_figures(self, pipe: redis.client.Pipeline, endpoint_ids: list[str]) -> None:
+        """Queue the figures' read on `pipe` (one MGET, for /status's own round trip); decode the
+        reply with `decode_figures`. Nothing is queued without endpoints."""
+        if endpoint_ids:
+            pipe.mget([self.keys.server_load(e) for e in endpoint_ids])
+
+    @staticmethod
+    def decode_figures(endpoint_ids: list[str], raws: list[Any]) -> dict[str, ServerLoad]:
         found = {e: ServerLoad.from_json(raw) for e, raw in zip(endpoint_ids, raws, strict=True) if raw}
         return {e: load for e, load in found.items() if load is not None}
 

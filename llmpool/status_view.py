@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from llmpool.endpoints import Endpoint
 from llmpool.health import Health
 from llmpool.registry import Snapshot
 from llmpool.selection import Selection
+from llmpool.server_load import ServerLoad
 
 __all__ = ["llm_info", "current_llm", "endpoint_rows", "effective_current", "discovery_summary", "model_info",
            "render_table"]
@@ -53,11 +55,12 @@ def effective_current(selection: Selection | None, breakers: dict[str, dict[str,
     return None
 
 
-def endpoint_rows(snap: Snapshot, *, checks_enabled: bool,
-                  breakers: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Every registered endpoint with its health, breaker and whether it is the current one."""
+def endpoint_rows(snap: Snapshot, *, checks_enabled: bool, breakers: dict[str, dict[str, Any]] | None = None,
+                  loads: dict[str, ServerLoad] | None = None) -> list[dict[str, Any]]:
+    """Every registered endpoint with its health, breaker, server load and whether it is the current one."""
     selection = snap.selection or Selection()
     breakers = breakers or {}
+    loads = loads or {}
     chosen = effective_current(selection, breakers)
     current = chosen.id if chosen else None
     rank = {e.id: i for i, e in enumerate(selection.order)}
@@ -73,6 +76,7 @@ def endpoint_rows(snap: Snapshot, *, checks_enabled: bool,
             "latency": health.latency, "last_check": health.last_check, "last_error": health.last_error,
             "consecutive_failures": health.consecutive_failures, "missing_since": record.missing_since,
             "breaker": breakers.get(endpoint_id),
+            "server_load": asdict(loads[endpoint_id]) if endpoint_id in loads else None,
         })
     return sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0, r["deploy_id"]))
 

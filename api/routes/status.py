@@ -15,6 +15,7 @@ from llmpool.hedging import hedging_status
 from llmpool.redis_memory import parse_memory
 from llmpool.registry import Snapshot
 from llmpool.schemas import QUEUES
+from llmpool.server_load import LoadStore
 from llmpool.status_view import current_llm, discovery_summary, effective_current, endpoint_rows, llm_info
 
 router = APIRouter()
@@ -23,8 +24,8 @@ WAITING_MESSAGE = "Agent server is running but waiting for LLM"
 
 
 def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
-    """The registry, breakers, live workers with their figures, queue depths and Redis memory, in
-    four round trips."""
+    """The registry, breakers, live workers with their figures, queue depths, Redis memory and the
+    servers' own load figures, in four round trips."""
     snap = state.registry.snapshot()
     heartbeats = WorkerHeartbeats(state.redis, state.keys)
     pipe = state.redis.pipeline(transaction=False)
@@ -32,7 +33,12 @@ def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
     for queue in QUEUES:
         pipe.llen(state.keys.celery_queue(queue))
     pipe.info("memory")
-    names, *depths, memory = pipe.execute()
+    endpoint_ids = list(snap.records)
+    load_store = LoadStore(state.redis, state.keys)
+    load_store.ask_figures(pipe, endpoint_ids)
+    replies = pipe.execute()
+    names, memory = replies[0], replies[1 + len(QUEUES)]
+    depths, figures = replies[1:1 + len(QUEUES)], replies[2 + len(QUEUES):]  # figures: [] without endpoints
     workers = heartbeats.figures(names)
     selected = len(snap.selection.order) if snap.selection else 0
     breakers = read_gate_figures(state.admitter, state.settings, [r.endpoint for r in snap.records.values()],
@@ -40,7 +46,8 @@ def _read(state: ApiState) -> tuple[Snapshot, dict[str, Any]]:
     return snap, {"workers": len(names), "hosts": by_host(workers),
                   "queues": dict(zip(QUEUES, map(int, depths), strict=True)),
                   "redis_memory": parse_memory(memory, warn_at=state.settings.agent_redis_memory_warn).to_dict(),
-                  "breakers": breakers}
+                  "breakers": breakers,
+                  "loads": load_store.decode_figures(endpoint_ids, figures[0]) if figures else {}}
 
 
 def _next_poll(state: ApiState) -> str:
@@ -87,7 +94,8 @@ async def status(state: Annotated[ApiState, Depends(get_state)]) -> dict[str, An
     selection = snap.selection
     breakers = live.pop("breakers")
     current = effective_current(selection, breakers)
-    rows = endpoint_rows(snap, checks_enabled=state.settings.agent_health_check_enabled, breakers=breakers)
+    rows = endpoint_rows(snap, checks_enabled=state.settings.agent_health_check_enabled, breakers=breakers,
+                         loads=live.pop("loads"))
     return {
         "status": "ready" if current else "initializing",
         "message": "Agent server is running" if current else WAITING_MESSAGE,

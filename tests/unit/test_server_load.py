@@ -9,7 +9,10 @@ import pytest
 import redis
 
 from llmpool.admission import Admitter, Limits, breaker_config
+from llmpool.endpoints import Endpoint
+from llmpool.health import Health
 from llmpool.keys import Keys
+from llmpool.registry import EndpointRecord, Snapshot
 from llmpool.server_load import (
     LoadStore,
     MemberLoad,
@@ -20,6 +23,7 @@ from llmpool.server_load import (
     progressed,
 )
 from llmpool.settings import load_settings
+from llmpool.status_view import endpoint_rows
 from tests.conftest import FrozenClock
 
 # As vLLM 0.6 (v0 engine) writes it: HELP/TYPE lines, a model_name label, float values.
@@ -127,3 +131,18 @@ def test_stored_figures_alone(any_redis: redis.Redis) -> None:
     store.write({"a": ServerLoad(running=1, generated=7.0)}, ttl=10)
     any_redis.set(Keys("t").server_load("b"), b"junk")
     assert store.figures(["a", "b", "c"]) == {"a": ServerLoad(running=1, generated=7.0)}
+
+
+def test_status_rows_show_each_servers_figure(any_redis: redis.Redis) -> None:
+    keys = Keys("t")
+    store = LoadStore(any_redis, keys)
+    store.write({"a": ServerLoad(running=2, waiting=1, cache_use=0.5)}, ttl=10)
+    pipe = any_redis.pipeline(transaction=False)
+    store.ask_figures(pipe, ["a", "b"])
+    loads = store.decode_figures(["a", "b"], pipe.execute()[0])
+    records = {e: EndpointRecord(Endpoint(id=e, chat_url=f"http://{e}/v1/chat/completions", model="m", model_name="m",
+                                          source="openai", kind="vllm"), "openai:x", 0.0, 0.0) for e in ("a", "b")}
+    snap = Snapshot(records=records, health={e: Health(state="healthy") for e in records}, pin=None, selection=None)
+    rows = {r["deploy_id"]: r for r in endpoint_rows(snap, checks_enabled=True, loads=loads)}
+    assert rows["a"]["server_load"] == {"running": 2, "waiting": 1, "cache_use": 0.5, "slots": None, "generated": None}
+    assert rows["b"]["server_load"] is None and rows["a"]["kind"] == "vllm"
