@@ -28,8 +28,9 @@ class LocalRunCode:
         self._max_bytes = max_result_bytes
 
     def schema(self) -> dict[str, Any]:
-        return schema("in a fresh local Python process (standard library only, no network guarantees, "
-                      f"{self.limits.cpu_seconds}s of CPU, {self.limits.memory_bytes // 2**20} MB of memory)")
+        return schema("in a fresh local Python process (standard library only, at most "
+                      f"{self.limits.cpu_seconds}s of CPU and {self.limits.memory_bytes // 2**20} MB of memory; "
+                      "files it writes are discarded after)")
 
     def run(self, arguments: dict[str, Any], *, deadline: float) -> ToolResult:
         started = time.monotonic()
