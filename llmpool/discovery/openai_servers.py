@@ -25,6 +25,10 @@ PROPS_PATH = "/props"  # llama.cpp's server: total_slots, the requests it runs a
 INFO_PATH = "/info"  # TGI: model_id, router
 LMSTUDIO_MODELS_PATH = "/api/v0/models"
 MAX_SLOTS = 4096  # more parallel slots than any server runs: a bad answer, ignored
+# llama-cpp-python's server runs one request at a time (one lock around its model, server-wide),
+# and by default a second request interrupts the running stream (`interrupt_requests`): a cap of
+# one keeps our own calls from cutting each other's answers.
+LLAMA_CPP_PYTHON_SLOTS = 1
 T = TypeVar("T")
 
 
@@ -39,6 +43,7 @@ def read_openai_server(base: str, *, http: httpx.Client, timeout: float) -> Sour
     The listing says the server's kind (llmpool.server_kinds); a llama.cpp server is also asked
     its slots (/props), and one the listing leaves unknown whether it is TGI (/info). Those two
     reads are best effort: without them the endpoints are kept, their slots or kind unknown.
+    llama-cpp-python has one slot (LLAMA_CPP_PYTHON_SLOTS).
     """
     result = read_server(f"openai:{base}", base + MODELS_PATH, lambda data: parse_models(base, data),
                          http=http, timeout=timeout)
@@ -48,6 +53,8 @@ def read_openai_server(base: str, *, http: httpx.Client, timeout: float) -> Sour
     extra: dict[str, Any] = {}
     if kind == "llamacpp":
         extra["slots"] = _optional(lambda: parse_props(get_json(http, base + PROPS_PATH, timeout=timeout)[0]))
+    elif kind == "llama-cpp-python":
+        extra["slots"] = LLAMA_CPP_PYTHON_SLOTS
     elif kind == "unknown" and _optional(lambda: is_tgi_info(get_json(http, base + INFO_PATH, timeout=timeout)[0])):
         extra["kind"] = "tgi"
     if not any(v is not None for v in extra.values()):

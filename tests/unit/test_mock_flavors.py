@@ -11,11 +11,13 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from llmpool.admission import limits_for
 from llmpool.dev.mock_llm import BadConfig, ContainerSpec, MockLLM
 from llmpool.discovery import read_ollama_server, read_openai_server
 from llmpool.health import Health, next_health
 from llmpool.prober import probe
 from llmpool.server_load import ServerLoad, read_load, read_loads
+from llmpool.settings import load_settings
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.timeout(30)
@@ -25,6 +27,7 @@ SPECS = [
     ContainerSpec(name="v1", flavor="vllm", hf_model_id="org/m", ttft=0.0, tokens_per_second=0),
     ContainerSpec(name="v2", flavor="vllm", hf_model_id="org/m", ttft=0.0, tokens_per_second=0),
     ContainerSpec(name="lms", flavor="lmstudio", hf_model_id="qwen/qwen3-8b", quantization="Q6_K"),
+    ContainerSpec(name="lcp", flavor="llama-cpp-python", hf_model_id="/models/llama-3-8b.Q5_K_M.gguf"),
     ContainerSpec(name="oll", flavor="ollama", model_name="llama3.1:8b-instruct-q8_0", quantization="Q8_0",
                   parameter_size="8.0B"),
 ]
@@ -57,6 +60,12 @@ def test_llamacpp_is_known_with_its_slots_and_quantization(mock: MockLLM, http: 
     assert result.ok
     [endpoint] = result.endpoints
     assert (endpoint.kind, endpoint.slots, endpoint.quantization) == ("llamacpp", 3, "Q8_0")
+
+
+def test_llama_cpp_python_is_known_with_one_slot(mock: MockLLM, http: httpx.Client) -> None:
+    [endpoint] = read_openai_server(mock.url("lcp"), http=http, timeout=5).endpoints
+    assert (endpoint.kind, endpoint.slots, endpoint.quantization) == ("llama-cpp-python", 1, "Q5_K_M")
+    assert limits_for(endpoint, load_settings(_env_file=None)).max_concurrency == 1
 
 
 def test_llamacpp_loading_is_starting_then_healthy(mock: MockLLM, http: httpx.Client) -> None:

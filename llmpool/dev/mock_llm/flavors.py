@@ -9,6 +9,7 @@
   and `vllm:gpu_cache_usage_perc`; `vllm:generation_tokens_total` counts one per chat request.
 - `lmstudio`: /v1/models `owned_by: "organization_owner"`; /api/v0/models and
   /api/v0/models/{id} with `state` "not-loaded" while `loading` is on, else "loaded".
+- `llama-cpp-python`: /v1/models `owned_by: "me"` (its dialect's knobs and faults: dialects.py).
 - `ollama` (beside its /api/tags and /api/version in openai_app): /api/ps lists the model as
   loaded unless `loading` is on; /api/tags gives the spec's quantization and parameter size.
 """
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OWNED_BY", "flavor_routes", "loading_health", "wrap", "ollama_details"]
 
-OWNED_BY = {"llamacpp": "llamacpp", "lmstudio": "organization_owner", "ollama": "library"}
+OWNED_BY = {"llamacpp": "llamacpp", "lmstudio": "organization_owner", "ollama": "library", "llama-cpp-python": "me"}
 CHAT_PATH = "/v1/chat/completions"
 LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
 KV_PER_REQUEST = 0.05  # the mock's KV-cache use per request in flight (a full cache at 20)

@@ -27,7 +27,7 @@ HEALTH_FAULTS = frozenset({"hang", "error500", "refuse", "slow_health"})
 BACKEND_FAULTS = ("none", "error500", "bad_json", "hang")
 # "ollama" adds Ollama's /api/tags and /api/version, drops /health (Ollama has none) and keeps
 # the container out of the backend's listing (TT-Studio does not deploy Ollama).
-FLAVORS = ("openai", "ollama", "llamacpp", "vllm", "lmstudio")  # the last three: flavors.py
+FLAVORS = ("openai", "ollama", "llamacpp", "vllm", "lmstudio", "llama-cpp-python")  # the last four: flavors.py
 RECORDS_KEPT = 1000
 FLAGS = ("send_usage", "interrupt_requests")  # the knobs that are true or false
 
