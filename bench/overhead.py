@@ -17,7 +17,7 @@ GOAL = 0.9
 
 
 def run(size: Size) -> Result:
-    jobs, rounds, latency_jobs = size.pick(1000, 40), size.pick(3, 1), size.pick(50, 5)
+    jobs, rounds, latency_jobs = size.pick(1000, 40), size.pick(3, 1), size.pick(20, 5)
     bare_runs, our_runs = [], []
     with Rig(ttft=0.02, tps=2000, threads=64, mock_processes=size.pick(2, 1), warm_up=size.pick(50, 5)) as rig:
         mock = calibrate(rig, size.pick(2000, 100), 64)
