@@ -119,3 +119,13 @@ def test_room_for_sockets_raises_the_soft_open_files_limit_up_to_the_hard_one() 
             assert room_for_sockets(hard * 2) == hard  # capped at the hard limit (and a warning)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_llmpool_up_starts_the_chat_worker_with_the_pool_and_slots_of_the_settings(tmp_path) -> None:  # noqa: ANN001
+    from llmpool.dev.stack import _service_commands
+
+    settings = load_settings(agent_worker_pool="gevent", agent_worker_concurrency=10_000)
+    commands = dict(_service_commands(settings, data_dir=tmp_path))
+    worker, control = commands["worker"], commands["control"]
+    assert worker[worker.index("-P") + 1:worker.index("-P") + 4] == ["gevent", "-c", "10000"]
+    assert control[control.index("-P") + 1] == "threads"  # the control plane keeps its own threads
