@@ -4,8 +4,8 @@ Each container serves POST /v1/chat/completions (streaming or not, deterministic
 GET /v1/models and GET /health on its own port, with knobs (ttft, tokens_per_second, reply, ...)
 and faults (refuse, error500, error400, ratelimit, hang, drop_mid_stream, bad_json, slow_health,
 trickle, endless_stream, huge_body, huge_line; real servers' dialects: cut_stream, cut_stream_eof,
-validation_500 and the knobs send_usage and interrupt_requests, in dialects.py) changeable at run time. A control server lists them
-at GET /models/deployed/ in the backend's format and drives them under /_mock/.
+validation_500 and the knobs send_usage and interrupt_requests, in dialects.py) changeable at
+run time. A control server lists them at GET /models/deployed/ in the backend's format and drives them under /_mock/.
 `ContainerSpec(flavor="ollama")` makes a container look like Ollama: GET /api/tags and
 /api/version instead of /health, and no backend listing. Flavours "llamacpp" (loading 503s,
 /props, /slots, a slot queue), "vllm" (/metrics) and "lmstudio" (/api/v0/models with state)
