@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,23 +79,25 @@ def _assert_refused(response: httpx.Response, status: int, fragment: str) -> Non
     assert fragment in error["message"]
 
 
-HS256_REFUSALS = [
-    ("no token", {}, "no bearer token"),
-    ("not bearer", {"Authorization": "Basic YWxpY2U6eA=="}, "Bearer <jwt>"),
-    ("malformed", _bearer("not.a.jwt"), "malformed"),
-    ("expired", _bearer(_hs256(exp=int(time.time()) - 120)), "expired"),
-    ("no exp", _bearer(_hs256(exp=None)), "no exp claim"),
-    ("no sub", _bearer(_hs256(sub=None)), "no sub claim"),
-    ("wrong signature", _bearer(_hs256(secret="x" * 40)), "signature"),
-    ("alg none", _bearer(_forged({"alg": "none", "typ": "JWT"}, _claims(), None)), "algorithm"),
-    ("wrong aud", _bearer(_hs256(aud="someone-else")), "aud"),
-    ("wrong iss", _bearer(_hs256(iss="https://evil.example")), "iss"),
+# Headers are made when the test runs: a token minted at import would expire in a long session.
+HS256_REFUSALS: list[tuple[str, Callable[[], dict[str, str]], str]] = [
+    ("no token", lambda: {}, "no bearer token"),
+    ("not bearer", lambda: {"Authorization": "Basic YWxpY2U6eA=="}, "Bearer <jwt>"),
+    ("malformed", lambda: _bearer("not.a.jwt"), "malformed"),
+    ("expired", lambda: _bearer(_hs256(exp=int(time.time()) - 120)), "expired"),
+    ("no exp", lambda: _bearer(_hs256(exp=None)), "no exp claim"),
+    ("no sub", lambda: _bearer(_hs256(sub=None)), "no sub claim"),
+    ("wrong signature", lambda: _bearer(_hs256(secret="x" * 40)), "signature"),
+    ("alg none", lambda: _bearer(_forged({"alg": "none", "typ": "JWT"}, _claims(), None)), "algorithm"),
+    ("wrong aud", lambda: _bearer(_hs256(aud="someone-else")), "aud"),
+    ("wrong iss", lambda: _bearer(_hs256(iss="https://evil.example")), "iss"),
 ]
 
 
-@pytest.mark.parametrize(("case", "headers", "reason"), HS256_REFUSALS, ids=[c[0] for c in HS256_REFUSALS])
-def test_hs256_refusals_are_401_with_a_reason(app_env: pytest.MonkeyPatch, case: str, headers: dict[str, str],
-                                              reason: str) -> None:
+@pytest.mark.parametrize(("case", "make_headers", "reason"), HS256_REFUSALS, ids=[c[0] for c in HS256_REFUSALS])
+def test_hs256_refusals_are_401_with_a_reason(app_env: pytest.MonkeyPatch, case: str,
+                                              make_headers: Callable[[], dict[str, str]], reason: str) -> None:
+    headers = make_headers()
     app_env.setenv("AGENT_API_JWT_SECRET", SECRET)
     app_env.setenv("AGENT_API_JWT_AUDIENCE", AUDIENCE)
     app_env.setenv("AGENT_API_JWT_ISSUER", ISSUER)
