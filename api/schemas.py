@@ -64,7 +64,9 @@ class PollRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
     timeout: float | None = Field(default=None, gt=0, le=86_400, description="seconds until the deadline")
-    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    # The client's own tools, or "builtin" (the worker's: llmpool.tool_loop), or "none" (no built-in
+    # tools for this request, where /poll_requests would offer them: AGENT_POLL_BUILTIN_TOOLS).
+    tools: list[FunctionTool] | Literal["builtin", "none"] | None = Field(default=None, max_length=128)
     tool_choice: ToolChoice | None = None
 
     def to_job(self, *, stream: bool, now: float) -> ChatJob:
@@ -74,11 +76,16 @@ class PollRequest(BaseModel):
             thread_id=self.thread_id, priority=self.priority, stream=stream,
             remember=self.thread_id is not None,
             deadline=now + self.timeout if self.timeout else None,
-            tools=[t.model_dump(exclude_none=True) for t in self.tools] if self.tools else None,
+            tools=self._tools(),
             tool_choice=self._tool_choice(),
         )
 
+    def _tools(self) -> list[dict[str, Any]] | Literal["builtin"] | None:
+        if isinstance(self.tools, list):
+            return [t.model_dump(exclude_none=True) for t in self.tools] or None
+        return "builtin" if self.tools == "builtin" else None
+
     def _tool_choice(self) -> str | dict[str, Any] | None:
-        if not self.tools or self.tool_choice is None:
+        if not isinstance(self.tools, list) or not self.tools or self.tool_choice is None:
             return None  # without tools there is nothing to choose from
         return self.tool_choice if isinstance(self.tool_choice, str) else self.tool_choice.model_dump()

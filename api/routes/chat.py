@@ -131,7 +131,7 @@ async def poll_requests(
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")] = None,
 ) -> Response:
     job = body.to_job(stream=not _wants_json(request), now=time.time())
-    if job.tools is None and state.settings.agent_poll_builtin_tools and builtin_tools(state.settings):
+    if body.tools is None and state.settings.agent_poll_builtin_tools and builtin_tools(state.settings):
         job = job.model_copy(update={"tools": "auto"})  # as the TT-Studio agent did, when a tool is configured
     job = prepare_job(job.model_copy(update={"owner": owner_of(principal)}), state.settings)
     await require_served_model(state, job)  # 404 model_not_found before anything is enqueued

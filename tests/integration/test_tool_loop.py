@@ -160,6 +160,15 @@ def test_a_job_asking_for_tools_of_a_model_that_cannot_call_them_fails_at_once(m
     assert text.startswith("Hello from plain") and "<think>" not in text
 
 
+def test_a_client_turns_the_tools_off_or_asks_for_them_on_post_jobs(mocks: Mocks) -> None:
+    pool, url, tools = mocks
+    script(pool, "web_search", {"query": "unwanted"})
+    text, _ = poll(url, "no tools please", tools="none")
+    assert text.startswith("Hello from tools") and tools.tavily.requests == []
+    submitted = httpx.post(f"{url}/jobs", json={"message": "search", "tools": "builtin"}, timeout=30).json()
+    assert record(pool, submitted["job_id"])["result"]["steps"][0]["tool"] == "web_search"
+
+
 def test_sse_and_openai_streams_carry_the_steps(mocks: Mocks) -> None:
     pool, url, _ = mocks
     script(pool, "web_search", {"query": "openai shape"})

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from api.openai_format import Answer, chunk, step_delta
 from api.routes.chat import _text_stream
+from api.schemas import PollRequest
 from api.sse import record_events
 from llmpool.dev.mock_llm.replies import parse_chat_request, plan_reply
 from llmpool.dev.mock_llm.state import BadConfig, Knobs
@@ -101,3 +103,16 @@ def test_the_mock_calls_its_scripted_tool_then_quotes_the_result() -> None:
 def test_a_bad_tool_script_is_refused(bad: Any) -> None:
     with pytest.raises(BadConfig):
         Knobs().merged({"tool_script": bad})
+
+
+def test_poll_requests_takes_builtin_or_none_besides_its_own_tools() -> None:
+    def job(tools: Any) -> Any:
+        return PollRequest.model_validate({"message": "hi", "tools": tools, "tool_choice": "auto"}).to_job(
+            stream=True, now=0.0)
+
+    assert job("builtin").tools == "builtin" and job("builtin").tool_choice is None
+    assert job("none").tools is None and job(None).tools is None
+    own = job([{"type": "function", "function": {"name": "f"}}])
+    assert own.tools == [{"type": "function", "function": {"name": "f"}}] and own.tool_choice == "auto"
+    with pytest.raises(ValidationError):
+        job("everything")
