@@ -44,10 +44,29 @@ class RawServer:
                 if not part:
                     return
                 request += part
+            if not self._read_body(conn, request):
+                return
             try:
                 self.behaviour(conn, self.stop)
             except OSError:
                 pass  # the client went away: what a deadline is for
+
+    @staticmethod
+    def _read_body(conn: socket.socket, request: bytes) -> bool:
+        """Read the request body too: a socket closed with unread bytes sends RST, and a client
+        that has not read the answer yet (a loaded machine) then loses it to ECONNRESET."""
+        head, _, body = request.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip() or 0)
+        while len(body) < length:
+            part = conn.recv(65536)
+            if not part:
+                return False
+            body += part
+        return True
 
     def close(self) -> None:
         self.stop.set()
