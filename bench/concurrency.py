@@ -29,7 +29,7 @@ def run(size: Size) -> Result:
                 share >= GOAL_SHARE),
             Row("worker RSS (MB)", round(ours.rss_mb, 1), f"< {GOAL_RSS_MB}", ours.rss_mb < GOAL_RSS_MB),
             Row("bare Celery jobs/s", round(bare.rate, 1)),
-            Row("mock alone, plain httpx (jobs/s)", round(mock["mock_jobs_per_s"], 1),
+            Row("mock alone, plain HTTP load (jobs/s)", round(mock["mock_jobs_per_s"], 1),
                 ">= 1.5 x ideal (the mock is not the limit)", mock["mock_jobs_per_s"] >= 1.5 * ideal),
             Row("failed jobs", figures["failed"], "0", figures["failed"] == 0)]
     png = plots.bars(size.out / "concurrency.png", f"{jobs} jobs, 100 threads, 0.5 s LLM", "jobs/s",

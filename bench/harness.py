@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import statistics
@@ -181,22 +182,50 @@ def measure_bare(rig: Rig, jobs: int, latency_jobs: int = 0) -> Run:
 
 
 
+def _raw_request(url: str) -> tuple[str, int, bytes]:
+    """Host, port and the bytes of one streamed chat POST, built once."""
+    parsed = httpx.URL(url)
+    body = json.dumps(CHAT_BODY).encode()
+    head = (f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    return parsed.host, parsed.port or 80, head.encode() + body
+
+
 async def _hammer(url: str, requests: int, concurrency: int) -> int:
-    """`requests` streamed chats, `concurrency` at a time, read to the end; how many failed."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    """`requests` streamed chats, `concurrency` keep-alive connections, each answer read to its last
+    chunk; how many failed. Plain sockets, not an HTTP client library: the load generator shares the
+    CPU with the mock, so the less it spends per request, the closer the figure is to the mock's own.
+    """
+    host, port, request = _raw_request(url)
     failed, todo = 0, iter(range(requests))
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        async def lane() -> None:
-            nonlocal failed
-            for _ in todo:
-                try:
-                    async with http.stream("POST", url, json=CHAT_BODY) as response:
-                        async for _line in response.aiter_lines():
-                            pass
-                        failed += response.status_code != 200
-                except httpx.HTTPError:
-                    failed += 1
-        await asyncio.gather(*(lane() for _ in range(concurrency)))
+
+    async def one(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> bool:
+        reader, writer = conn
+        writer.write(request)
+        answer = b""
+        while not answer.endswith(b"\r\n0\r\n\r\n"):  # the chunked body's last chunk
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError("the mock closed the connection")
+            answer += data
+        return answer.startswith(b"HTTP/1.1 200")
+
+    async def lane() -> None:
+        nonlocal failed
+        conn = None
+        for _ in todo:
+            try:
+                conn = conn or await asyncio.open_connection(host, port)
+                failed += not await one(conn)
+            except OSError:  # ConnectionError included: count it, reconnect for the next one
+                failed += 1
+                if conn is not None:
+                    conn[1].close()
+                conn = None
+        if conn is not None:
+            conn[1].close()
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
     return failed
 
 
@@ -205,8 +234,8 @@ def _load_process(url: str, requests: int, concurrency: int) -> int:
 
 
 def calibrate(rig: Rig, requests: int, concurrency: int, load_processes: int = 2) -> dict[str, float]:
-    """The mock's own rate under a plain httpx load (asyncio in `load_processes` processes), measured in
-    the same run.
+    """The mock's own rate under a plain HTTP load (asyncio sockets in `load_processes` processes),
+    measured in the same run.
 
     A lower bound of what the mock sustains (the load generator shares the machine): the bench's
     figures measure llmpool only while they stay well under it.

@@ -1,7 +1,7 @@
 """overhead: llmpool.chat vs a bare Celery task making the same HTTP call, same pool and threads.
 
 Alternating rounds, medians compared (a shared 2-core machine drifts between runs); a calibration
-row shows the mock's own rate under a plain httpx load in the same run, so the figures are known
+row shows the mock's own rate under a plain HTTP load (raw asyncio sockets) in the same run, so the figures are known
 to measure the worker and not the mock.
 """
 
@@ -44,7 +44,7 @@ def run(size: Size) -> Result:
             Row("llmpool / bare Celery", round(ratio, 3), f">= {GOAL}", ratio >= GOAL),
             Row("per-job latency, one at a time, bare / llmpool (ms)",
                 f"{figures['bare_latency_ms']} / {figures['llmpool_latency_ms']}"),
-            Row("mock alone, plain httpx (jobs/s)", round(mock["mock_jobs_per_s"], 1),
+            Row("mock alone, plain HTTP load (jobs/s)", round(mock["mock_jobs_per_s"], 1),
                 ">= 2 x llmpool's rate", mock["mock_jobs_per_s"] >= 2 * ours),
             Row("failed jobs", figures["failed"], "0", figures["failed"] == 0)]
     png = plots.bars(size.out / "overhead.png", f"{jobs} jobs, 64 threads, 20 ms LLM", "jobs/s",
