@@ -18,6 +18,7 @@ import contextvars
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -152,7 +153,9 @@ def _run_one(tool: Tool, arguments: dict[str, Any], deadline: float) -> ToolResu
     try:
         return tool.run(arguments, deadline=deadline)
     except Exception as exc:  # noqa: BLE001 - a tool must not raise; one that does fails its call, not the job
-        log.exception("tool %s raised %s (a tool must return its failure)", tool.name, type(exc).__name__)
+        # Where it raised, not its message: a tool's exception may quote the arguments it was given.
+        log.error("tool %s raised %s (a tool must return its failure), at:\n%s", tool.name, type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)).rstrip())
         text = f"the tool failed: {type(exc).__name__}"
         return ToolResult(content=text, error="tool_crashed", duration=time.monotonic() - started, size=len(text),
                           summary=text)

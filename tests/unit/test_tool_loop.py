@@ -289,3 +289,17 @@ def test_calls_sent_back_are_complete_even_when_the_llm_left_parts_out() -> None
     assert assistant.tool_calls[0]["function"]["arguments"] == '{"q": "dict, not text"}'
     assert assistant.tool_calls[1]["function"]["name"] == "unnamed"
     assert search.runs == [{"q": "dict, not text"}] and result.steps[1]["error"] == "unknown_tool"
+
+
+def test_arguments_and_results_are_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    secret_args, secret_result = "query-only-the-llm-sees", "result-only-the-llm-sees"
+    search = FakeTool("web_search", ok(secret_result))
+    crash = FakeTool("run_code", lambda a: (_ for _ in ()).throw(RuntimeError(secret_args)))
+    calls = [tool_call("web_search", {"q": secret_args}, "a"), tool_call("run_code", {"code": secret_args}, "b")]
+    with caplog.at_level("DEBUG"):
+        result, _ = run(ScriptedLLM(answer(calls=calls), answer("ok")), {"web_search": search, "run_code": crash})
+    assert [s["error"] for s in result.steps] == [None, "tool_crashed"]
+    logged = caplog.text
+    assert "web_search" in logged and "tool_crashed" in logged and "RuntimeError" in logged  # the lines are there
+    assert not any(record.exc_info for record in caplog.records)  # no traceback text with the exception's message
+    assert secret_args not in logged and secret_result not in logged
