@@ -28,13 +28,16 @@ from llmpool.errors import JobExpired, ToolStepLimit
 from llmpool.schemas import ChatJob, ChatResult, Message
 from llmpool.tools import SUMMARY_MAX_CHARS, Tool, ToolResult
 
-__all__ = ["LoopState", "run_tool_loop", "MAX_PARALLEL_TOOLS", "ARGUMENTS_SHOWN"]
+__all__ = ["LoopState", "run_tool_loop", "MAX_PARALLEL_TOOLS", "MAX_CALLS_PER_ROUND", "ARGUMENTS_SHOWN"]
 
 log = logging.getLogger(__name__)
 
 MAX_PARALLEL_TOOLS = 4  # tool runs of one round at once; more wait for a free thread
 ARGUMENTS_SHOWN = 200  # characters of a call's arguments kept in the step record (the history, the stream)
 STUCK_GRACE = 2.0  # seconds past a tool's own bound before the loop stops waiting for it
+# Tool calls of one answer that run; the rest get a too_many_calls result (a model asking for 100
+# searches at once would spend the search API's credits and the round's whole time bound).
+MAX_CALLS_PER_ROUND = 8
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ def _plan(index: int, round_no: int, raw: Any, tools: Mapping[str, Tool]) -> _Pl
     call = {"id": call_id, "type": "function", "function": {"name": name or "unnamed", "arguments": text}}
     if name not in tools:
         return _Planned(call_id, _shorten(name, 64), None, shown, "unknown_tool", call)
+    if index >= MAX_CALLS_PER_ROUND:
+        return _Planned(call_id, name, None, shown, "too_many_calls", call)
     try:
         arguments = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError:
@@ -142,6 +147,8 @@ def _refusal(planned: _Planned, tools: Mapping[str, Tool]) -> ToolResult:
     if planned.error == "unknown_tool":
         offered = ", ".join(sorted(tools)) or "none"
         text = f"there is no tool named {planned.name!r}; the tools are: {offered}"
+    elif planned.error == "too_many_calls":
+        text = f"not run: at most {MAX_CALLS_PER_ROUND} tool calls of one answer run; ask again if still needed"
     else:
         text = "the arguments must be a JSON object matching the tool's parameters"
     return ToolResult(content=text, error=planned.error, duration=0.0, size=len(text),

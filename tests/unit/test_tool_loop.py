@@ -303,3 +303,11 @@ def test_arguments_and_results_are_never_logged(caplog: pytest.LogCaptureFixture
     assert "web_search" in logged and "tool_crashed" in logged and "RuntimeError" in logged  # the lines are there
     assert not any(record.exc_info for record in caplog.records)  # no traceback text with the exception's message
     assert secret_args not in logged and secret_result not in logged
+
+
+def test_an_answer_with_too_many_calls_runs_the_first_ones_only() -> None:
+    search = FakeTool("web_search", ok("r"))
+    many = [tool_call("web_search", {"q": n}, f"c{n}") for n in range(tool_loop.MAX_CALLS_PER_ROUND + 3)]
+    result, _ = run(ScriptedLLM(answer(calls=many), answer("ok")), {"web_search": search})
+    assert sorted(r["q"] for r in search.runs) == list(range(tool_loop.MAX_CALLS_PER_ROUND))
+    assert [s["error"] for s in result.steps][-3:] == ["too_many_calls"] * 3
