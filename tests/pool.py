@@ -57,8 +57,9 @@ class Pool:
 
 
 def start_pool(tmp: Path, server: RedisServer, mock: MockLLM, *, workers: int = 4, threads: int = 8,
-               max_failures: int = 3, **settings: object) -> Pool:
-    """Worker processes on one Redis, discovering the mock's containers; ready once all are selected."""
+               max_failures: int = 3, endpoints: int | None = None, **settings: object) -> Pool:
+    """Worker processes on one Redis, discovering the mock's containers; ready once all are selected
+    (or `endpoints` of them, when other sources such as AGENT_OPENAI_SERVERS add theirs)."""
     defaults: dict[str, object] = {"agent_connect_timeout": 1, "agent_first_token_timeout": 5,
                                    "agent_request_timeout": 10}
     env = clean_env(
@@ -70,7 +71,8 @@ def start_pool(tmp: Path, server: RedisServer, mock: MockLLM, *, workers: int = 
     procs = [start_worker(tmp, env, name=f"w{n}", concurrency=threads, loglevel="WARNING") for n in range(workers)]
     keys = Keys()
     registry = Registry(client, keys)
-    wait_for(lambda: (s := registry.selection()) is not None and len(s.order) == len(mock.names()),
+    expected = len(mock.names()) if endpoints is None else endpoints
+    wait_for(lambda: (s := registry.selection()) is not None and len(s.order) == expected,
              timeout=30, what="discovery of every container")
     app = Celery("test-client")
     app.conf.update(celery_config(load_settings(redis_url=server.url)))
