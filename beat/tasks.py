@@ -29,6 +29,7 @@ from llmpool.redis_memory import MemoryWarner, read_memory
 from llmpool.registry import Registry, merge_discovery
 from llmpool.resources import Resources, current
 from llmpool.selection import Selection
+from llmpool.server_kinds import LOAD_KINDS
 from llmpool.server_load import LoadStore, load_ttl, progressed, read_loads
 from llmpool.sweep import run_sweep
 from llmpool.ttft import ttft_config
@@ -140,12 +141,15 @@ def run_load_pass(res: Resources) -> dict[str, Any]:
     interval = settings.agent_load_interval
     if interval <= 0:
         return {"skipped": "AGENT_LOAD_INTERVAL is 0"}
-    with pass_lock(res.redis, res.keys, "load") as mine:
+    started = time.monotonic()
+    selection = res.registry.selection()
+    endpoints = [e for e in (selection.order if selection else []) if e.kind in LOAD_KINDS]
+    if not endpoints:  # nothing reports its load: one GET, no lock, no request
+        return {"duration": time.monotonic() - started, "read": 0, "loads": {}, "progressed": []}
+    # Short and harmless if two overlap: no keeper thread renews the lock.
+    with pass_lock(res.redis, res.keys, "load", renew=False) as mine:
         if not mine:
             return {"skipped": "another load pass is running"}
-        started = time.monotonic()
-        selection = res.registry.selection()
-        endpoints = selection.order if selection else []
         timeout = min(settings.agent_health_check_timeout, max(1.0, interval))
         loads = read_loads(res.probe_http, endpoints, timeout=timeout, max_workers=settings.agent_probe_connections)
         store = LoadStore(res.redis, res.keys)

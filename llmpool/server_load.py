@@ -18,7 +18,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ MAX_LOAD_BODY = 512 * 1024  # a /metrics page is tens of KB; read no more than t
 FULL_CACHE = 0.95  # a KV cache this full makes new requests wait (or preempt running ones)
 TTL_INTERVALS = 3  # a figure outlives this many missed load passes, then it is gone
 MIN_TTL = 5.0  # seconds
+STRAGGLER_GRACE = 0.5  # seconds the pass waits past its reads' deadlines
 _RUNNING = ("vllm:num_requests_running",)
 _WAITING = ("vllm:num_requests_waiting",)
 _CACHE = ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc")
@@ -169,7 +170,7 @@ def read_load(http: httpx.Client, endpoint: Endpoint, *, timeout: float) -> Serv
             if response.status_code != 200:
                 return None
             body = _bounded(response)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         log.debug("load of %s not read: %s", endpoint.id, type(exc).__name__)
         return None
     if path == "/metrics":
@@ -198,9 +199,17 @@ def read_loads(http: httpx.Client, endpoints: Iterable[Endpoint], *, timeout: fl
             by_server.setdefault((endpoint.base_url, endpoint.kind), []).append(endpoint)
     if not by_server:
         return {}
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(by_server)), thread_name_prefix="load") as pool:
-        found = dict(zip(by_server, pool.map(lambda group: read_load(http, group[0], timeout=timeout),
-                                             by_server.values()), strict=True))
+    # Each read is cut at its deadline, but DNS resolution escapes it: the pass waits a bounded
+    # time for the reads and leaves a straggler's thread to end on its own (its figure is skipped).
+    pool = ThreadPoolExecutor(max_workers=min(max_workers, len(by_server)), thread_name_prefix="load")
+    try:
+        futures = {server: pool.submit(read_load, http, group[0], timeout=timeout)
+                   for server, group in by_server.items()}
+        waves = math.ceil(len(by_server) / max_workers)
+        wait(futures.values(), timeout=timeout * waves + STRAGGLER_GRACE)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    found = {server: f.result() for server, f in futures.items() if f.done() and not f.cancelled()}
     return {e.id: load for server, load in found.items() if load is not None for e in by_server[server]}
 
 
