@@ -207,10 +207,13 @@ class _DeadlineTransport(httpx.HTTPTransport):
     proxy keeps httpx's own pool: its calls have httpx's per-operation timeouts only.
     """
 
-    def __init__(self, limits: httpx.Limits, proxy: httpx.Proxy | None = None) -> None:
-        super().__init__(limits=limits, proxy=proxy)
+    def __init__(self, limits: httpx.Limits, proxy: httpx.Proxy | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """`ssl_context`: one to share (shards share one: each new context costs ~0.9 MB of CA certificates)."""
+        ssl_context = ssl_context or httpx.create_ssl_context()
+        super().__init__(limits=limits, proxy=proxy, verify=ssl_context)
         common: dict[str, typing.Any] = {
-            "ssl_context": httpx.create_ssl_context(), "max_connections": limits.max_connections,
+            "ssl_context": ssl_context, "max_connections": limits.max_connections,
             "max_keepalive_connections": limits.max_keepalive_connections,
             "keepalive_expiry": limits.keepalive_expiry, "network_backend": _DeadlineBackend()}
         if proxy is None:
@@ -237,6 +240,8 @@ def make_bounded_client(*, max_connections: int, timeout: float) -> httpx.Client
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     sizes = shard_sizes(max_connections)
+    shared = httpx.create_ssl_context()
     transport: httpx.BaseTransport = _DeadlineTransport(limits) if len(sizes) == 1 else ShardedTransport(
-        [_DeadlineTransport(httpx.Limits(max_connections=n, max_keepalive_connections=n)) for n in sizes])
+        [_DeadlineTransport(httpx.Limits(max_connections=n, max_keepalive_connections=n), ssl_context=shared)
+         for n in sizes])
     return httpx.Client(transport=transport, mounts=_proxy_mounts(limits), timeout=timeout, follow_redirects=False)
