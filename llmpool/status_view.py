@@ -99,10 +99,22 @@ def _breaker_cell(breaker: dict[str, Any]) -> str:
     return str(breaker.get("state", "-"))
 
 
+def _server_load_cell(load: dict[str, Any] | None) -> str:
+    """The server's own figure: running+waiting, and its slots or KV-cache use when it gives them."""
+    if not load:
+        return "-"
+    cell = f"{load['running']}+{load['waiting']}"
+    if load.get("slots"):
+        cell += f"/{load['slots']} slots"
+    elif load.get("cache_use") is not None:
+        cell += f" kv {load['cache_use']:.0%}"
+    return cell
+
+
 def render_table(rows: list[dict[str, Any]]) -> str:
     """The registry as a plain-text table for the terminal."""
-    headers = ["", "rank", "id", "model", "source", "health", "breaker", "in-flight", "ttft p95", "1st-token t/o",
-               "latency", "fails", "last error"]
+    headers = ["", "rank", "id", "model", "source", "kind", "health", "breaker", "in-flight", "server load",
+               "ttft p95", "1st-token t/o", "latency", "fails", "last error"]
     lines = [headers]
     for r in rows:
         mark = "*" if r["is_current"] else ("P" if r["is_pinned"] else "")
@@ -112,9 +124,10 @@ def render_table(rows: list[dict[str, Any]]) -> str:
         cap = breaker.get("max_concurrency")
         in_flight = str(breaker.get("in_flight", "-")) + (f"/{cap}" if cap else "")
         lines.append([mark, "-" if r["rank"] is None else str(r["rank"]), r["deploy_id"][:24],
-                      r["model_name"][:32], r["source"], r["status"], _breaker_cell(breaker), in_flight,
-                      _seconds(ttft.get("p95")), _seconds(ttft.get("first_token_timeout")), latency,
-                      str(r["consecutive_failures"]), (r["last_error"] or "")[:40]])
+                      r["model_name"][:32], r["source"], str(r.get("kind") or "-"), r["status"], _breaker_cell(breaker),
+                      in_flight, _server_load_cell(r.get("server_load")), _seconds(ttft.get("p95")),
+                      _seconds(ttft.get("first_token_timeout")), latency, str(r["consecutive_failures"]),
+                      (r["last_error"] or "")[:40]])
     widths = [max(len(row[i]) for row in lines) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                      for row in lines)

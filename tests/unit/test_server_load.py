@@ -3,6 +3,7 @@ with our leases in one round trip."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from llmpool.server_load import (
     progressed,
 )
 from llmpool.settings import load_settings
-from llmpool.status_view import endpoint_rows
+from llmpool.status_view import endpoint_rows, render_table
 from tests.conftest import FrozenClock
 
 # As vLLM 0.6 (v0 engine) writes it: HELP/TYPE lines, a model_name label, float values.
@@ -146,3 +147,17 @@ def test_status_rows_show_each_servers_figure(any_redis: redis.Redis) -> None:
     rows = {r["deploy_id"]: r for r in endpoint_rows(snap, checks_enabled=True, loads=loads)}
     assert rows["a"]["server_load"] == {"running": 2, "waiting": 1, "cache_use": 0.5, "slots": None, "generated": None}
     assert rows["b"]["server_load"] is None and rows["a"]["kind"] == "vllm"
+
+
+def test_the_status_table_shows_kind_and_server_load() -> None:
+    base = {"is_current": False, "is_pinned": False, "rank": 0, "model_name": "m", "source": "openai",
+            "status": "starting", "latency": None, "consecutive_failures": 0, "last_error": None, "breaker": None}
+    rows = [{**base, "deploy_id": "a", "kind": "vllm",
+             "server_load": asdict(ServerLoad(running=3, waiting=2, cache_use=0.42))},
+            {**base, "deploy_id": "b", "kind": "llamacpp", "server_load": asdict(ServerLoad(running=1, slots=2))},
+            {**base, "deploy_id": "c"}]
+    header, a, b, c = render_table(rows).splitlines()
+    assert "kind" in header and "server load" in header
+    assert "vllm" in a and "3+2 kv 42%" in a and "starting" in a
+    assert "llamacpp" in b and "1+0/2 slots" in b
+    assert c.split()[3:5] == ["openai", "-"] and c.split()[8] == "-"  # no kind, no figure
