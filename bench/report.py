@@ -18,7 +18,7 @@ from typing import Any
 from bench.scenario import Result, Row
 from llmpool.dev.redis_server import find_redis_server
 
-__all__ = ["machine", "write_result", "write_summary"]
+__all__ = ["goals_table", "machine", "table", "write_result", "write_summary"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +80,12 @@ def write_result(out: Path, name: str, result: Result, *, wall_s: float, quick: 
     return doc
 
 
+def goals_table(docs: list[dict[str, Any]]) -> str:
+    """One table of every row with a goal, over the scenarios' JSON documents."""
+    return table([Row(f"{doc['scenario']}: {r['metric']}", r["value"], r["goal"], r["met"])
+                  for doc in docs for r in doc["rows"] if r["goal"]])
+
+
 def write_summary(out: Path) -> None:
     """README.md: every scenario table found in `out`, with the machine of the newest run."""
     docs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
@@ -89,7 +95,8 @@ def write_summary(out: Path) -> None:
     host = max(docs, key=lambda d: d["machine"]["date"])["machine"]
     parts = ["# Benchmark results", "",
              f"{host['cores']} cores, Python {host['python']}, Redis {host['redis']}, commit "
-             f"{host['git_commit']}, {host['date']}.", ""]
+             f"{host['git_commit']}, {host['date']}.", "", "Every figure that has a goal:", "",
+             goals_table(docs), ""]
     for doc in docs:
         parts += [f"## {doc['scenario']}{' (quick)' if doc['quick'] else ''}", "",
                   table([Row(**r) for r in doc["rows"]]), ""]

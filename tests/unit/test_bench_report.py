@@ -49,3 +49,5 @@ def test_result_files_and_summary(tmp_path: Path) -> None:
     summary = (tmp_path / "README.md").read_text()
     assert "## one (quick)" in summary and "## two\n" in summary
     assert "commit def5678" in summary  # the machine line is the newest run's
+    assert "| one: jobs/s | 12.5 | >= 10 | met |" in summary  # the goals table: rows with a goal only
+    assert "| two: x |" not in summary
