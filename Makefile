@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench bench-quick clean
+.PHONY: up test lint bench bench-quick bench-publish clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
+
+# The latest bench/results/ into README.md's Performance table and docs/performance/failover.png.
+bench-publish: $(STAMP)
+	$(BIN)/python -m bench.publish
 
 # The smoke run: every scenario with tiny sizes (tests/integration/test_bench_quick.py runs it too).
 bench-quick: $(STAMP)

@@ -80,10 +80,10 @@ def write_result(out: Path, name: str, result: Result, *, wall_s: float, quick: 
     return doc
 
 
-def goals_table(docs: list[dict[str, Any]]) -> str:
-    """One table of every row with a goal, over the scenarios' JSON documents."""
+def goals_table(docs: list[dict[str, Any]], *, goals_only: bool = True) -> str:
+    """One table over the scenarios' JSON documents: every row with a goal (or every row)."""
     return table([Row(f"{doc['scenario']}: {r['metric']}", r["value"], r["goal"], r["met"])
-                  for doc in docs for r in doc["rows"] if r["goal"]])
+                  for doc in docs for r in doc["rows"] if r["goal"] or not goals_only])
 
 
 def write_summary(out: Path) -> None:
