@@ -163,6 +163,9 @@ def _worker_env(url: str, mock_port: int, *, per_worker: int, hold: float) -> di
         agent_worker_pool="gevent", agent_worker_concurrency=per_worker,
         agent_first_token_timeout=wait, agent_request_timeout=wait + 30, agent_suspect_max=wait,
         agent_job_deadline=wait + 600, agent_log_level="WARNING",
+        # Each running job's message comes back once per visibility timeout and is acked as `busy`:
+        # at 10,000 calls held for minutes that churn (60 s by default) cost more CPU than the calls.
+        agent_visibility_timeout=hold * 2 + 120,
     )
 
 
