@@ -51,3 +51,25 @@ def test_result_files_and_summary(tmp_path: Path) -> None:
     assert "commit def5678" in summary  # the machine line is the newest run's
     assert "| one: jobs/s | 12.5 | >= 10 | met |" in summary  # the goals table: rows with a goal only
     assert "| two: x |" not in summary
+
+
+def test_publish_replaces_the_readme_table_and_copies_the_timeline(tmp_path: Path) -> None:
+    from bench.publish import END, START, publish
+
+    results, docs_dir = tmp_path / "results", tmp_path / "docs"
+    results.mkdir()
+    (results / "failover.png").write_bytes(b"timeline")
+    write_result(results, "failover", Result({}, [Row("jobs lost", 0, "0", True), Row("LiteLLM lost", 2)]),
+                 wall_s=1.0, quick=False, host=HOST)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{START}\n\nbefore\n")
+    publish(results, readme, docs_dir)
+    first = readme.read_text()
+    assert "| failover: jobs lost | 0 | 0 | met |" in first and "| failover: LiteLLM lost | 2 |" in first
+    assert first.count(START) == 1 and first.count(END) == 1 and "before" in first
+    write_result(results, "failover", Result({}, [Row("jobs lost", 1, "0", False)]), wall_s=1.0, quick=False,
+                 host=HOST)
+    publish(results, readme, docs_dir)
+    second = readme.read_text()
+    assert "| failover: jobs lost | 1 | 0 | missed |" in second and "LiteLLM lost" not in second
+    assert second.count(START) == 1 and (docs_dir / "failover.png").read_bytes() == b"timeline"
