@@ -65,11 +65,16 @@ def _seen(record: EndpointRecord | None, endpoint: Endpoint, source: str, now: f
 
 
 def _learned(record: EndpointRecord | None, endpoint: Endpoint) -> Endpoint:
-    """`endpoint` keeping the slots its server told before when this pass could not read them
-    (llama.cpp's /props is read best effort): one failed read must not lift its cap."""
+    """`endpoint` keeping what its server told before when this pass could not read it (the kind
+    of an endpoint the settings name, llama.cpp's /props: read best effort): one failed read must
+    not forget a kind or lift a cap."""
     before = record.endpoint if record else None
-    if endpoint.slots is None and before is not None and before.slots and before.kind == endpoint.kind:
-        return replace(endpoint, slots=before.slots)
+    if before is None:
+        return endpoint
+    if endpoint.kind == "unknown" and before.kind != "unknown":
+        endpoint = replace(endpoint, kind=before.kind)
+    if endpoint.slots is None and before.slots and before.kind == endpoint.kind:
+        endpoint = replace(endpoint, slots=before.slots)
     return endpoint
 
 

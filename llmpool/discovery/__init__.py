@@ -26,7 +26,7 @@ from redis import Redis
 
 from llmpool.discovery.backend import BACKEND_SOURCE, backend_timeout, discover_backend, parse_deployed
 from llmpool.discovery.ollama import parse_tags, read_ollama_server
-from llmpool.discovery.openai_servers import parse_models, read_openai_server, server_timeout
+from llmpool.discovery.openai_servers import learn_kind, parse_models, read_openai_server, server_timeout
 from llmpool.discovery.source import SourceResult
 from llmpool.discovery.static import STATIC_SOURCE, discover_static
 from llmpool.keys import Keys
@@ -72,11 +72,11 @@ def discover_all(settings: Settings, *, http: httpx.Client, redis: Redis, keys: 
 def _jobs(settings: Settings, *, http: httpx.Client, redis: Redis, keys: Keys,
           force: bool) -> list[_Job]:
     """The enabled sources, each with its timeout and the call that reads it."""
-    jobs = [_Job(STATIC_SOURCE, 0.0, partial(discover_static, settings))]
+    timeout = server_timeout(settings)
+    jobs = [_Job(STATIC_SOURCE, timeout * 2, partial(_static_with_kinds, settings, http=http, timeout=timeout))]
     if settings.agent_auto_discovery:
         read = partial(discover_backend, settings, http=http, redis=redis, keys=keys, force=force)
         jobs.append(_Job(BACKEND_SOURCE, backend_timeout(settings), read))
-    timeout = server_timeout(settings)
     for base in settings.agent_openai_servers:
         read = partial(read_openai_server, base, http=http, timeout=timeout)
         jobs.append(_Job(f"openai:{base}", timeout, read))
@@ -84,6 +84,18 @@ def _jobs(settings: Settings, *, http: httpx.Client, redis: Redis, keys: Keys,
         read = partial(read_ollama_server, base, http=http, timeout=timeout)
         jobs.append(_Job(f"ollama:{base}", timeout, read))
     return jobs
+
+
+def _static_with_kinds(settings: Settings, *, http: httpx.Client, timeout: float) -> SourceResult:
+    """The endpoints the settings name, each asked what server it is (at once: a down local LLM
+    costs the pass no more than one timeout). The registry keeps what an earlier pass learned
+    when this one could not read it (llmpool.registry)."""
+    result = discover_static(settings)
+    if not result.endpoints:
+        return result
+    with ThreadPoolExecutor(max_workers=len(result.endpoints), thread_name_prefix="discovery-kind") as pool:
+        learned = list(pool.map(lambda e: learn_kind(e, http=http, timeout=timeout), result.endpoints))
+    return SourceResult(result.source, result.ok, learned, result.error)
 
 
 def _outcome(job: _Job, future: Future[SourceResult], started: float) -> SourceResult:

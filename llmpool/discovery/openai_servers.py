@@ -15,8 +15,8 @@ from llmpool.endpoints import CHAT_PATH, Endpoint
 from llmpool.server_kinds import Kind, is_tgi_info, kind_from_models, quantization_in
 from llmpool.settings import Settings
 
-__all__ = ["MODELS_PATH", "PROPS_PATH", "INFO_PATH", "LMSTUDIO_MODELS_PATH", "lmstudio_model_url", "parse_models",
-           "parse_props", "read_openai_server", "server_timeout"]
+__all__ = ["MODELS_PATH", "PROPS_PATH", "INFO_PATH", "LMSTUDIO_MODELS_PATH", "learn_kind", "lmstudio_model_url",
+           "parse_models", "parse_props", "read_openai_server", "server_extras", "server_timeout"]
 
 log = logging.getLogger("llmpool.discovery")
 
@@ -49,7 +49,15 @@ def read_openai_server(base: str, *, http: httpx.Client, timeout: float) -> Sour
                          http=http, timeout=timeout)
     if not result.ok or not result.endpoints:
         return result
-    kind = result.endpoints[0].kind
+    extra = server_extras(base, result.endpoints[0].kind, http=http, timeout=timeout)
+    if not extra:
+        return result
+    return replace(result, endpoints=[replace(e, **extra) for e in result.endpoints])
+
+
+def server_extras(base: str, kind: str, *, http: httpx.Client, timeout: float) -> dict[str, Any]:
+    """What a server of `kind` tells beyond its listing, as Endpoint fields: llama.cpp's slots
+    (/props), llama-cpp-python's one slot, TGI known by /info. Best effort: {} when unread."""
     extra: dict[str, Any] = {}
     if kind == "llamacpp":
         extra["slots"] = _optional(lambda: parse_props(get_json(http, base + PROPS_PATH, timeout=timeout)[0]))
@@ -57,9 +65,19 @@ def read_openai_server(base: str, *, http: httpx.Client, timeout: float) -> Sour
         extra["slots"] = LLAMA_CPP_PYTHON_SLOTS
     elif kind == "unknown" and _optional(lambda: is_tgi_info(get_json(http, base + INFO_PATH, timeout=timeout)[0])):
         extra["kind"] = "tgi"
-    if not any(v is not None for v in extra.values()):
-        return result
-    return replace(result, endpoints=[replace(e, **extra) for e in result.endpoints])
+    return {k: v for k, v in extra.items() if v is not None}
+
+
+def learn_kind(endpoint: Endpoint, *, http: httpx.Client, timeout: float) -> Endpoint:
+    """An endpoint the settings name (the container, the local host LLM) with what its server
+    tells: its kind from /v1/models, then `server_extras`. Unchanged when it cannot be read."""
+    if endpoint.is_cloud or endpoint.kind != "unknown":
+        return endpoint
+    base = endpoint.base_url
+    data = _optional(lambda: get_json(http, base + MODELS_PATH, timeout=timeout)[0])
+    kind = kind_from_models(data) if data is not None else "unknown"
+    learned = replace(endpoint, kind=kind, quantization=endpoint.quantization or quantization_in(endpoint.model))
+    return replace(learned, **server_extras(base, kind, http=http, timeout=timeout))
 
 
 def parse_props(data: Any) -> int | None:

@@ -4,6 +4,7 @@ reader sees the queue. The mock runs on a thread (no process)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,6 +15,8 @@ import pytest
 from llmpool.admission import limits_for
 from llmpool.dev.mock_llm import BadConfig, ContainerSpec, MockLLM
 from llmpool.discovery import read_ollama_server, read_openai_server
+from llmpool.discovery.openai_servers import learn_kind
+from llmpool.endpoints import local_endpoint
 from llmpool.health import Health, next_health
 from llmpool.prober import probe
 from llmpool.server_load import ServerLoad, read_load, read_loads
@@ -158,3 +161,19 @@ def test_a_container_docker_calls_starting_fails_its_probe_as_starting(mock: Moc
     assert not probe(broken, http=http, timeout=5).starting
     result = probe(replace(broken, container_starting=True), http=http, timeout=5)
     assert (result.ok, result.starting, result.error) == (False, True, "container starting (HTTP 404)")
+
+
+def test_an_endpoint_the_settings_name_learns_its_kind_and_slots(mock: MockLLM, http: httpx.Client) -> None:
+    port = mock.port("cpp")
+    mock.configure("cpp", slots=2)
+    local = local_endpoint(load_settings(_env_file=None, local_llm_host="127.0.0.1", local_llm_port=port))
+    learned = learn_kind(local, http=http, timeout=5)
+    assert (local.kind, learned.kind, learned.slots) == ("unknown", "llamacpp", 2)
+    nobody = local_endpoint(load_settings(_env_file=None, local_llm_host="127.0.0.1", local_llm_port=_free_port()))
+    assert learn_kind(nobody, http=http, timeout=2) == nobody  # down: nothing learned, nothing lost
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -219,3 +220,10 @@ def test_a_tt_studio_container_docker_lists_as_starting() -> None:
     [healthy] = parse_deployed({DEPLOY_ID: entry()})
     assert starting.container_starting and not healthy.container_starting
     assert starting.kind == healthy.kind == "tt-studio"
+
+
+def test_a_failed_read_keeps_the_kind_learned_before() -> None:
+    known = merge_discovery({}, [SourceResult("static", True, [_slotted(1)])], now=0.0, grace=60)
+    unread = replace(_slotted(None), kind="unknown")
+    kept = merge_discovery(known, [SourceResult("static", True, [unread])], now=1.0, grace=60)["ep"].endpoint
+    assert (kept.kind, kept.slots) == ("llamacpp", 1)
