@@ -75,7 +75,9 @@ def learn_kind(endpoint: Endpoint, *, http: httpx.Client, timeout: float) -> End
         return endpoint
     base = endpoint.base_url
     data = _optional(lambda: get_json(http, base + MODELS_PATH, timeout=timeout)[0])
-    kind = kind_from_models(data) if data is not None else "unknown"
+    if data is None:
+        return endpoint  # down or guarded: nothing to learn now
+    kind = kind_from_models(data)
     learned = replace(endpoint, kind=kind, quantization=endpoint.quantization or quantization_in(endpoint.model))
     return replace(learned, **server_extras(base, kind, http=http, timeout=timeout))
 
