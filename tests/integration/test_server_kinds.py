@@ -55,6 +55,26 @@ def test_a_llamacpp_server_reloading_its_model_is_starting_not_failing(redis_url
             res.close()
 
 
+@pytest.mark.parametrize(("prefer", "first"), [("quality", "Q8_0"), ("speed", "Q4_K_M")])
+def test_ollama_quantizations_of_one_model_are_selected_as_agent_prefer_says(redis_url: str, prefer: str,
+                                                                          first: str) -> None:
+    specs = [ContainerSpec(name=f"oll-{q}", flavor="ollama", model_name=f"llama3.1:8b-instruct-{q.lower()}",
+                           quantization=q) for q in ("Q4_K_M", "Q8_0")]
+    with MockLLM(specs, backend=False) as mock:
+        settings = load_settings(redis_url=redis_url, agent_auto_discovery=False, agent_fallback_to_local=False,
+                                 agent_health_check_timeout=2, agent_prefer=prefer,
+                                 agent_ollama_servers=",".join(mock.url(s.name) for s in specs))
+        res = _build(settings)
+        try:
+            run_discovery(res, force=True)
+            selection = res.registry.selection()
+            assert selection is not None
+            assert [(e.kind, e.quantization) for e in selection.order][0] == ("ollama", first)
+            assert {e.quantization for e in selection.order} == {"Q4_K_M", "Q8_0"}
+        finally:
+            res.close()
+
+
 @pytest.fixture
 def pool_on(tmp_path: Path) -> Iterator:
     started: list[Pool] = []
