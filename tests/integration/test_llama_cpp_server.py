@@ -9,7 +9,11 @@ new version that changes it is noticed: a stream carries no usage even when aske
 (`stream_options.include_usage`); its model id is the model's file path; a request that arrives
 while a stream is running ends that stream with `data: [DONE]` and no `finish_reason`.
 
-The model never emits EOS (tests/tiny_gguf.py), so every complete answer has exactly MAX_TOKENS
+Then llmpool through it: usage counted from the stream and marked estimated, 8 concurrent chats
+all whole (llmpool caps llama-cpp-python at one call at a time, so its own calls never cut each
+other), and a stream another client cuts retried rather than taken for the answer.
+
+The model never emits EOS (tests/tiny_gguf.py), so every complete answer has exactly max_tokens
 tokens, each streamed as a chunk of its own: a count of the chunks is the truth to check against.
 
 Needs `llama-cpp-python[server]` (compiled from source: see .ci/run and the README). Without it
@@ -20,8 +24,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -67,13 +71,21 @@ class Real:
         assert resp.status_code == 200, resp.text
         return dict(resp.json())
 
-    def chat_text(self, message: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """The text stream's answer, its [STATS] and the job's record."""
+    def chat_text(self, message: str, *, max_tokens: int = MAX_TOKENS,
+                  on_first_text: Callable[[], object] | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The text stream's answer, its [STATS] and the job's record; `on_first_text` is called once
+        the first piece of the answer has come."""
         with httpx.stream("POST", self.api + "/poll_requests", timeout=60,
-                          json={"message": message, "max_tokens": MAX_TOKENS}) as resp:
+                          json={"message": message, "max_tokens": max_tokens}) as resp:
             assert resp.status_code == 200, resp.read().decode()
             job_id = resp.headers["X-Job-Id"]
-            text = "".join(resp.iter_text())
+            pieces = []
+            for piece in resp.iter_text():
+                if on_first_text is not None and piece:
+                    on_first_text()
+                    on_first_text = None
+                pieces.append(piece)
+            text = "".join(pieces)
         assert "[STATS]" in text, text
         answer, stats = text.rsplit("[STATS]", 1)
         record = httpx.get(f"{self.api}/jobs/{job_id}", timeout=10).json()
@@ -201,3 +213,21 @@ def test_eight_concurrent_chats_all_get_full_answers(real: Real) -> None:
         assert result["finish_reason"] == "length", record  # not a stream the server cut with [DONE]
         assert stats["tokens_decoded"] == MAX_TOKENS and len(result["content"]) >= MAX_TOKENS, record
         assert answer.rsplit("\n[RESET]\n", 1)[-1] == result["content"]  # the last attempt is the answer
+
+
+def test_a_stream_another_client_cuts_is_retried_not_taken_for_the_answer(real: Real) -> None:
+    """Another client's request cuts llmpool's running stream ([DONE], no finish_reason): the pool
+    says [RESET] and calls again, and the answer is the second call's, whole."""
+    long = 500  # the other client's request lands about 150 tokens in (sent once the first text came)
+    with ThreadPoolExecutor(1) as other:
+        cut: list[Future[httpx.Response]] = []
+        answer, stats, record = real.chat_text("cut me", max_tokens=long, on_first_text=lambda: cut.append(
+            other.submit(httpx.post, real.server + "/v1/chat/completions", timeout=60,
+                         json={**_stream_body(real.model, 4), "stream": False})))
+        assert cut and cut[0].result().status_code == 200
+    result = record["result"]
+    assert record["state"] == "succeeded" and record["calls"] == 2, record
+    failed = [e for e in record["history"] if e["event"] == "call_failed"]
+    assert [e["error"] for e in failed] == ["incomplete_answer"], record["history"]
+    assert "\n[RESET]\n" in answer and answer.rsplit("\n[RESET]\n", 1)[1] == result["content"]
+    assert result["finish_reason"] == "length" and stats["tokens_decoded"] == long
