@@ -4,9 +4,10 @@
   knob is on, every route answers 503 {"error": {"code": 503, "message": "Loading model"}};
   /props gives `total_slots` (the `slots` knob) and /slots one entry per slot with
   `is_processing`; chat requests beyond the slots wait for one, as the real server queues them.
-- `vllm`: /metrics in Prometheus text: `vllm:num_requests_running` (chat requests in flight plus
-  the `external_running` knob: other clients), `vllm:num_requests_waiting` (`external_waiting`)
-  and `vllm:gpu_cache_usage_perc`; `vllm:generation_tokens_total` counts one per chat request.
+- `vllm`, and the default `openai` (its /v1/models says `owned_by: "vllm"`): /metrics in
+  Prometheus text: `vllm:num_requests_running` (chat requests in flight plus the
+  `external_running` knob: other clients), `vllm:num_requests_waiting` (`external_waiting`) and
+  `vllm:gpu_cache_usage_perc`; `vllm:generation_tokens_total` counts one per chat request.
 - `lmstudio`: /v1/models `owned_by: "organization_owner"`; /api/v0/models and
   /api/v0/models/{id} with `state` "not-loaded" while `loading` is on, else "loaded".
 - `llama-cpp-python`: /v1/models `owned_by: "me"` (its dialect's knobs and faults: dialects.py).
@@ -88,7 +89,7 @@ def flavor_routes(container: Container) -> list[Route]:
 
     if flavor == "llamacpp":
         return [route("/props", llamacpp_props), route("/slots", llamacpp_slots)]
-    if flavor == "vllm":
+    if flavor in ("vllm", "openai"):  # the default flavour answers as vLLM does (owned_by "vllm")
         return [route("/metrics", vllm_metrics)]
     if flavor == "lmstudio":
         return [route("/api/v0/models", lmstudio_models), route("/api/v0/models/{model:path}", lmstudio_model)]
