@@ -26,9 +26,10 @@ def publish(results: Path, readme: Path, plot_dir: Path) -> None:
     if not docs:
         raise SystemExit(f"no results in {results}: run `make bench` first")
     host = max(docs, key=lambda d: d["machine"]["date"])["machine"]
+    runs = sorted({(d["machine"]["date"], d["machine"]["git_commit"]) for d in docs})
+    when = ", ".join(f"{date} (commit {commit})" for date, commit in runs)
     block = "\n".join([START, "", goals_table(docs, goals_only=False), "",
-                       f"{host['cores']} cores, Python {host['python']}, Redis {host['redis']}, commit "
-                       f"{host['git_commit']}, {host['date']}"
+                       f"{host['cores']} cores, Python {host['python']}, Redis {host['redis']}; run at {when}"
                        + ("; quick run" if any(d["quick"] for d in docs) else "") + ".", "", END])
     text = readme.read_text()
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
