@@ -25,7 +25,8 @@ lint: $(STAMP)
 
 # Every scenario (bench/__main__.py), figures in bench/results/; needs the bench extra (LiteLLM, plots).
 bench: $(STAMP)
-	@$(BIN)/python -c 'import litellm, matplotlib, tqdm' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
+	@$(BIN)/python -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("litellm", "matplotlib", "tqdm")))' \
+		|| $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
 # The latest bench/results/ into README.md's Performance table and docs/performance/failover.png.
