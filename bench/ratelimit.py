@@ -106,7 +106,7 @@ def litellm_rpm(tmp: Path, limit: Limit) -> tuple[list[float], dict[str, int]]:
 
 def run(size: Size) -> Result:
     limit = size.pick(Limit(requests=60, period=10.0, periods=3, workers=4),
-                      Limit(requests=10, period=2.0, periods=2, workers=2))
+                      Limit(requests=6, period=1.0, periods=2, workers=2))
     tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-ratelimit-"))
     seen = {"llmpool": ours(tmp, limit), "Celery rate_limit": celery_rate_limit(tmp, limit)}
     peaks = {name: max_in_window(times, limit.period) for name, times in seen.items()}

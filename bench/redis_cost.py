@@ -93,7 +93,7 @@ def _monitored(url: str, seconds: float | None, work: Any = None) -> tuple[Count
     return monitor.stop(url), elapsed
 
 
-def commands_per_job(jobs: int) -> dict[str, Any]:
+def commands_per_job(jobs: int, idle_seconds: float = 3.0) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="llmpool-bench-redis-cost-"))
     spec = ContainerSpec(name="llm", ttft=0.01, tokens_per_second=100_000)
     with RedisServer(data_dir=tmp / "redis", appendonly=False) as server, MockLLM(containers=[spec]) as mock:
@@ -116,7 +116,7 @@ def commands_per_job(jobs: int) -> dict[str, Any]:
                              timeout=300, what="every job finished", interval=0.2)
                     time.sleep(0.5)  # acks and the last writes
 
-                idle, idle_s = _monitored(server.url, 3.0)
+                idle, idle_s = _monitored(server.url, idle_seconds)
                 before = _commandstats_total(poller)
                 busy, busy_s = _monitored(server.url, None, run_jobs)
                 total_by_stats = _commandstats_total(poller) - before
@@ -139,7 +139,7 @@ def commands_per_job(jobs: int) -> dict[str, Any]:
 
 
 def run(size: Size) -> Result:
-    commands = commands_per_job(size.pick(300, 20))
+    commands = commands_per_job(size.pick(300, 20), idle_seconds=size.pick(3.0, 1.0))
     mem = memory.measure(size.pick(500, 20), stream=False, threads=8)
     figures = {"commands": commands, "memory": mem}
     by_command = commands["per_job_by_command"]
