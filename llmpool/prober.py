@@ -72,7 +72,9 @@ def probe_url_candidates(endpoint: Endpoint) -> list[str]:
     if endpoint.health_url:
         # TT-Studio's backend lists health URLs without a scheme.
         url = endpoint.health_url
-        return [url if "://" in url else f"http://{url}"]
+        url = url if "://" in url else f"http://{url}"
+        # LM Studio before 0.3.6 has no /api/v0: its model record 404s, its listing still answers.
+        return [url, endpoint.base_url + MODELS_PATH] if endpoint.kind == "lmstudio" else [url]
     base = endpoint.base_url
     return [base + "/health", base + MODELS_PATH]
 

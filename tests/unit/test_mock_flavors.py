@@ -132,6 +132,9 @@ def test_lmstudio_not_loaded_is_starting(mock: MockLLM, http: httpx.Client) -> N
     assert (result.ok, result.starting, result.error) == (False, True, "model not-loaded")
     listing = http.get(mock.url("lms") + "/api/v0/models").json()["data"][0]
     assert (listing["state"], listing["quantization"]) == ("not-loaded", "Q6_K")
+    older = replace(endpoint, health_url=mock.url("lms") + "/api/v0/models/gone")  # 404: no /api/v0 here
+    result = probe(older, http=http, timeout=5)
+    assert result.ok and result.url == mock.url("lms") + "/v1/models"  # its listing answers instead
 
 
 def test_ollama_tags_and_ps(mock: MockLLM, http: httpx.Client) -> None:
