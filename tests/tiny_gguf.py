@@ -86,7 +86,7 @@ def _weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
     embd[:, 0] = 1.0  # the dominant dimension (module docstring)
     output = rng.standard_normal((n_vocab, N_EMBD)) * 0.3
     output[:, 0] = [0.0 if _allowed(t) else BANNED_WEIGHT for t in range(n_vocab)]
-    tensors = {
+    tensors: dict[str, np.ndarray] = {
         "token_embd.weight": embd.astype(np.float16),
         "output_norm.weight": np.ones(N_EMBD, dtype=np.float32),
         "output.weight": output.astype(np.float16),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from tests.tiny_gguf import BOS_ID, CHAT_TEMPLATE, EOS_ID, MODEL_NAME, TOKENS, write_tiny_gguf
 
 
-def _field(reader: gguf.GGUFReader, name: str) -> object:
+def _field(reader: gguf.GGUFReader, name: str) -> Any:
     return reader.fields[name].contents()
 
 
@@ -27,10 +28,10 @@ def test_it_is_a_llama_with_a_byte_level_vocabulary_and_a_chat_template(tmp_path
     assert _field(reader, "general.name") == MODEL_NAME
     assert _field(reader, "tokenizer.ggml.model") == "gpt2"
     tokens = _field(reader, "tokenizer.ggml.tokens")
-    assert tokens == TOKENS and len(set(tokens)) == len(tokens)  # type: ignore[arg-type]
+    assert tokens == TOKENS and len(set(tokens)) == len(tokens)
     assert (_field(reader, "tokenizer.ggml.bos_token_id"), _field(reader, "tokenizer.ggml.eos_token_id")) == (
         BOS_ID, EOS_ID)
-    for merge in _field(reader, "tokenizer.ggml.merges"):  # type: ignore[union-attr]
+    for merge in _field(reader, "tokenizer.ggml.merges"):
         assert merge.replace(" ", "") in TOKENS  # a merge's result is a token, as llama.cpp requires
     assert _field(reader, "tokenizer.chat_template") == CHAT_TEMPLATE
     names = {t.name for t in reader.tensors}
