@@ -61,7 +61,7 @@ def run(size: Size) -> Result:
             # The workers stop taking low-priority jobs while the backlog is queued, so that all of
             # it waits when the high-priority jobs come (submitting 2,000 jobs is slower than
             # 16 threads drain them).
-            control = {"reply": True, "timeout": 10}
+            control = {"reply": True, "timeout": 10, "limit": len(pool.workers)}  # limit: no wait past the last reply
             pool.app.control.cancel_consumer("chat.low", **control)
             with bar(low_count, "queueing low") as progress:
                 low_ids = []

@@ -89,3 +89,8 @@ def test_sane_figures(quick_run: tuple[Path, str]) -> None:
     assert cost["commands"]["client_commands_per_job"] > 0
     assert cost["memory"]["bytes_per_queued_job"] > 0
 
+
+
+def test_no_progress_bar_without_a_terminal(quick_run: tuple[Path, str]) -> None:
+    _, log = quick_run
+    assert "\r" not in log and "job/s]" not in log  # tqdm's carriage returns and rate
