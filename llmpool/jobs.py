@@ -35,6 +35,8 @@ Verdict = Literal["run", "done", "busy", "exhausted"]
 STREAM_MAXLEN = 10_000
 FLUSH_INTERVAL = 0.05  # batch tokens for 50 ms: one XADD per batch, not per token
 REDIS_FULL = "Redis is full (past its memory limit for new jobs): the job was not accepted; try again later"
+# A submit that found Redis under half its maxmemory spares the next ones INFO memory this long.
+MEMORY_ROOM_MS = 50
 READ_BLOCK_MS = 2000  # one blocking XREAD waits at most this long: below redis-py 8.x default 5 s socket timeout
 FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "lease_until", "deadline", "due_at")
 INT_FIELDS = ("attempts", "claims", "calls")
@@ -129,9 +131,10 @@ class JobStore:
         `memory_limit`: a fraction of Redis's maxmemory past which the job is refused (RedisFull,
         nothing written); 0 checks nothing.
         """
-        args = [job_id, queue, repr(deadline), summary, self.ttl, json.dumps(payload), memory_limit, owner or ""]
-        created = self._scripts["job_create"](keys=[self.keys.job(job_id), self.keys.jobs_unpublished()],
-                                              args=args)
+        args = [job_id, queue, repr(deadline), summary, self.ttl, json.dumps(payload), memory_limit, owner or "",
+                MEMORY_ROOM_MS]
+        created = self._scripts["job_create"](
+            keys=[self.keys.job(job_id), self.keys.jobs_unpublished(), self.keys.memory_room()], args=args)
         if created == -1:
             raise RedisFull(REDIS_FULL, job_id=job_id)
         return bool(created)

@@ -46,6 +46,10 @@ class Keys:
         """Sorted set: job id -> when it was last put on a queue, until the broker has its message."""
         return f"{self.prefix}:jobs:unpublished"
 
+    def memory_room(self) -> str:
+        """String with a short TTL: a submit's INFO memory found Redis under half full (job_create.lua)."""
+        return f"{self.prefix}:memory:room"
+
     def conversation(self, thread_id: str, owner: str | None = None) -> str:
         """List: the last messages of one thread, as JSON, oldest first.
 

@@ -9,7 +9,8 @@ from a queue whose unacked copy is refused is gone). So llmpool stops short of i
   worker's memory task, rate-limited, and `redis_memory` in `/status`);
 - past SUBMIT_LIMIT of maxmemory, submit refuses new jobs (503 `redis_full`; job_create.lua checks
   it in the same atomic step that writes the record), leaving the rest for the jobs already
-  accepted to finish.
+  accepted to finish. Its INFO memory is skipped for MEMORY_ROOM_MS (llmpool.jobs) after a submit
+  that found Redis under half its maxmemory: no writer fills half a Redis in 50 ms.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ OWNERS = {
     "jobs_running": {"llmpool/jobs.py"},
     "jobs_parked": {"llmpool/jobs.py"},
     "jobs_unpublished": {"llmpool/jobs.py"},
+    "memory_room": {"llmpool/jobs.py"},
     "conversation": {"llmpool/conversations.py"},
     "workers": {"llmpool/heartbeats.py"},
     "worker_stats": {"llmpool/heartbeats.py"},
