@@ -231,7 +231,7 @@ def run(size: Size) -> Result:
         for calls in curve:
             # Each call must still be open when the last job is taken: the hold outlasts the ramp
             # at the rate the workers took jobs in the step before (the machine's load sets it).
-            hold = size.pick(min(MAX_HOLD, max(10.0, 1.5 * calls / rate)), 3.0)
+            hold = size.pick(min(MAX_HOLD, max(10.0, 2 * calls / rate)), 3.0)
             steps.append(_step(tmp, server.url, fleet, calls, workers=workers, hold=hold))
             print(f"inflight {calls}: {_brief(steps[-1])}", flush=True)
             rate = steps[-1]["peak_in_flight"] / max(steps[-1]["seconds_to_peak"], 1.0)
