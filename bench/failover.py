@@ -115,7 +115,7 @@ def _figures(served: list[Served], timing: Timing, failed_calls: int, calls_whil
             "served_by": {who: sum(s.who == who for s in served) for who in ("70b", "8b")},
             "move_away_s": round(min(away), 3) if away else None,
             "move_back_s": round(min(back), 3) if back else None,
-            "jobs_timeline": [[round(s.sent, 3), s.who] for s in served]}
+            "jobs_timeline": [[round(s.sent, 3), s.who, s.failed_calls] for s in served]}
 
 
 def _calls_while_dead(mock: MockLLM, since: float, timing: Timing) -> int:
@@ -151,8 +151,10 @@ def run(size: Size) -> Result:
                 runs[f"LiteLLM {fault}"] = _figures(served, timing, failed, _calls_while_dead(mock, since, timing))
     png = plots.timeline(
         size.out / "failover.png",
-        f"{timing.rate:g} jobs/s; the 70B {'/'.join(FAULTS)} from {timing.die_at:g} s to {timing.back_at:g} s",
-        {name: [(at, who) for at, who in figures["jobs_timeline"]] for name, figures in runs.items()},
+        f"{timing.rate:g} jobs/s; the 70B {'/'.join(FAULTS)} from {timing.die_at:g} s to {timing.back_at:g} s\n"
+        "(ringed: the job needed more than one call)",
+        {name: [(at, who, failed > 0) for at, who, failed in figures["jobs_timeline"]]
+         for name, figures in runs.items()},
         events=[(timing.die_at, "dies"), (timing.back_at, "returns")], lanes=LANES)
     rows = []
     for name, figures in runs.items():

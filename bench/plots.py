@@ -26,18 +26,21 @@ def bars(path: Path, title: str, ylabel: str, values: dict[str, float]) -> Path:
     return path
 
 
-def timeline(path: Path, title: str, panels: dict[str, list[tuple[float, str]]], *,
+def timeline(path: Path, title: str, panels: dict[str, list[tuple[float, str, bool]]], *,
              events: Sequence[tuple[float, str]] = (), lanes: Sequence[str] = ()) -> Path:
-    """One panel per run: each job a dot at its submit time (x) in the lane of who served it (y).
+    """One panel per run: each job a dot at its submit time (x) in the lane of who served it (y),
+    ringed when it needed more than one call (its flag).
 
     `events` are vertical lines (the endpoint dies, returns); `lanes` fixes the order of the y axis.
     """
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.6 + 1.3 * len(panels)), sharex=True, squeeze=False)
     for ax, (name, jobs) in zip(axes[:, 0], panels.items(), strict=True):
-        order = list(lanes) + sorted({who for _, who in jobs} - set(lanes))
+        order = list(lanes) + sorted({who for _, who, _ in jobs} - set(lanes))
         for lane, who in enumerate(order):
-            xs = [at for at, served in jobs if served == who]
+            xs = [at for at, served, _ in jobs if served == who]
             ax.scatter(xs, [lane] * len(xs), s=6, color="#c44e52" if who == "lost" else None)
+            retried = [at for at, served, failed in jobs if served == who and failed]
+            ax.scatter(retried, [lane] * len(retried), s=40, facecolors="none", edgecolors="black", linewidths=0.6)
         ax.set_yticks(range(len(order)), order)
         ax.set_ylim(-0.6, len(order) - 0.4)
         for at, label in events:
