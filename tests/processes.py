@@ -84,6 +84,9 @@ class ManagedProcess:
         except TimeoutError as exc:
             self.stop()
             raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
+        except BaseException:
+            self.stop()  # interrupted (Ctrl-C), or the check itself raised: leave no process behind
+            raise
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None:
