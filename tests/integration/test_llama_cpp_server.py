@@ -115,7 +115,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
     require_llama_cpp_server()
     require_redis_binary()
     tmp = tmp_path_factory.mktemp("llama-cpp")
-    model = write_tiny_gguf(tmp / "tiny.gguf")
+    model = write_tiny_gguf(tmp / "tiny-llama.F16.gguf")  # F16: what its matrices are, and what the name says
     llama, server_url = start_llama_server(tmp, model)
     try:
         with RedisServer(data_dir=tmp / "redis") as redis_server:
@@ -184,6 +184,14 @@ def test_a_second_request_cuts_a_running_stream_with_done_and_no_finish_reason(r
 
 
 # --- llmpool through the real server ------------------------------------------------------------
+
+def test_discovery_knows_the_server_its_one_slot_and_the_quantization_in_the_file_name(real: Real) -> None:
+    selection = real.pool.registry.selection()
+    assert selection is not None and len(selection.order) == 1
+    endpoint = selection.order[0]
+    assert endpoint.model == str(real.model) and endpoint.source == "openai"
+    assert (endpoint.kind, endpoint.slots, endpoint.quantization) == ("llama-cpp-python", 1, "F16")
+
 
 def test_a_json_answer_has_estimated_usage_and_the_finish_reason(real: Real) -> None:
     body = real.chat_json("Hello there")
