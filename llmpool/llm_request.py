@@ -7,7 +7,7 @@ from typing import Any
 
 from llmpool.auth import cloud_bearer_token, container_bearer_token
 from llmpool.endpoints import Endpoint
-from llmpool.schemas import ChatJob
+from llmpool.schemas import ChatJob, Message
 from llmpool.settings import Settings
 
 __all__ = ["LLMRequest", "build_request", "DEFAULT_MAX_TOKENS"]
@@ -34,8 +34,27 @@ def _bearer(endpoint: Endpoint, settings: Settings) -> str | None:
     return None
 
 
+def _wire_message(message: Message, *, cloud: bool) -> dict[str, Any]:
+    """One message as the endpoint can take it.
+
+    Local servers apply the model's chat template, which knows system/user/assistant/tool only:
+    llama-cpp-python answers `developer` with a 500, Ollama leaves it to the template, llama.cpp
+    maps it to system only since ggml-org/llama.cpp#20215. OpenAI itself treats developer as
+    system's newer name, so anywhere but the cloud it is sent as system.
+    An assistant turn with tool_calls and no content carries `""`: llama-cpp-python's template
+    fails on a missing or null content (a 500), and OpenAI and vLLM accept the empty string.
+    """
+    wire = message.model_dump(exclude_none=True)
+    if wire["role"] == "developer" and not cloud:
+        wire["role"] = "system"
+    if wire["role"] == "assistant" and message.tool_calls and message.content is None:
+        wire["content"] = ""
+    return wire
+
+
 def _body(endpoint: Endpoint, job: ChatJob, *, stream: bool) -> dict[str, Any]:
-    messages = [m.model_dump(exclude_none=True) for m in job.messages]
+    cloud = endpoint.is_cloud or endpoint.kind == "cloud"
+    messages = [_wire_message(m, cloud=cloud) for m in job.messages]
     body: dict[str, Any] = {"model": endpoint.model, "messages": messages}
     if endpoint.flavor == "vllm":
         body.update(VLLM_SAMPLING)

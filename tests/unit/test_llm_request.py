@@ -79,3 +79,30 @@ def test_container_endpoint_urls() -> None:
     assert container is not None
     assert container.chat_url == "http://llm1:7000/v1/chat/completions"
     assert container.health_url == "http://llm1:7000/health"
+
+
+DEV_JOB = parse_job({"messages": [
+    {"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": "42"}]})
+
+
+@pytest.mark.parametrize("kind", ["llama-cpp-python", "llamacpp", "ollama", "lmstudio", "vllm", "unknown"])
+def test_a_local_server_gets_developer_as_system(kind: str) -> None:
+    endpoint = Endpoint(id="o", chat_url="http://h/v1/chat/completions", model="m", model_name="m",
+                        source="openai", flavor="openai", auth="none", kind=kind)
+    roles = [m["role"] for m in build_request(endpoint, DEV_JOB, Settings()).body["messages"]]
+    assert roles == ["system", "user", "assistant", "tool"]
+
+
+def test_the_cloud_gets_developer_as_developer() -> None:
+    roles = [m["role"] for m in build_request(CLOUD, DEV_JOB, Settings()).body["messages"]]
+    assert roles[0] == "developer"
+
+
+@pytest.mark.parametrize("endpoint", [LOCAL, CLOUD], ids=["local", "cloud"])
+def test_an_assistant_tool_call_turn_without_content_carries_an_empty_string(endpoint: Endpoint) -> None:
+    assistant = build_request(endpoint, DEV_JOB, Settings()).body["messages"][2]
+    assert assistant["content"] == "" and assistant["tool_calls"][0]["id"] == "c1"
+    assert DEV_JOB.messages[2].content is None  # the job itself is untouched
