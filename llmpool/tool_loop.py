@@ -9,7 +9,9 @@ call is made with tool_choice "none"; an LLM that still calls a tool then fails 
 go back to the LLM as that call's tool message, never as the job's failure.
 
 A run that takes a job over starts from the last checkpoint (`LoopState`): the messages the
-rounds appended and their step records, so no finished tool run is repeated.
+rounds appended, their step records and their LLM calls' usage, so no finished tool run is
+repeated and the answer's usage counts every round's call once (each call settled its own tokens
+with the gate already; the answer's usage is what [STATS], the JSON answer and the metrics show).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmpool.errors import JobExpired, ToolStepLimit
-from llmpool.schemas import ChatJob, ChatResult, Message
+from llmpool.schemas import ChatJob, ChatResult, Message, Usage
 from llmpool.tools import SUMMARY_MAX_CHARS, Tool, ToolResult
 
-__all__ = ["LoopState", "run_tool_loop", "MAX_PARALLEL_TOOLS", "MAX_CALLS_PER_ROUND", "ARGUMENTS_SHOWN"]
+__all__ = ["LoopState", "run_tool_loop", "add_usage", "MAX_PARALLEL_TOOLS", "MAX_CALLS_PER_ROUND", "ARGUMENTS_SHOWN"]
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +44,17 @@ MAX_CALLS_PER_ROUND = 8
 
 @dataclass(frozen=True)
 class LoopState:
-    """What completed rounds added: the messages after the job's own, and one record per tool run."""
+    """What completed rounds added: the messages after the job's own, one record per tool run, and
+    the usage of the rounds' LLM calls (summed)."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     rounds: int = 0
+    usage: Usage = field(default_factory=Usage)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"messages": self.messages, "steps": self.steps, "rounds": self.rounds}
+        return {"messages": self.messages, "steps": self.steps, "rounds": self.rounds,
+                "usage": self.usage.model_dump()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> LoopState:
@@ -66,7 +71,8 @@ class LoopState:
         except ValueError:
             log.warning("tool loop checkpoint holds a bad message: starting the loop again")
             return cls()
-        return cls(messages=list(messages), steps=list(steps), rounds=rounds)
+        return cls(messages=list(messages), steps=list(steps), rounds=rounds,
+                   usage=_stored_usage(data.get("usage"), rounds))
 
 
 Call = Callable[[ChatJob, int], ChatResult]  # (request, rounds completed) -> the LLM's answer
@@ -89,8 +95,9 @@ def run_tool_loop(job: ChatJob, *, tools: Mapping[str, Tool], call: Call, save: 
             "messages": [*job.messages, *(Message.model_validate(m) for m in state.messages)],
             "tools": offered, "tool_choice": "none" if last else "auto"})
         result = call(request, state.rounds)
+        usage = add_usage(state.usage, result.usage)
         if not result.tool_calls:
-            return result.model_copy(update={"steps": state.steps})
+            return result.model_copy(update={"steps": state.steps, "usage": usage})
         if last:
             raise ToolStepLimit(f"the LLM still called tools after {max_steps} rounds of tool calls "
                                 f"(AGENT_TOOL_MAX_STEPS), on a call made with tool_choice none",
@@ -104,8 +111,26 @@ def run_tool_loop(job: ChatJob, *, tools: Mapping[str, Tool], call: Call, save: 
         # content "" rather than null, which some servers (llama-cpp-python) answer with a 500.
         assistant = {"role": "assistant", "content": result.content or "", "tool_calls": [p.call for p in planned]}
         state = LoopState(messages=[*state.messages, assistant, *replies], steps=[*state.steps, *steps],
-                          rounds=round_no)
+                          rounds=round_no, usage=usage)
         save(state, steps)
+
+
+def add_usage(total: Usage, more: Usage) -> Usage:
+    """Two calls' usage together; estimated when either's is."""
+    return Usage(prompt_tokens=total.prompt_tokens + more.prompt_tokens,
+                 completion_tokens=total.completion_tokens + more.completion_tokens,
+                 total_tokens=total.total_tokens + more.total_tokens,
+                 estimated=total.estimated or more.estimated)
+
+
+def _stored_usage(data: Any, rounds: int) -> Usage:
+    """A checkpoint's usage; one without it (or a bad one) after some rounds is an undercount: estimated."""
+    try:
+        return Usage.model_validate(data)
+    except ValueError:
+        if rounds:
+            log.warning("tool loop checkpoint has no usage: the answer's usage leaves out the earlier rounds")
+        return Usage(estimated=rounds > 0)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,51 @@
+"""A tool job's usage is every round's LLM call, once: rounds of an earlier run (from the checkpoint)
+included, estimated when any round's was."""
+
+from __future__ import annotations
+
+import json
+
+from llmpool.schemas import ChatResult, Usage
+from llmpool.tool_loop import LoopState
+from tests.unit.test_tool_loop import FakeTool, ScriptedLLM, ok, run, tool_call
+
+
+def counted(prompt: int, completion: int, *, content: str = "", calls: int = 0, estimated: bool = False) -> ChatResult:
+    usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                  estimated=estimated)
+    tool_calls = [tool_call("web_search", {"q": n}, f"c{n}") for n in range(calls)]
+    return ChatResult(content=content, tool_calls=tool_calls, model="m", endpoint="e", usage=usage)
+
+
+def test_the_answer_counts_every_rounds_tokens() -> None:
+    llm = ScriptedLLM(counted(10, 3, calls=1), counted(40, 5, calls=2), counted(90, 7, content="done"))
+    result, saved = run(llm, {"web_search": FakeTool("web_search", ok("r"))})
+    assert result.usage == Usage(prompt_tokens=140, completion_tokens=15, total_tokens=155, estimated=False)
+    assert [s.usage.total_tokens for s in saved] == [13, 58]  # each checkpoint holds the rounds so far
+
+
+def test_one_estimated_round_makes_the_sum_estimated() -> None:
+    llm = ScriptedLLM(counted(10, 3, calls=1, estimated=True), counted(20, 4, content="done"))
+    result, _ = run(llm, {"web_search": FakeTool("web_search", ok("r"))})
+    assert result.usage == Usage(prompt_tokens=30, completion_tokens=7, total_tokens=37, estimated=True)
+
+
+def test_a_resumed_loop_adds_the_earlier_runs_rounds_once() -> None:
+    search = FakeTool("web_search", ok("r"))
+    first = ScriptedLLM(counted(10, 3, calls=1), counted(1000, 1000, content="never reached"))
+    _, saved = run(first, {"web_search": search})
+    stored = json.loads(json.dumps(saved[0].to_dict()))  # as it comes back from Redis
+    again = ScriptedLLM(counted(30, 6, content="the answer"))
+    result, _ = run(again, {"web_search": search}, resume=LoopState.from_dict(stored))
+    assert result.usage == Usage(prompt_tokens=40, completion_tokens=9, total_tokens=49, estimated=False)
+
+
+def test_a_checkpoint_without_usage_marks_the_answers_usage_estimated() -> None:
+    search = FakeTool("web_search", ok("r"))
+    _, saved = run(ScriptedLLM(counted(10, 3, calls=1), counted(1, 1, content="x")), {"web_search": search})
+    stored = json.loads(json.dumps(saved[0].to_dict()))
+    del stored["usage"]  # written before the loop kept usage
+    result, _ = run(ScriptedLLM(counted(30, 6, content="the answer")), {"web_search": search},
+                    resume=LoopState.from_dict(stored))
+    assert result.usage == Usage(prompt_tokens=30, completion_tokens=6, total_tokens=36, estimated=True)
+    assert LoopState.from_dict({"messages": [], "steps": [], "rounds": 0}).usage == Usage()
