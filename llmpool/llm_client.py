@@ -13,7 +13,6 @@ fails over. No free connection in our own pool is ours (NoFreeConnection): nothi
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import httpx
 
 from llmpool.completion import Completion, parse_chunk, parse_completion, sse_payload
 from llmpool.endpoints import Endpoint
+from llmpool.error_text import short_error
 from llmpool.errors import (
     BadRequest,
     CallCancelled,
@@ -76,20 +76,6 @@ def make_probe_client(settings: Settings) -> httpx.Client:
                                timeout=settings.agent_health_check_timeout)
 
 
-def _error_message(body: bytes) -> str:
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:500]
-    if isinstance(data, dict):
-        inner = data.get("error", data)
-        if isinstance(inner, dict):
-            inner = inner.get("message") or inner.get("detail") or inner
-        return str(inner.get("message", inner) if isinstance(inner, dict) else inner)[:500]
-    return text[:500]
-
-
 def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value is not None else None
@@ -99,7 +85,7 @@ def _retry_after(value: str | None) -> float | None:
 
 def status_error(endpoint_id: str, status: int, body: bytes, retry_after: str | None) -> LLMPoolError:
     """The error for a non-2xx answer: the caller's fault for 400/413/422, else the endpoint's."""
-    message = _error_message(body)
+    message = short_error(body)
     where = f"{endpoint_id} answered HTTP {status}"
     if status in (400, 413, 422):
         lowered = message.lower()

@@ -100,17 +100,34 @@ def test_a_cut_whole_answer_is_an_incomplete_answer(mock: MockLLM, llm: LLMClien
         _ask(llm, mock, stream=False)
 
 
-@pytest.mark.parametrize("message", [
-    {"role": "robot", "content": "hi"},
-    {"role": "assistant", "content": None},
-    {"role": "user", "content": None},
-], ids=["unknown-role", "assistant-null", "user-null"])
-def test_validation_500_answers_a_malformed_request_with_a_traceback(mock: MockLLM, message: dict[str, Any]) -> None:
+TOOL_CALLS = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+TOOL_TURN = {"role": "tool", "tool_call_id": "c1", "content": "4"}
+
+
+# As llama-cpp-python 0.3.36's server answered each (checked against the real server).
+@pytest.mark.parametrize("messages", [
+    [{"role": "robot", "content": "hi"}],
+    [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}],
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}],
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": TOOL_CALLS}, TOOL_TURN],
+    [{"role": "user"}],
+    {"role": "user", "content": "hi"},
+], ids=["unknown-role", "developer", "assistant-null", "assistant-null-tool-calls", "user-missing", "not-a-list"])
+def test_validation_500_answers_what_llama_cpp_python_refuses_with_a_traceback(mock: MockLLM, messages: Any) -> None:
     mock.configure("llm-a", fault="validation_500")
-    bad = httpx.post(mock.url("llm-a") + CHAT, json={"model": "m", "messages": [message]}, timeout=5)
+    bad = httpx.post(mock.url("llm-a") + CHAT, json={"model": "m", "messages": messages}, timeout=5)
     assert bad.status_code == 500 and "Traceback (most recent call last)" in bad.json()["error"]["message"]
-    good = httpx.post(mock.url("llm-a") + CHAT, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-                      timeout=5)
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "hi"}],
+    [{"role": "user", "content": None}],
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": TOOL_CALLS}, TOOL_TURN],
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": TOOL_CALLS}, TOOL_TURN],
+], ids=["plain", "user-null", "assistant-empty-tool-calls", "assistant-no-content-tool-calls"])
+def test_validation_500_answers_what_llama_cpp_python_accepts(mock: MockLLM, messages: Any) -> None:
+    mock.configure("llm-a", fault="validation_500")
+    good = httpx.post(mock.url("llm-a") + CHAT, json={"model": "m", "messages": messages}, timeout=5)
     assert good.status_code == 200 and good.json()["choices"][0]["finish_reason"] == "stop"
 
 

@@ -10,15 +10,17 @@
   stream when another request arrives (abetlen/llama-cpp-python#867); a whole answer comes back
   empty with `finish_reason: null`.
 - `cut_stream_eof` (a fault): the same tokens, then the body simply ends (no [DONE]).
-- `validation_500` (a fault): a malformed request (a role it does not know, `content: null`
-  without tool_calls) gets a 500 whose message is a Python traceback, as llama-cpp-python's
-  server answers it; a well-formed request is answered as usual.
+- `validation_500` (a fault): a request llama-cpp-python's request model refuses (a role it
+  does not know, `developer` included; an assistant `content: null`; `messages` not a list:
+  `malformed_body`) gets a 500 whose message is a Python traceback, as that server answers it;
+  a well-formed request is answered as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,11 +30,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from llmpool.dev.mock_llm.replies import ChatRequest, Reply, chunk, error_body, sse
 from llmpool.dev.mock_llm.streaming import Timing
 
-__all__ = ["CUT_FAULTS", "cut_answer", "interrupt_running", "interruptible", "malformed_message", "traceback_500",
+__all__ = ["CUT_FAULTS", "cut_answer", "interrupt_running", "interruptible", "malformed_body", "traceback_500",
            "without_usage"]
 
 CUT_FAULTS = ("cut_stream", "cut_stream_eof")
-ROLES = ("system", "user", "assistant", "tool", "developer")
+ROLES = ("system", "user", "assistant", "tool")  # llama-cpp-python's; no "developer"
 # The streams running on each container, each with the flag that ends it (interrupt_requests).
 _running: weakref.WeakKeyDictionary[Any, set[asyncio.Event]] = weakref.WeakKeyDictionary()
 
@@ -42,14 +44,42 @@ def without_usage(request: ChatRequest) -> ChatRequest:
     return dataclasses.replace(request, include_usage=False, continuous_usage=False)
 
 
-def malformed_message(messages: list[dict[str, Any]]) -> str | None:
-    """What llama-cpp-python's request model would choke on in `messages`, or None."""
+def malformed_body(raw: bytes) -> str | None:
+    """What llama-cpp-python 0.3's request model answers with a 500 in a chat body, or None.
+
+    As the real server was seen to answer: `messages` not a list; a role other than system, user,
+    assistant, tool (so `developer` too); an assistant `content: null` (with or without tool_calls;
+    a missing content or `""` is fine); a missing content on any other role (a user's `null` is
+    fine); a tool message without tool_call_id. Anything else (not JSON, no messages) is left to
+    the mock's own 400.
+    """
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if messages is None:
+        return None
+    if not isinstance(messages, list):
+        return "messages: Input should be a valid list"
     for i, message in enumerate(messages):
-        role = message.get("role")
-        if role not in ROLES:
-            return f"messages.{i}.role: unknown role {role!r}"
-        if message.get("content") is None and not (role == "assistant" and message.get("tool_calls")):
-            return f"messages.{i}.content: none is not an allowed value"
+        problem = _malformed(message) if isinstance(message, dict) else "Input should be a valid dictionary"
+        if problem:
+            return f"messages.{i}.{problem}"
+    return None
+
+
+def _malformed(message: dict[str, Any]) -> str | None:
+    role = message.get("role")
+    if role not in ROLES:
+        return f"role: Input should be 'system', 'user', 'assistant' or 'tool' (got {role!r})"
+    if role == "assistant":
+        return "content: Input should be a valid string" if "content" in message and message["content"] is None \
+            else None
+    if "content" not in message:
+        return "content: Field required"
+    if role == "tool" and "tool_call_id" not in message:
+        return "tool_call_id: Field required"
     return None
 
 

@@ -115,6 +115,10 @@ class StatsMiddleware:
 async def chat(container: Container, request: Request) -> Response:
     """POST /v1/chat/completions: validate, play the fault if any, else answer."""
     raw = await request.body()
+    if container.knobs.fault == "validation_500" and (problem := dialects.malformed_body(raw)):
+        container.stats.last_body = raw.decode(errors="replace")
+        container.take_fault("chat")
+        return dialects.traceback_500(problem)
     try:
         chat_request = parse_chat_request(raw)
     except InvalidRequest as exc:
@@ -123,9 +127,6 @@ async def chat(container: Container, request: Request) -> Response:
     container.stats.last_body = chat_request.body
     request.scope["mock.note"]["model"] = chat_request.model
     knobs = container.knobs  # one snapshot, so a config change mid-answer does not mix
-    if knobs.fault == "validation_500" and (problem := dialects.malformed_message(chat_request.messages)):
-        container.take_fault("chat")
-        return dialects.traceback_500(problem)
     if not knobs.send_usage:
         chat_request = dialects.without_usage(chat_request)
     if knobs.interrupt_requests:
