@@ -4,6 +4,7 @@ reader sees the queue. The mock runs on a thread (no process)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -180,3 +181,29 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _usage_of(http: httpx.Client, url: str, *, stream: bool) -> list[object]:
+    """The usage each chunk (stream) or the whole answer carries, asked for as llmpool asks."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream,
+            "stream_options": {"include_usage": True}}
+    if not stream:
+        return [http.post(url, json={**body, "stream": False}, timeout=5).json().get("usage")]
+    with http.stream("POST", url, json=body, timeout=5) as resp:
+        lines = [line.removeprefix("data: ") for line in resp.iter_lines() if line.startswith("data: {")]
+    return [json.loads(line).get("usage") for line in lines]
+
+
+def test_llama_cpp_python_sends_usage_in_whole_answers_and_never_in_streams(mock: MockLLM,
+                                                                            http: httpx.Client) -> None:
+    url = mock.url("lcp") + "/v1/chat/completions"
+    whole = _usage_of(http, url, stream=False)[0]
+    assert isinstance(whole, dict) and whole["completion_tokens"] > 0
+    streamed = _usage_of(http, url, stream=True)
+    assert streamed and not any(streamed)
+    assert any(_usage_of(http, mock.url("v1") + "/v1/chat/completions", stream=True))  # vLLM's do
+    mock.configure("lcp", send_usage=False)  # the "no usage anywhere" knob
+    try:
+        assert _usage_of(http, url, stream=False) == [None]
+    finally:
+        mock.configure("lcp", send_usage=True)

@@ -1,7 +1,8 @@
 """How real servers other than vLLM end (or refuse) an answer, played on purpose.
 
 - `send_usage: false` (a knob): never a usage chunk, whatever `stream_options` asks, and no
-  `usage` in whole answers, as llama-cpp-python's server does.
+  `usage` in whole answers either (a server that reports none). llama-cpp-python's own dialect,
+  no usage in streams but usage in whole answers, is its flavour's (flavors.py).
 - `interrupt_requests: true` (a knob): a new chat request ends every stream running on the
   container: its next chunk is `data: [DONE]`, with no finish_reason, as llama-cpp-python's server
   does in its default mode (`interrupt_requests`, abetlen/llama-cpp-python#867).

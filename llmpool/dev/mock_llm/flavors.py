@@ -10,7 +10,9 @@
   `vllm:gpu_cache_usage_perc`; `vllm:generation_tokens_total` counts one per chat request.
 - `lmstudio`: /v1/models `owned_by: "organization_owner"`; /api/v0/models and
   /api/v0/models/{id} with `state` "not-loaded" while `loading` is on, else "loaded".
-- `llama-cpp-python`: /v1/models `owned_by: "me"` (its dialect's knobs and faults: dialects.py).
+- `llama-cpp-python`: /v1/models `owned_by: "me"`; a stream carries no usage whatever
+  `stream_options` asks, a whole answer does (unless `send_usage` is off: no usage anywhere);
+  its other knobs and faults: dialects.py.
 - `ollama` (beside its /api/tags and /api/version in openai_app): /api/ps lists the model as
   loaded unless `loading` is on; /api/tags gives the spec's quantization and parameter size.
 """

@@ -127,8 +127,8 @@ async def chat(container: Container, request: Request) -> Response:
     container.stats.last_body = chat_request.body
     request.scope["mock.note"]["model"] = chat_request.model
     knobs = container.knobs  # one snapshot, so a config change mid-answer does not mix
-    if not knobs.send_usage:
-        chat_request = dialects.without_usage(chat_request)
+    if not knobs.send_usage or (chat_request.stream and container.spec.flavor == "llama-cpp-python"):
+        chat_request = dialects.without_usage(chat_request)  # that server's streams never carry usage
     if knobs.interrupt_requests:
         dialects.interrupt_running(container)
     reply = plan_reply(chat_request, container=container.name, reply=knobs.reply, tool_script=knobs.tool_script)
