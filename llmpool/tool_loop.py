@@ -105,7 +105,7 @@ def run_tool_loop(job: ChatJob, *, tools: Mapping[str, Tool], call: Call, save: 
         if clock() >= deadline:
             raise JobExpired("the job's deadline passed before the tools the LLM asked for could run")
         round_no = state.rounds + 1
-        planned = [_plan(i, round_no, raw, tools) for i, raw in enumerate(result.tool_calls)]
+        planned = _plan_answer(result.tool_calls, round_no, tools)
         steps, replies = _run_round(planned, tools, round_no=round_no, deadline=deadline, clock=clock)
         # The calls as sent back: each with the id its tool message answers, whatever the LLM left out;
         # content "" rather than null, which some servers (llama-cpp-python) answer with a 500.
@@ -145,10 +145,24 @@ class _Planned:
     call: dict[str, Any]  # OpenAI's shape of the call, complete, for the assistant message sent back
 
 
-def _plan(index: int, round_no: int, raw: Any, tools: Mapping[str, Tool]) -> _Planned:
+def _plan_answer(raw_calls: list[Any], round_no: int, tools: Mapping[str, Tool]) -> list[_Planned]:
+    """The answer's calls, each with an id of its own: one the LLM left out or gave twice (some local
+    servers number every answer's calls from call_0) is made here, once, and used in both the
+    assistant message and the tool message, so the server sees each reply matched to its call."""
+    used: set[str] = set()
+    planned = []
+    for index, raw in enumerate(raw_calls):
+        given = raw.get("id") if isinstance(raw, dict) else None
+        call_id = given if isinstance(given, str) and given and given not in used else f"call_r{round_no}_{index}"
+        while call_id in used:
+            call_id += "_"
+        used.add(call_id)
+        planned.append(_plan(index, call_id, raw, tools))
+    return planned
+
+
+def _plan(index: int, call_id: str, raw: Any, tools: Mapping[str, Tool]) -> _Planned:
     function = raw.get("function") if isinstance(raw, dict) else None
-    call_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else ""
-    call_id = call_id or f"call_r{round_no}_{index}"
     name = function.get("name") if isinstance(function, dict) else None
     text = function.get("arguments") if isinstance(function, dict) else None
     name = name if isinstance(name, str) else ""

@@ -1,5 +1,6 @@
 """A tool job's usage is every round's LLM call, once: rounds of an earlier run (from the checkpoint)
-included, estimated when any round's was."""
+included, estimated when any round's was. And the calls sent back carry one id each, matched by
+their tool messages, whatever ids the LLM gave."""
 
 from __future__ import annotations
 
@@ -49,3 +50,18 @@ def test_a_checkpoint_without_usage_marks_the_answers_usage_estimated() -> None:
                     resume=LoopState.from_dict(stored))
     assert result.usage == Usage(prompt_tokens=30, completion_tokens=6, total_tokens=36, estimated=True)
     assert LoopState.from_dict({"messages": [], "steps": [], "rounds": 0}).usage == Usage()
+
+
+def test_calls_the_llm_named_alike_or_not_at_all_get_one_id_each_used_in_call_and_reply() -> None:
+    search = FakeTool("web_search", ok("r"))
+    calls = [tool_call("web_search", {"q": 0}, "call_0"), tool_call("web_search", {"q": 1}, "call_0"),
+             {"id": None, "type": "function", "function": {"name": "web_search", "arguments": "{}"}},
+             tool_call("web_search", {"q": 3}, "")]
+    llm = ScriptedLLM(ChatResult(content="", tool_calls=calls, model="m", endpoint="e"), counted(1, 1, content="x"))
+    result, _ = run(llm, {"web_search": search})
+    assistant, *replies = llm.requests[1].messages[1:]
+    assert assistant.tool_calls is not None
+    ids = [c["id"] for c in assistant.tool_calls]
+    assert ids == ["call_0", "call_r1_1", "call_r1_2", "call_r1_3"]
+    assert [m.tool_call_id for m in replies] == ids and [s["call_id"] for s in result.steps] == ids
+    assert assistant.content == ""  # not null: llama-cpp-python answers null content with a 500
