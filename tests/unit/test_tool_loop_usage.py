@@ -4,11 +4,21 @@ their tool messages, whatever ids the LLM gave."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import socket
+import threading
+import time
 
-from llmpool.schemas import ChatResult, Usage
-from llmpool.tool_loop import LoopState
-from tests.unit.test_tool_loop import FakeTool, ScriptedLLM, ok, run, tool_call
+from llmpool.endpoints import Endpoint
+from llmpool.llm_client import LLMClient
+from llmpool.runner import run_chat
+from llmpool.schemas import ChatJob, ChatResult, Usage
+from llmpool.tool_loop import LoopState, run_tool_loop
+from tests.unit.test_server_dialects import _Publisher, _SettlingGate, _usage, llm, whole
+from tests.unit.test_tool_loop import JOB, FakeTool, ScriptedLLM, ok, run, tool_call
+
+__all__ = ["llm"]  # the LLM client fixture, shared with the dialect tests
 
 
 def counted(prompt: int, completion: int, *, content: str = "", calls: int = 0, estimated: bool = False) -> ChatResult:
@@ -65,3 +75,34 @@ def test_calls_the_llm_named_alike_or_not_at_all_get_one_id_each_used_in_call_an
     assert ids == ["call_0", "call_r1_1", "call_r1_2", "call_r1_3"]
     assert [m.tool_call_id for m in replies] == ids and [s["call_id"] for s in result.steps] == ids
     assert assistant.content == ""  # not null: llama-cpp-python answers null content with a 500
+
+
+def test_each_call_settles_its_own_tokens_and_the_answer_sums_them(serve, llm: LLMClient) -> None:  # noqa: ANN001
+    answers = iter([whole({"role": "assistant", "content": None, "tool_calls": [tool_call("web_search", {"q": 1})]},
+                          finish="tool_calls", usage=_usage(20, 5)),
+                    whole({"role": "assistant", "content": "Paris."}, usage=_usage(60, 4))])
+    lock = threading.Lock()
+
+    def in_turn(conn: socket.socket, stop: threading.Event) -> None:
+        with lock:
+            behaviour = next(answers)
+        behaviour(conn, stop)
+
+    server = serve(in_turn)
+    endpoint = Endpoint(id="raw", chat_url=server.url.rstrip("/") + "/v1/chat/completions", model="m",
+                        model_name="m", source="local")
+    gate = _SettlingGate()
+    calls = itertools.count()
+
+    def call(request: ChatJob, rounds: int) -> ChatResult:
+        next(calls)
+        result, _ = run_chat(request, job_id="j", candidates=[endpoint], client=llm,
+                             publisher=_Publisher(), deadline=time.time() + 10, max_calls=1, gate=gate)  # type: ignore[arg-type]
+        return result
+
+    tools = {"web_search": FakeTool("web_search", ok("r"))}
+    result = run_tool_loop(JOB.model_copy(update={"stream": False}), tools=tools, call=call,  # type: ignore[arg-type]
+                           save=lambda state, steps: None, deadline=time.time() + 10, max_steps=5)
+    assert result.content == "Paris." and next(calls) == 2
+    assert gate.settled == [("success", 25), ("success", 64)]  # per call, as the gate charged each
+    assert result.usage == Usage(prompt_tokens=80, completion_tokens=9, total_tokens=89, estimated=False)
