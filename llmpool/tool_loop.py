@@ -30,7 +30,8 @@ from llmpool.errors import JobExpired, ToolStepLimit
 from llmpool.schemas import ChatJob, ChatResult, Message, Usage
 from llmpool.tools import SUMMARY_MAX_CHARS, Tool, ToolResult
 
-__all__ = ["LoopState", "run_tool_loop", "add_usage", "MAX_PARALLEL_TOOLS", "MAX_CALLS_PER_ROUND", "ARGUMENTS_SHOWN"]
+__all__ = ["LoopState", "run_tool_loop", "add_usage", "MAX_PARALLEL_TOOLS", "MAX_CALLS_PER_ROUND", "MAX_ANSWERED_CALLS",
+           "ARGUMENTS_SHOWN"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ STUCK_GRACE = 2.0  # seconds past a tool's own bound before the loop stops waiti
 # Tool calls of one answer that run; the rest get a too_many_calls result (a model asking for 100
 # searches at once would spend the search API's credits and the round's whole time bound).
 MAX_CALLS_PER_ROUND = 8
+# Tool calls of one answer that are sent back at all (the rest get too_many_calls); any past this are
+# dropped from the answer, so a model's burst of calls (a whole answer's list has no bound but its
+# size in bytes) cannot grow the next request, the step records, the history and the stream with it.
+MAX_ANSWERED_CALLS = 2 * MAX_CALLS_PER_ROUND
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,10 @@ def run_tool_loop(job: ChatJob, *, tools: Mapping[str, Tool], call: Call, save: 
         if clock() >= deadline:
             raise JobExpired("the job's deadline passed before the tools the LLM asked for could run")
         round_no = state.rounds + 1
-        planned = _plan_answer(result.tool_calls, round_no, tools)
+        if len(result.tool_calls) > MAX_ANSWERED_CALLS:
+            log.warning("the LLM asked for %d tool calls in one answer: the %d past the first %d are dropped",
+                        len(result.tool_calls), len(result.tool_calls) - MAX_ANSWERED_CALLS, MAX_ANSWERED_CALLS)
+        planned = _plan_answer(result.tool_calls[:MAX_ANSWERED_CALLS], round_no, tools)
         steps, replies = _run_round(planned, tools, round_no=round_no, deadline=deadline, clock=clock)
         # The calls as sent back: each with the id its tool message answers, whatever the LLM left out;
         # content "" rather than null, which some servers (llama-cpp-python) answer with a 500.

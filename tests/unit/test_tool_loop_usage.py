@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import llmpool.tool_loop as tool_loop
 from llmpool.endpoints import Endpoint
 from llmpool.llm_client import LLMClient
 from llmpool.runner import run_chat
@@ -106,3 +107,14 @@ def test_each_call_settles_its_own_tokens_and_the_answer_sums_them(serve, llm: L
     assert result.content == "Paris." and next(calls) == 2
     assert gate.settled == [("success", 25), ("success", 64)]  # per call, as the gate charged each
     assert result.usage == Usage(prompt_tokens=80, completion_tokens=9, total_tokens=89, estimated=False)
+
+
+def test_a_burst_of_calls_in_one_answer_is_cut_before_it_reaches_the_next_request_or_the_records() -> None:
+    search = FakeTool("web_search", ok("r"))
+    burst = [tool_call("web_search", {"q": n}, f"c{n}") for n in range(500)]
+    llm = ScriptedLLM(ChatResult(content="", tool_calls=burst, model="m", endpoint="e"), counted(1, 1, content="x"))
+    result, saved = run(llm, {"web_search": search})
+    assistant, *replies = llm.requests[1].messages[1:]
+    assert assistant.tool_calls is not None and len(assistant.tool_calls) == tool_loop.MAX_ANSWERED_CALLS
+    assert len(replies) == len(result.steps) == len(saved[0].steps) == tool_loop.MAX_ANSWERED_CALLS
+    assert len(search.runs) == tool_loop.MAX_CALLS_PER_ROUND
