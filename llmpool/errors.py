@@ -22,7 +22,7 @@ from typing import Any
 __all__ = [
     "LLMPoolError", "ConfigError", "InvalidJob",
     "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout", "RequestTimeout",
-    "StreamCut", "IncompleteAnswer", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
+    "StreamCut", "IncompleteAnswer", "EndpointStarting", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
     "ResponseTooLarge", "LineTooLong", "LocalShortage", "NoFreeConnection", "CallCancelled",
     "CallerError", "BadRequest", "ContextTooLong", "ModelNotFound",
     "WaitError", "NoLLMAvailable", "NoToolCapableLLM", "ToolStepLimit", "Refused", "AllEndpointsFailed",
@@ -99,6 +99,14 @@ class IncompleteAnswer(StreamCut):
 
 class ServerError(RetryableError):
     code = "server_error"
+
+
+class EndpointStarting(RetryableError):
+    """The server is loading its model (llama.cpp's 503 "Loading model"), or its container is still
+    starting: not failing. Settled neutrally, the endpoint paused a few seconds (`retry_after`);
+    the job moves on to another candidate or waits, as the health pass marks it "starting"."""
+
+    code = "endpoint_starting"
 
 
 class RateLimited(RetryableError):

@@ -132,7 +132,7 @@ class RedisGate:
         return replace(call, on_reply=settled)
 
     def pause(self, endpoint: Endpoint, seconds: float) -> None:
-        log.info("endpoint %s answered 429: paused %.1fs for every worker", endpoint.id, seconds)
+        log.info("endpoint %s paused %.1fs for every worker (a 429, or loading its model)", endpoint.id, seconds)
         self.admitter.pause(endpoint.id, seconds)
 
 

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from llmpool.endpoints import Endpoint
-from llmpool.errors import CallCancelled, EndpointTimeout, LLMPoolError, LocalShortage, RetryableError
+from llmpool.errors import (
+    CallCancelled,
+    EndpointStarting,
+    EndpointTimeout,
+    LLMPoolError,
+    LocalShortage,
+    RetryableError,
+)
 from llmpool.hedge_pool import HedgePool, Timer, hedge_threads
 from llmpool.http_deadline import CallCancel
 from llmpool.llm_client import CallOutcome
@@ -128,6 +135,8 @@ class Leg:
 def _settle_outcome(end: LegEnd) -> tuple[Outcome, int | None]:
     if end.outcome is not None:
         return "success", end.outcome.completion.usage.get("total_tokens")
+    if isinstance(end.error, EndpointStarting):
+        return "neutral", 0  # loading is not failing (llmpool.runner): its tokens go back too
     if isinstance(end.error, RetryableError):
         return "failure", None
     if isinstance(end.error, LocalShortage):

@@ -27,6 +27,7 @@ from llmpool.errors import (
     CallCancelled,
     ContextTooLong,
     EndpointRejected,
+    EndpointStarting,
     EndpointTimeout,
     EndpointUnreachable,
     FirstTokenTimeout,
@@ -40,6 +41,7 @@ from llmpool.errors import (
 )
 from llmpool.http_deadline import CallCancel, CallDeadline, call_deadline, make_bounded_client
 from llmpool.llm_request import LLMRequest, build_request
+from llmpool.prober import starting_reason
 from llmpool.schemas import ChatJob
 from llmpool.settings import Settings
 from llmpool.sse_lines import ByteBudget, LineSplitter
@@ -97,6 +99,8 @@ def status_error(endpoint_id: str, status: int, body: bytes, retry_after: str | 
         return RateLimited(f"{where}: {message}", retry_after=_retry_after(retry_after), **details)
     if status == 408:
         return EndpointTimeout(f"{where}: {message}", **details)
+    if status >= 500 and (why := starting_reason(status, body)):  # as the health pass reads it: starting
+        return EndpointStarting(f"{where}: {why}", retry_after=_retry_after(retry_after), **details)
     if status >= 500:
         return ServerError(f"{where}: {message}", **details)
     return EndpointRejected(f"{where}: {message}", **details)
@@ -179,9 +183,11 @@ class LLMClient:
                 if cancel is not None and cancel.cancelled:  # whatever the cut socket raised, we cut it
                     raise CallCancelled(f"call to {endpoint.id} cancelled (its twin answered first, or the job "
                                         "was cancelled)", endpoint=endpoint.id) from exc
-                if isinstance(exc, LLMPoolError):
+                error = exc if isinstance(exc, LLMPoolError) else _translated(exc, deadline, endpoint.id, call)
+                error = _while_starting(endpoint, error, call.completion.pieces)
+                if error is exc:
                     raise
-                raise _translated(exc, deadline, endpoint.id, call) from exc
+                raise error from exc
         call.completion.check_tool_calls()
         _count_usage(call, job)
         return CallOutcome(call.completion, call.ttft, time.monotonic() - started)
@@ -207,6 +213,16 @@ def _count_usage(call: _Call, job: ChatJob) -> None:
     usage = truthful_usage(done.usage, job, content=done.content, tool_calls=done.tool_calls,
                            chunks=done.pieces if call.streamed else None, endpoint=call.endpoint_id)
     done.usage, done.usage_estimated = usage.as_dict(), usage.estimated
+
+
+def _while_starting(endpoint: Endpoint, error: LLMPoolError, pieces: int) -> LLMPoolError:
+    """A call refused by a container the backend lists as still starting (no output yet) is its
+    start, not a failure: EndpointStarting, as the health pass (llmpool.prober) reads it."""
+    starting = endpoint.container_starting and pieces == 0 and isinstance(
+        error, EndpointUnreachable | ServerError | StreamCut | EndpointTimeout | EndpointRejected)
+    if not starting or isinstance(error, EndpointStarting):
+        return error
+    return EndpointStarting(f"{endpoint.id}: container starting ({error.message})", endpoint=endpoint.id)
 
 
 def _translated(exc: httpx.HTTPError, deadline: CallDeadline, endpoint_id: str, call: _Call) -> LLMPoolError:

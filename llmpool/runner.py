@@ -23,6 +23,7 @@ from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     AllEndpointsFailed,
     CallCancelled,
+    EndpointStarting,
     IncompleteAnswer,
     JobCancelled,
     JobExpired,
@@ -53,6 +54,9 @@ SHORTAGE_WAIT = 1.0  # a job that met a shortage of ours runs again after this (
 # A cut answer (llama-cpp-python interrupts a stream for a newer request) says "busy", not "broken":
 # with no other candidate left the job comes back after this, while it has calls left.
 INCOMPLETE_WAIT = 1.0
+# A server loading its model (or a container starting) is paused this long for every worker unless
+# it says how long (Retry-After): long enough not to hammer it, short enough to use it soon after.
+STARTING_PAUSE = 2.0
 Outcome = Literal["success", "failure", "neutral"]
 DEFAULT_MAX_TOKENS = 2048  # a job without max_tokens reserves this many output tokens
 
@@ -206,6 +210,10 @@ class _Run:
         try:
             outcome = self.client.chat(endpoint, self.job, budget=budget, on_token=self.publisher.token,
                                        cancel=cancel, **self.call_options(endpoint))
+        except EndpointStarting as exc:
+            settle("neutral", 0)  # loading is not failing: no breaker charge, its tokens go back
+            self._starting(endpoint, exc)
+            return None
         except RetryableError as exc:
             settle("failure", None)
             self._failed(endpoint, exc)
@@ -234,6 +242,15 @@ class _Run:
         self.report.calls -= 1  # a call that never left this process is not one of the job's calls
         self.report.refusals.append({"endpoint": endpoint.id, "reason": exc.code, "retry_after": SHORTAGE_WAIT})
         self.publisher.reset()
+
+    def _starting(self, endpoint: Endpoint, exc: EndpointStarting) -> None:
+        """The endpoint is loading: paused fleet-wide, the call not one of the job's, the job moves on
+        (or waits: a refusal). Nothing is marked unhealthy; the health pass marks it starting."""
+        wait = float(exc.details.get("retry_after") or STARTING_PAUSE)
+        log.info("job %s: %s; it is paused %.1fs, nothing charged", self.job_id, exc.message, wait)
+        self.gate.pause(endpoint, wait)
+        self.report.calls -= 1
+        self.report.refusals.append({"endpoint": endpoint.id, "reason": exc.code, "retry_after": wait})
 
     def _failed(self, endpoint: Endpoint, exc: RetryableError, *, reset: bool = True) -> None:
         log.warning("endpoint %s failed for job %s: %s", endpoint.id, self.job_id, exc.message)
@@ -279,7 +296,9 @@ class _Run:
         if crash is not None:
             raise crash
         for leg, error in errors:
-            if isinstance(error, RetryableError):
+            if isinstance(error, EndpointStarting):
+                self._starting(leg.endpoint, error)
+            elif isinstance(error, RetryableError):
                 self._failed(leg.endpoint, error, reset=leg.published)
         if race.answer is not None and race.winner is not None:
             return _result(race.answer, race.winner.endpoint, self.report.calls)

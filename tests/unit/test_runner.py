@@ -21,6 +21,7 @@ from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     AllEndpointsFailed,
     BadRequest,
+    EndpointStarting,
     EndpointUnreachable,
     IncompleteAnswer,
     JobExpired,
@@ -37,7 +38,7 @@ from llmpool.errors import (
 from llmpool.jobs import JobStore, decode_event
 from llmpool.keys import Keys
 from llmpool.llm_client import CallOutcome
-from llmpool.runner import SHORTAGE_WAIT, RunReport, estimate_tokens, run_chat
+from llmpool.runner import SHORTAGE_WAIT, STARTING_PAUSE, RunReport, estimate_tokens, run_chat
 from llmpool.schemas import parse_job
 from tests.conftest import FrozenClock
 
@@ -273,3 +274,24 @@ def test_a_call_over_its_bounds_is_the_endpoints_failure_and_fails_over(store: J
     assert (result.endpoint, result.content) == ("b", "whole")
     assert [f["type"] for f in report.failures] == [error.code]
     assert gate.settled[0] == ("a", "failure", None)
+
+
+def test_a_loading_endpoint_is_paused_charged_nothing_and_the_job_moves_on(store: JobStore) -> None:
+    gate = ScriptedGate()
+    client = ScriptedClient({"a": (EndpointStarting("a answered HTTP 503: loading model", endpoint="a"), []),
+                             "b": "from b"})
+    (result, report), _ = run(store, client, ["a", "b"], gate=gate)
+    assert result.endpoint == "b" and client.calls == ["a", "b"]
+    assert gate.settled == [("a", "neutral", 0), ("b", "success", 4)]  # no failure on a's breaker
+    assert gate.paused == [("a", STARTING_PAUSE)]
+    assert report.failures == [] and report.failovers == [] and report.calls == 1 and result.attempts == 1
+
+
+def test_a_loading_endpoint_with_nowhere_else_to_go_makes_the_job_wait(store: JobStore) -> None:
+    gate = ScriptedGate()
+    client = ScriptedClient({"a": (EndpointStarting("loading model", endpoint="a", retry_after=4.0), [])})
+    report = RunReport()
+    with pytest.raises(Refused) as caught:
+        run(store, client, ["a"], gate=gate, report=report, max_calls=1)  # not one of its calls: it may wait
+    assert caught.value.retry_after == 4.0 and gate.paused == [("a", 4.0)]
+    assert gate.settled == [("a", "neutral", 0)] and report.calls == 0 and report.failures == []
