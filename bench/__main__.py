@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import time
 import traceback
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from bench.report import machine, table, write_result, write_summary
 from bench.scenario import Scenario, Size
+from bench.side_by_side import run_side_by_side
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -31,6 +33,7 @@ SCENARIOS: dict[str, str] = {
     "redis_cost": "bench.redis_cost",
     "inflight": "bench.inflight",
 }
+QUICK_AT_ONCE = 4  # smoke-run scenarios side by side: mostly waiting, a few at once fit on 2 cores
 
 
 def scenario(name: str) -> Scenario:
@@ -43,12 +46,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenarios", nargs="*", metavar="scenario", help=f"default: all of {', '.join(SCENARIOS)}")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds per scenario (a smoke run)")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"output directory (default {RESULTS})")
+    parser.add_argument("--at-once", type=int, default=None, metavar="N",
+                        help=f"scenarios run side by side, each its own process (default {QUICK_AT_ONCE} with "
+                             "--quick, else 1: a full run's figures need the machine to themselves)")
+    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # a side-by-side child
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     args.scenarios = args.scenarios or list(SCENARIOS)
     args.results.mkdir(parents=True, exist_ok=True)
+    # SIGTERM (the tests' timeout, a side-by-side parent) unwinds like Ctrl-C: every `finally` stops
+    # the workers, mocks and Redis servers its scenario started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    at_once = args.at_once or (QUICK_AT_ONCE if args.quick else 1)
+    if at_once > 1 and len(args.scenarios) > 1:
+        failed = run_side_by_side(args.scenarios, quick=args.quick, results=args.results, at_once=at_once)
+        return _finish(args.results, failed)
     host, failed = machine(), []
     print(f"machine: {host}", flush=True)
     for name in args.scenarios:
@@ -67,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         for why in result.skipped:
             print(f"skipped: {why}")
         print(f"{name}: {wall:.0f} s wall time -> {args.results / (name + '.json')}", flush=True)
-    write_summary(args.results)
+    if args.no_summary:
+        return 1 if failed else 0
+    return _finish(args.results, failed)
+
+
+def _finish(results: Path, failed: list[str]) -> int:
+    write_summary(results)
     if failed:
         print(f"\nfailed scenarios: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
