@@ -33,6 +33,7 @@ __all__ = ["JobStore", "Claim", "AdmitWith", "RunEnd", "Recovered", "EventPublis
 FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
 Verdict = Literal["run", "done", "busy", "exhausted"]
 STREAM_MAXLEN = 10_000
+RESET_SCAN = 50  # stream events a restart reads back to find whether a partial answer stands
 FLUSH_INTERVAL = 0.05  # batch tokens for 50 ms: one XADD per batch, not per token
 REDIS_FULL = "Redis is full (past its memory limit for new jobs): the job was not accepted; try again later"
 # A submit that found Redis under half its maxmemory spares the next ones INFO memory this long.
@@ -327,6 +328,17 @@ class JobStore:
     def publisher(self, job_id: str, *, stream_tokens: bool, claim: int | None = None) -> EventPublisher:
         return EventPublisher(self, job_id, stream_tokens=stream_tokens, claim=claim)
 
+    def tokens_since_reset(self, job_id: str) -> bool:
+        """Whether the job's stream holds a token after its last reset: a partial answer readers show.
+
+        One read of the stream's last RESET_SCAN events (steps may follow a reset); past them, yes."""
+        entries = self.redis.xrevrange(self.keys.job_stream(job_id), count=RESET_SCAN)
+        for _entry_id, fields in entries:
+            kind = {as_text(k): as_text(v) for k, v in fields.items()}.get("type")
+            if kind in ("token", "reset"):
+                return kind == "token"
+        return len(entries) >= RESET_SCAN
+
     def append_events(self, job_id: str, events: list[dict[str, str]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for event in events:
@@ -400,8 +412,11 @@ class EventPublisher:
             self.published = 0
 
     def restart(self) -> None:
-        """A new run of a job an earlier run may have streamed into: readers drop what came before."""
-        if self.stream_tokens and self.store.redis.xlen(self.store.stream_key(self.job_id)):
+        """A new run of a job an earlier run may have streamed into: readers drop what came before.
+
+        Once per partial answer: an earlier run that failed over said `reset` itself (`reset`), so
+        only tokens after the stream's last reset (a run that died mid-answer) need one now."""
+        if self.stream_tokens and self.store.tokens_since_reset(self.job_id):
             self.store.append_events(self.job_id, [{"type": "reset"}])
 
     def end(self, state: str, payload: dict[str, Any], *, calls: int = 0,

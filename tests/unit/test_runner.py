@@ -6,6 +6,7 @@ reads; here that is the test's frozen clock, so a batch ends exactly where the s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 import llmpool.jobs
+from api.routes.chat import _text_stream
 from llmpool.completion import Completion
 from llmpool.endpoints import Endpoint
 from llmpool.errors import (
@@ -295,3 +297,35 @@ def test_a_loading_endpoint_with_nowhere_else_to_go_makes_the_job_wait(store: Jo
         run(store, client, ["a"], gate=gate, report=report, max_calls=1)  # not one of its calls: it may wait
     assert caught.value.retry_after == 4.0 and gate.paused == [("a", 4.0)]
     assert gate.settled == [("a", "neutral", 0)] and report.calls == 0 and report.failures == []
+
+
+def _rendered(store: JobStore) -> str:
+    """The job's stream as the text-stream route renders it (api/routes/chat.py)."""
+    events = [decode_event(f) for _i, f in store.redis.xrange(store.keys.job_stream("j"))]
+
+    async def render() -> str:
+        async def rest() -> Any:
+            for event in events[1:]:
+                yield event
+        return "".join([piece async for piece in _text_stream(events[0], rest())])
+    return asyncio.run(render())
+
+
+def test_a_run_after_one_that_failed_over_mid_answer_shows_one_reset(store: JobStore, clock: FrozenClock) -> None:
+    cut = IncompleteAnswer("[DONE] without finish_reason", endpoint="a")
+    with pytest.raises(Refused):  # run 1: a partial answer, then [RESET] from the failed call; the job waits
+        run(store, ScriptedClient({"a": (cut, ["<pause>", "par", "<pause>", "tial"])}, pause=clock.sleep), ["a"])
+    publisher = store.publisher("j", stream_tokens=True, claim=2)  # run 2, as workers/chat_task.py starts it
+    publisher.restart()
+    run_chat(JOB, job_id="j", candidates=[ep("a")], client=ScriptedClient({"a": "whole"}),  # type: ignore[arg-type]
+             publisher=publisher, deadline=time.time() + 60, max_calls=3)
+    publisher.flush()
+    assert _rendered(store) == "partial\n[RESET]\nwhole"
+
+
+def test_a_run_after_one_that_died_mid_answer_shows_one_reset(store: JobStore) -> None:
+    store.append_events("j", [{"type": "token", "text": "half"}])  # run 1 streamed, then its worker died
+    for claim in (2, 3):  # run 2 dies before any token: run 3 has no partial answer left to discard
+        store.publisher("j", stream_tokens=True, claim=claim).restart()
+    store.append_events("j", [{"type": "token", "text": "whole"}])
+    assert _rendered(store) == "half\n[RESET]\nwhole"
