@@ -244,8 +244,11 @@ def _run_parallel(planned: list[_Planned], runnable: list[int], tools: Mapping[s
         tool = tools[planned[i].name]
         context = contextvars.copy_context()  # the job's log fields follow the tool into its thread
         futures[i] = pool.submit(context.run, _run_one, tool, planned[i].arguments or {}, deadline)
+    # Calls past MAX_PARALLEL_TOOLS start when one before them ends: each wave may take the longest
+    # tool's bound (a tool bounds itself from when it starts), all of them the job's deadline at most.
     longest = max(tools[planned[i].name].timeout for i in runnable)
-    bound = max(0.0, min(longest, deadline - clock())) + STUCK_GRACE
+    waves = -(-len(runnable) // MAX_PARALLEL_TOOLS)
+    bound = max(0.0, min(waves * longest, deadline - clock())) + STUCK_GRACE
     wait(futures.values(), timeout=bound)
     pool.shutdown(wait=False, cancel_futures=True)  # a stuck tool's thread is left to end on its own
     results: dict[int, ToolResult] = {}

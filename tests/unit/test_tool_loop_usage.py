@@ -9,6 +9,9 @@ import json
 import socket
 import threading
 import time
+from typing import Any
+
+import pytest
 
 import llmpool.tool_loop as tool_loop
 from llmpool.endpoints import Endpoint
@@ -16,6 +19,7 @@ from llmpool.llm_client import LLMClient
 from llmpool.runner import run_chat
 from llmpool.schemas import ChatJob, ChatResult, Usage
 from llmpool.tool_loop import LoopState, run_tool_loop
+from llmpool.tools import ToolResult
 from tests.unit.test_server_dialects import _Publisher, _SettlingGate, _usage, llm, whole
 from tests.unit.test_tool_loop import JOB, FakeTool, ScriptedLLM, ok, run, tool_call
 
@@ -118,3 +122,18 @@ def test_a_burst_of_calls_in_one_answer_is_cut_before_it_reaches_the_next_reques
     assert assistant.tool_calls is not None and len(assistant.tool_calls) == tool_loop.MAX_ANSWERED_CALLS
     assert len(replies) == len(result.steps) == len(saved[0].steps) == tool_loop.MAX_ANSWERED_CALLS
     assert len(search.runs) == tool_loop.MAX_CALLS_PER_ROUND
+
+
+def test_calls_that_wait_for_a_free_thread_get_their_own_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tool_loop, "STUCK_GRACE", 0.05)
+    monkeypatch.setattr(tool_loop, "MAX_PARALLEL_TOOLS", 1)
+
+    def slow(args: dict[str, Any]) -> ToolResult:
+        time.sleep(0.2)  # each well within its bound; the four one after another are not
+        return ToolResult(content="done", error=None, duration=0.2, size=4, summary="done")
+
+    search = FakeTool("web_search", slow, timeout=0.4)
+    calls = [tool_call("web_search", {"q": n}, f"c{n}") for n in range(4)]
+    result, _ = run(ScriptedLLM(ChatResult(content="", tool_calls=calls, model="m", endpoint="e"),
+                                counted(1, 1, content="x")), {"web_search": search})
+    assert [s["error"] for s in result.steps] == [None] * 4 and len(search.runs) == 4
