@@ -36,6 +36,7 @@ import pytest
 
 from llmpool.dev.mock_llm import MockLLM
 from llmpool.dev.redis_server import RedisServer, free_port
+from llmpool.llm_client import status_error
 from tests.conftest import IN_CI, require_redis_binary
 from tests.pool import Pool, pool_with_api
 from tests.processes import ManagedProcess, clean_env
@@ -183,7 +184,36 @@ def test_a_second_request_cuts_a_running_stream_with_done_and_no_finish_reason(r
     assert broken is not None  # "incomplete chunked read": no clean end of the body after [DONE]
 
 
+def test_the_server_refuses_developer_and_a_null_assistant_content_with_a_500_llmpool_makes_one_line(
+        real: Real) -> None:
+    """Valid in OpenAI's schema, refused by this server: why llmpool sends system and "" instead.
+    Its 500 carries pydantic's report and its own file paths; the caller sees one clean line."""
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    for messages in ([{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}],
+                     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": calls},
+                      {"role": "tool", "tool_call_id": "c1", "content": "4"}]):
+        resp = httpx.post(real.server + "/v1/chat/completions", json={"messages": messages, "max_tokens": 2},
+                          timeout=30)
+        assert resp.status_code == 500 and 'File "' in resp.json()["error"]["message"]
+        message = str(status_error("e1", 500, resp.content, None))
+        assert 'File "' not in message and ".py" not in message and "site-packages" not in message
+        assert message.startswith("e1 answered HTTP 500: ") and len(message) < 250
+
+
 # --- llmpool through the real server ------------------------------------------------------------
+
+def test_developer_and_a_tool_call_turn_without_content_are_answered(real: Real) -> None:
+    """The same messages through llmpool: sent as system and "", answered, no call failed."""
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    messages = [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "what is 2+2?"},
+                {"role": "assistant", "content": None, "tool_calls": calls},
+                {"role": "tool", "tool_call_id": "c1", "content": "4"}]
+    resp = httpx.post(real.api + "/v1/chat/completions", timeout=60,
+                      json={"model": str(real.model), "messages": messages, "max_tokens": 4})
+    assert resp.status_code == 200, resp.text
+    record = httpx.get(f"{real.api}/jobs/{resp.headers['X-Job-Id']}", timeout=10).json()
+    assert record["state"] == "succeeded" and record["calls"] == 1, record
+    assert resp.json()["choices"][0]["finish_reason"] == "length"
 
 def test_discovery_knows_the_server_its_one_slot_and_the_quantization_in_the_file_name(real: Real) -> None:
     selection = real.pool.registry.selection()
@@ -237,5 +267,6 @@ def test_a_stream_another_client_cuts_is_retried_not_taken_for_the_answer(real: 
     assert record["state"] == "succeeded" and record["calls"] == 2, record
     failed = [e for e in record["history"] if e["event"] == "call_failed"]
     assert [e["error"] for e in failed] == ["incomplete_answer"], record["history"]
-    assert "\n[RESET]\n" in answer and answer.rsplit("\n[RESET]\n", 1)[1] == result["content"]
+    assert answer.count("[RESET]") == 1, answer  # one per discarded partial answer, not one more per run
+    assert answer.rsplit("\n[RESET]\n", 1)[1] == result["content"]
     assert result["finish_reason"] == "length" and stats["tokens_decoded"] == long
