@@ -17,6 +17,7 @@ from llmpool.dev.redis_server import RedisServer
 from llmpool.resources import Resources, _build
 from llmpool.settings import load_settings
 from tests.pool import Pool, start_pool
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -142,3 +143,26 @@ def test_a_one_slot_llamacpp_server_gets_one_call_at_a_time(pool_on) -> None:
     stats = pool.mock.stats("cpp")
     # Our cap held the other three in admission: the server never had a call waiting in its queue.
     assert (stats["chat_requests"], stats["peak_in_flight"]) == (4, 1)
+
+
+def test_a_job_meeting_a_llamacpp_server_loading_its_model_waits_and_charges_nothing(pool_on) -> None:
+    """A chat call answered 503 "Loading model" pauses the server and the job waits: no failure on
+    its breaker, not one of the job's calls; once loaded, the job is answered in one call."""
+    spec = ContainerSpec(name="cpp", flavor="llamacpp", hf_model_id="/models/tiny.Q4_K_M.gguf", ttft=0.0,
+                         tokens_per_second=0)
+    pool, res = pool_on([spec], agent_job_max_calls=2)
+    res.close()
+    endpoint_id = f"openai:{pool.mock.url('cpp')}#/models/tiny.Q4_K_M.gguf"
+    pool.mock.configure("cpp", loading=True)  # reloading: discovery and the health pass knew it loaded
+    [job_id] = pool.submit(1)
+
+    def refused_loading() -> int:
+        return sum(1 for r in pool.mock.stats("cpp")["records"]
+                   if r["path"] == "/v1/chat/completions" and r["status"] == 503)
+
+    wait_for(lambda: refused_loading() >= 3, timeout=30, what="the worker's calls to meet the loading model")
+    pool.mock.configure("cpp", loading=False)
+    record = pool.finished([job_id])[0]
+    assert record["state"] == "succeeded" and record["calls"] == 1, record  # more 503s than calls allowed
+    assert not [e for e in record["history"] if e["event"] == "call_failed"], record["history"]
+    assert pool.admitter.stats([endpoint_id])[endpoint_id]["failures"] == 0
