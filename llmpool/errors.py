@@ -22,7 +22,8 @@ from typing import Any
 __all__ = [
     "LLMPoolError", "ConfigError", "InvalidJob",
     "RetryableError", "EndpointUnreachable", "EndpointTimeout", "FirstTokenTimeout", "RequestTimeout",
-    "StreamCut", "IncompleteAnswer", "EndpointStarting", "ServerError", "RateLimited", "EndpointRejected", "InvalidResponse",
+    "StreamCut", "IncompleteAnswer", "EndpointStarting", "ServerError", "RateLimited", "EndpointRejected",
+    "InvalidResponse",
     "ResponseTooLarge", "LineTooLong", "LocalShortage", "NoFreeConnection", "CallCancelled",
     "CallerError", "BadRequest", "ContextTooLong", "ModelNotFound",
     "WaitError", "NoLLMAvailable", "NoToolCapableLLM", "ToolStepLimit", "Refused", "AllEndpointsFailed",

@@ -332,9 +332,9 @@ class JobStore:
         """Whether the job's stream holds a token after its last reset: a partial answer readers show.
 
         One read of the stream's last RESET_SCAN events (steps may follow a reset); past them, yes."""
-        entries = self.redis.xrevrange(self.keys.job_stream(job_id), count=RESET_SCAN)
+        entries: list[Any] = self.redis.xrevrange(self.keys.job_stream(job_id), count=RESET_SCAN) or []
         for _entry_id, fields in entries:
-            kind = {as_text(k): as_text(v) for k, v in fields.items()}.get("type")
+            kind = {as_text(k): as_text(v) for k, v in (fields or {}).items()}.get("type")
             if kind in ("token", "reset"):
                 return kind == "token"
         return len(entries) >= RESET_SCAN
