@@ -45,6 +45,9 @@ class _Child:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.close(fd)
+            # Python's own streams too, whatever they were (a test's capture): both to the log.
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115  # lives until os._exit
+            sys.stderr = sys.stdout
             code = run_one(self.name)
         except BaseException:  # SystemExit from SIGTERM included: the scenario's finally blocks have run
             traceback.print_exc()
