@@ -40,6 +40,8 @@ SANDBOX_TTL_MARGIN = 10  # seconds a sandbox outlives its run at most, when its 
 KILL_TIMEOUT = 1.5  # seconds for the kill after the run: within the tool loop's grace (its TTL is the backstop)
 MAX_LINE_BYTES = 1024 * 1024
 MAX_STREAM_BYTES = 16 * 1024 * 1024  # of one execution's NDJSON, whatever the result cap
+MAX_API_ANSWER_BYTES = 64 * 1024  # of the API's answer to a sandbox's creation (a small JSON object)
+ERROR_BODY_BYTES = 4096  # of an error answer: what its first line needs
 
 
 class _Failure(Exception):
@@ -107,16 +109,21 @@ class E2BRunCode:
     def _create(self, ttl: int) -> dict[str, Any]:
         body = {"templateID": self._template, "timeout": ttl, "secure": True, "metadata": {}, "envVars": {}}
         try:
-            response = self._client.post(f"{self._api_url}/sandboxes", json=body, headers=self._api_headers())
+            with self._client.stream("POST", f"{self._api_url}/sandboxes", json=body,
+                                     headers=self._api_headers()) as response:
+                ok = response.status_code in (200, 201)
+                raw, more = _read_at_most(response, MAX_API_ANSWER_BYTES if ok else ERROR_BODY_BYTES)
         except httpx.TimeoutException:
             raise _Failure("timeout", "E2B did not create a sandbox in time") from None
         except httpx.HTTPError as exc:
             raise _Failure("http_error", f"cannot reach E2B ({type(exc).__name__})") from None
-        if response.status_code not in (200, 201):
+        if not ok:
             raise _Failure("http_error", f"E2B refused to create a sandbox: HTTP {response.status_code}: "
-                                         f"{one_line(response.text, 200)}")
+                                         f"{one_line(raw.decode('utf-8', errors='replace'), 200)}")
+        if more:
+            raise _Failure("bad_response", f"E2B's sandbox answer is larger than {MAX_API_ANSWER_BYTES} bytes")
         try:
-            sandbox = response.json()
+            sandbox = json.loads(raw)
         except ValueError:
             raise _Failure("bad_response", "E2B's sandbox answer is not JSON") from None
         if not isinstance(sandbox, dict) or not isinstance(sandbox.get("sandboxID"), str) \
@@ -142,9 +149,9 @@ class E2BRunCode:
             with self._client.stream("POST", f"{self._jupyter_url(sandbox)}/execute", json=body, headers=headers,
                                      timeout=left) as response:
                 if response.status_code != 200:
-                    response.read()
+                    raw, _ = _read_at_most(response, ERROR_BODY_BYTES)
                     raise _Failure("sandbox_error", f"the sandbox answered HTTP {response.status_code}: "
-                                                    f"{one_line(response.text, 200)}")
+                                                    f"{one_line(raw.decode('utf-8', errors='replace'), 200)}")
                 for line in _lines(response):
                     if _apply(output, line, self._max_bytes):
                         return output
@@ -167,6 +174,17 @@ class E2BRunCode:
         except httpx.HTTPError as exc:
             log.warning("run_code (e2b): cannot kill sandbox %s (%s); it ends at its timeout", sandbox_id,
                         type(exc).__name__)
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of the body, and whether it had more: a server that sends without end
+    (or a huge error page) costs neither the run's memory nor the rest of its time."""
+    kept = b""
+    for chunk in response.iter_bytes():
+        kept += chunk
+        if len(kept) > limit:
+            return kept[:limit], True
+    return kept, False
 
 
 def _lines(response: httpx.Response) -> Iterator[bytes]:
