@@ -39,7 +39,7 @@ from tests.processes import ManagedProcess, clean_env, start_worker, wait_for
 __all__ = ["run", "raise_open_files"]
 
 CURVE = (100, 1_000, 3_000, 10_000)
-QUICK_CURVE = (50,)
+QUICK_CURVE = (100,)  # the smoke run: one step, enough calls that holding them at once is a figure
 GOAL_CALLS, GOAL_RSS_MB = 10_000, 1024
 MOCK_PROCESSES = 2  # one asyncio loop per process holds half the connections
 SAMPLE_EVERY = 0.5
@@ -246,7 +246,7 @@ def run(size: Size) -> Result:
         for calls in curve:
             # Each call must still be open when the last job is taken: the hold outlasts the ramp
             # at the rate the workers took jobs in the step before (the machine's load sets it).
-            hold = size.pick(min(MAX_HOLD, max(10.0, 2 * calls / rate)), 3.0)
+            hold = size.pick(min(MAX_HOLD, max(10.0, 2 * calls / rate)), 4.0)
             steps.append(_step(tmp, server.url, fleet, calls, workers=workers, hold=hold))
             print(f"inflight {calls}: {_brief(steps[-1])}", flush=True)
             rate = steps[-1]["peak_in_flight"] / max(steps[-1]["seconds_to_peak"], 1.0)
