@@ -18,7 +18,7 @@ import redis
 
 from llmpool.completion import Completion
 from llmpool.endpoints import Endpoint
-from llmpool.errors import AllEndpointsFailed, CallCancelled, FirstTokenTimeout, ServerError
+from llmpool.errors import AllEndpointsFailed, CallCancelled, EndpointStarting, FirstTokenTimeout, ServerError
 from llmpool.hedge_pool import HedgePool
 from llmpool.hedging import Hedging, hedging_status
 from llmpool.http_deadline import CallCancel
@@ -244,6 +244,18 @@ def test_the_first_call_failing_leaves_the_hedge_as_the_jobs_next_call(store: Jo
     assert [f["endpoint"] for f in report.failures] == ["a"] and report.calls == 2
     assert sorted(gate.settled) == [("a", "failure"), ("b", "success")]
     assert [e["type"] for e in stream(publisher)] == ["token", "token"]  # no reset for a's failure
+
+
+def test_a_first_call_meeting_a_loading_model_is_settled_neutrally_and_is_no_call(
+        store: JobStore, pool: HedgePool) -> None:
+    client = FakeEndpoints({"a": Behaviour(wait=0.2, error=EndpointStarting("loading model", endpoint="a")),
+                            "b": Behaviour(wait=0.4, answer="from b")})
+    gate = RecordingGate()
+    result, report, _publisher = hedged_run(store, pool, client, gate)
+    assert result.endpoint == "b" and client.calls == ["a", "b"]
+    assert sorted(gate.settled) == [("a", "neutral"), ("b", "success")]  # loading is not a's failure
+    assert report.failures == [] and report.calls == 1  # the hedge's call is the job's one call
+    assert [r["reason"] for r in report.refusals] == ["endpoint_starting"]
 
 
 def test_without_hedging_nothing_changes(store: JobStore) -> None:
