@@ -165,9 +165,11 @@ class E2BRunCode:
     def _kill(self, sandbox_id: str) -> None:
         # Its own short deadline: the run's may be spent, and a kept sandbox costs money until its timeout.
         try:
-            with call_deadline(KILL_TIMEOUT):
-                response = self._client.delete(f"{self._api_url}/sandboxes/{sandbox_id}",
-                                               headers=self._api_headers(), timeout=KILL_TIMEOUT)
+            # Streamed and left unread: only the status matters, whatever body comes with it.
+            with call_deadline(KILL_TIMEOUT), self._client.stream(
+                    "DELETE", f"{self._api_url}/sandboxes/{sandbox_id}", headers=self._api_headers(),
+                    timeout=KILL_TIMEOUT) as response:
+                pass
             if response.status_code not in (200, 204, 404):
                 log.warning("run_code (e2b): killing sandbox %s answered HTTP %d; it ends at its timeout",
                             sandbox_id, response.status_code)

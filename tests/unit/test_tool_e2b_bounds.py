@@ -5,10 +5,13 @@ timeout (which is how an unbounded read of such a body ends)."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import Callable
+
+import pytest
 
 from llmpool.tools.e2b import E2BRunCode
 from tests.unit.raw_server import RawServer
@@ -54,3 +57,26 @@ def test_an_endless_error_page_from_the_sandbox_fails_the_run_at_once(serve: Ser
     result = tool(serve(sandbox_created), serve(endless("502 Bad Gateway"))).run(
         {"code": "print(1)"}, deadline=time.time() + 60)
     assert result.error == "sandbox_error" and "HTTP 502: <p>xxx" in result.content
+
+
+def executed(conn: socket.socket, stop: threading.Event) -> None:
+    lines = b"".join(json.dumps(e).encode() + b"\n" for e in ({"type": "stdout", "text": "1\n"},
+                                                              {"type": "end_of_execution"}))
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n%s" % (len(lines), lines))
+
+
+def test_a_kill_answered_with_an_endless_body_is_judged_by_its_status(serve: Serve,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    answers = iter([sandbox_created, endless("202 Accepted")])  # the creation, then the kill
+    lock = threading.Lock()
+
+    def api_answer(conn: socket.socket, stop: threading.Event) -> None:
+        with lock:
+            behaviour = next(answers)
+        behaviour(conn, stop)
+
+    with caplog.at_level(logging.WARNING, logger="llmpool.tools.run_code"):
+        result = tool(serve(api_answer), serve(executed)).run({"code": "print(1)"}, deadline=time.time() + 60)
+    assert result.error is None and "stdout:\n1" in result.content
+    assert "killing sandbox sbx1 answered HTTP 202" in caplog.text  # its status read, its body never
