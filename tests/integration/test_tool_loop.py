@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM
+from llmpool.dev.mock_llm.replies import ARGUMENT_PIECE, tokenize
 from llmpool.dev.mock_tools import MockTavily, MockTools
 from llmpool.dev.redis_server import RedisServer
 from tests.pool import Pool, pool_with_api
@@ -224,3 +226,9 @@ def test_a_worker_killed_between_rounds_is_resumed_without_repeating_them(mocks:
     assert tavily.queries("block") == 3
     rounds = [h["round"] for h in done["history"] if h.get("event") == "tool"]
     assert rounds == [1, 2] and done["claims"] >= 2
+    # Its usage counts round 1's call (the killed run's, from the checkpoint), round 2's (made again)
+    # and the answer's: the mock counts a tool call as its name plus its arguments in 8-character pieces.
+    call_tokens = 1 + math.ceil(len(json.dumps({"query": "block"})) / ARGUMENT_PIECE)
+    usage = done["result"]["usage"]
+    assert usage["completion_tokens"] == 2 * call_tokens + len(tokenize(done["result"]["content"]))
+    assert not usage["estimated"] and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
