@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    if args.at_once is not None and args.at_once < 1:
+        parser.error(f"--at-once must be 1 or more, not {args.at_once}")
     args.scenarios = args.scenarios or list(SCENARIOS)
     args.results.mkdir(parents=True, exist_ok=True)
     # SIGTERM (the tests' timeout, a side-by-side parent) unwinds like Ctrl-C: every `finally` stops
