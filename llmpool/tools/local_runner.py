@@ -43,6 +43,11 @@ READ_CHUNK = 65536
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 GROUP_GONE_WAIT = 2.0  # seconds, at most, for init to reap the killed group's orphans
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The driver's report holds up to three texts of `cap` characters each (result, error value, traceback),
+# and json.dumps writes a character in at most 12 bytes (an escaped surrogate pair): read all of it, or
+# a cut report is no JSON and the code's exception is lost (a run that raised would look clean).
+REPORT_BYTES_PER_CAP = 3 * 12
+REPORT_OVERHEAD = 4096
 
 # The child's driver: set the limits, run the code as __main__ and report the last expression's value
 # or the exception on its own pipe (argv: report fd, cap, then the limits). Standard library only.
@@ -171,7 +176,9 @@ def _run(workdir: str, limits: LocalLimits, uid: int | None, gid: int | None, ti
     output = CodeOutput()
     timed_out = False
     try:
-        timed_out = _read_until_done(child, streams, started + timeout, cap, output)
+        caps = {child.stdout.fileno(): cap, child.stderr.fileno(): cap,
+                report_read: REPORT_BYTES_PER_CAP * cap + REPORT_OVERHEAD}
+        timed_out = _read_until_done(child, streams, started + timeout, caps, output)
     finally:
         _kill_all(child)
         os.close(report_read)
@@ -184,9 +191,9 @@ def _run(workdir: str, limits: LocalLimits, uid: int | None, gid: int | None, ti
     return output
 
 
-def _read_until_done(child: subprocess.Popen[bytes], streams: dict[int, bytearray], deadline: float, cap: int,
-                     output: CodeOutput) -> bool:
-    """Read every stream, keeping up to `cap` bytes each, until they close or the deadline: True if it passed."""
+def _read_until_done(child: subprocess.Popen[bytes], streams: dict[int, bytearray], deadline: float,
+                     caps: dict[int, int], output: CodeOutput) -> bool:
+    """Read every stream, keeping up to its cap, until they close or the deadline: True if it passed."""
     selector = selectors.DefaultSelector()
     for fd in streams:
         os.set_blocking(fd, False)
@@ -211,7 +218,7 @@ def _read_until_done(child: subprocess.Popen[bytes], streams: dict[int, bytearra
                     selector.unregister(fd)
                     continue
                 kept = streams[fd]
-                room = max(0, cap - len(kept))
+                room = max(0, caps[fd] - len(kept))
                 kept += chunk[:room]
                 output.dropped += len(chunk) - min(room, len(chunk))
         remaining = deadline - time.monotonic()

@@ -57,6 +57,15 @@ def test_an_exception_goes_back_to_the_llm() -> None:
     assert 'File "<code>", line 2, in f' in result.content
 
 
+@pytest.mark.parametrize("message", ["'x' * 100_000", "'\\U0001F600' * 20_000"])
+def test_an_exception_with_a_huge_message_still_goes_back_as_an_error(message: str) -> None:
+    # Its value and traceback fill their caps; the report holding both must still be read whole.
+    result = run(f"raise ValueError({message})", cap=4096)
+    assert result.error == "code_error"
+    assert result.content.startswith("error: ValueError: ") and result.summary.startswith("ValueError: ")
+    no_children_left()
+
+
 def test_the_child_sees_an_empty_environment_and_a_fresh_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("TAVILY_API_KEY", "E2B_API_KEY", "JWT_SECRET", "AGENT_API_JWT_SECRET"):
         monkeypatch.setenv(name, f"SECRET-{name}")
