@@ -16,9 +16,12 @@ __all__ = ["short_error", "MAX_CHARS"]
 
 MAX_CHARS = 200
 TRACEBACK = "Traceback (most recent call last)"
-# An absolute file path (/app/x.py, C:\srv\x.py) of two or more parts; a URL's path is left alone
-# (its first slash follows ':' or '/', the next ones a word character).
+# An absolute path of two or more parts (/app/x.py, C:\srv\x.py); a URL's is left alone (its first
+# slash follows ':' or '/', the next ones a word character). Only a file's (a name with an
+# extension) or one under a filesystem root is a server's path: "/v1/chat/completions" stays.
 _PATH = re.compile(r"(?<![\w:/.\\])(?:[A-Za-z]:)?(?:[/\\][\w.\-]+){2,}")
+_FILE = re.compile(r"\.[A-Za-z0-9]{1,8}$")
+_ROOTS = ("app", "home", "usr", "opt", "tmp", "var", "srv", "root", "models", "mnt", "data", "etc", "work")
 _TAG = re.compile(r"<[^>]*>")
 _FRAME = re.compile(r'^\s*(File "|at |\^|~)')
 
@@ -47,6 +50,12 @@ def _meaningful_line(text: str) -> str:
     return lines[0]
 
 
+def _hidden(match: re.Match[str]) -> str:
+    path = match.group(0)
+    first = re.split(r"[/\\]", path.split(":", 1)[-1].lstrip("/\\"), maxsplit=1)[0]
+    return "<path>" if _FILE.search(path) or first.lower() in _ROOTS else path
+
+
 def short_error(body: bytes) -> str:
     """One clean line of an error body: its message's first meaningful line, no paths, capped."""
     text = body.decode("utf-8", errors="replace").strip()
@@ -54,5 +63,5 @@ def short_error(body: bytes) -> str:
         text = str(_message_in(json.loads(text)))
     except ValueError:
         pass
-    line = _PATH.sub("<path>", _meaningful_line(text))
+    line = _PATH.sub(_hidden, _meaningful_line(text))
     return line if len(line) <= MAX_CHARS else line[: MAX_CHARS - 1] + "…"

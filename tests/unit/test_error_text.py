@@ -35,6 +35,9 @@ def test_a_traceback_becomes_the_exception_it_ends_with() -> None:
     (_openai("2 validation errors for Request\nmessages.0.role\n  Input should be 'user'"),
      "2 validation errors for Request"),
     (_openai("see https://errors.pydantic.dev/2.9/v/missing"), "see https://errors.pydantic.dev/2.9/v/missing"),
+    (_openai("No route for /v1/chat/completions"), "No route for /v1/chat/completions"),
+    (_openai(r"cannot open C:\srv\models\x.gguf"), "cannot open <path>"),
+    (_openai("cannot read /home/llm/weights"), "cannot read <path>"),
     (b"", ""),
 ])
 def test_the_first_meaningful_line_without_paths(body: bytes, expected: str) -> None:
