@@ -207,3 +207,15 @@ def test_llama_cpp_python_sends_usage_in_whole_answers_and_never_in_streams(mock
         assert _usage_of(http, url, stream=False) == [None]
     finally:
         mock.configure("lcp", send_usage=True)
+
+
+def test_llama_cpp_python_answers_what_its_request_model_refuses_with_a_500(mock: MockLLM,
+                                                                            http: httpx.Client) -> None:
+    url = mock.url("lcp") + "/v1/chat/completions"
+    developer = [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    refused = http.post(url, json={"model": "m", "messages": developer}, timeout=5)
+    assert refused.status_code == 500 and "developer" in refused.json()["error"]["message"]
+    system = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert http.post(url, json={"model": "m", "messages": system}, timeout=5).status_code == 200
+    assert http.post(mock.url("v1") + "/v1/chat/completions", json={"model": "m", "messages": developer},
+                     timeout=5).status_code == 200  # vLLM's flavour takes it

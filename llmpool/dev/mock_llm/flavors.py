@@ -12,7 +12,8 @@
   /api/v0/models/{id} with `state` "not-loaded" while `loading` is on, else "loaded".
 - `llama-cpp-python`: /v1/models `owned_by: "me"`; a stream carries no usage whatever
   `stream_options` asks, a whole answer does (unless `send_usage` is off: no usage anywhere);
-  its other knobs and faults: dialects.py.
+  a request its request model refuses gets its 500 (dialects.malformed_body), as under the
+  `validation_500` fault; its other knobs and faults: dialects.py.
 - `ollama` (beside its /api/tags and /api/version in openai_app): /api/ps lists the model as
   loaded unless `loading` is on; /api/tags gives the spec's quantization and parameter size.
 """

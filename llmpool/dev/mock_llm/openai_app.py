@@ -115,9 +115,11 @@ class StatsMiddleware:
 async def chat(container: Container, request: Request) -> Response:
     """POST /v1/chat/completions: validate, play the fault if any, else answer."""
     raw = await request.body()
-    if container.knobs.fault == "validation_500" and (problem := dialects.malformed_body(raw)):
+    as_fault = container.knobs.fault == "validation_500"  # any flavour; llama-cpp-python's own always
+    if (as_fault or container.spec.flavor == "llama-cpp-python") and (problem := dialects.malformed_body(raw)):
         container.stats.last_body = raw.decode(errors="replace")
-        container.take_fault("chat")
+        if as_fault:
+            container.take_fault("chat")
         return dialects.traceback_500(problem)
     try:
         chat_request = parse_chat_request(raw)
