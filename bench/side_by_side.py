@@ -41,6 +41,7 @@ class _Child:
         code = 1
         try:
             os.setsid()  # its own group: stopping it (below) takes what it started with it
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # unwinds: finally blocks run
             fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
@@ -69,16 +70,26 @@ class _Child:
         self.cpu_s = usage.ru_utime + usage.ru_stime
         return True
 
-    def stop(self) -> None:
-        if not self.pid or self.code is not None:
-            return
-        os.killpg(self.pid, signal.SIGTERM)  # SystemExit in the child: its finally blocks stop its processes
-        deadline = time.monotonic() + 30
-        while not self.done() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not self.done():
-            os.killpg(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+    def signal(self, sig: int) -> None:
+        if self.pid and not self.done():
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def _stop(children: list[_Child], grace: float = 30.0) -> None:
+    """SIGTERM to every child at once (SystemExit there: each scenario's finally blocks stop the
+    workers, mocks and Redis servers it started), SIGKILL to any still running after `grace` s."""
+    for child in children:
+        child.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(c.started() and not c.done() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for child in children:
+        child.signal(signal.SIGKILL)
+        if child.started() and child.code is None:
+            os.waitpid(child.pid, 0)
 
 
 def run_side_by_side(names: list[str], run_one: Callable[[str], int], *, results: Path, at_once: int) -> list[str]:
@@ -99,6 +110,5 @@ def run_side_by_side(names: list[str], run_one: Callable[[str], int], *, results
             if child.code != 0:
                 failed.append(child.name)
     finally:
-        for child in children:
-            child.stop()
+        _stop(children)
     return failed

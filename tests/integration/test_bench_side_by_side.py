@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -48,3 +49,37 @@ def test_at_once_bounds_the_children_running(tmp_path: Path) -> None:
     spans = [(float((stamps / f"{n}.start").read_text()), float((stamps / f"{n}.end").read_text())) for n in names]
     most = max(sum(1 for s, e in spans if s <= at < e) for at, _ in spans)
     assert most == 2  # never more than two at once, and two did run together
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_interrupted_parent_stops_children_through_their_finally(tmp_path: Path) -> None:
+    """The parent interrupted (a test's timeout, Ctrl-C): each running child gets SIGTERM at once and
+    unwinds, so the finally blocks that stop a scenario's workers, mocks and Redis run."""
+
+    def hangs(name: str) -> int:
+        try:
+            (tmp_path / f"{name}.running").touch()
+            time.sleep(60)
+            return 0
+        finally:
+            (tmp_path / f"{name}.cleaned").write_text(str(time.monotonic()))
+
+    def interrupt(*_: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    started = time.monotonic()
+    try:
+        # Interrupt once both children run (forked children do not inherit the timer).
+        signal.setitimer(signal.ITIMER_REAL, 2.0)
+        with pytest.raises(_Interrupted):
+            run_side_by_side(["one", "two"], hangs, results=tmp_path, at_once=2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (tmp_path / "one.running").exists() and (tmp_path / "two.running").exists()
+    assert (tmp_path / "one.cleaned").exists() and (tmp_path / "two.cleaned").exists()
+    assert time.monotonic() - started < 10  # stopped together, not after the children's 60 s sleep
