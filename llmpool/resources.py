@@ -45,6 +45,9 @@ def _no_load(endpoint_ids: list[str]) -> dict[str, MemberLoad]:
     return {}
 
 
+RedisClient = redis.Redis  # the `redis` field of Resources hides the module inside its body
+
+
 @dataclass
 class Resources:
     settings: Settings
@@ -62,6 +65,7 @@ class Resources:
     gate: Gate | None = None
     load: MemberLoads = _no_load  # each group member's leases and server figure (llmpool.server_load)
     hedging: Hedging | None = None  # None: AGENT_HEDGE_ENABLED is off
+    lease_redis: RedisClient | None = None  # gevent: the lease keeper's own connections (see _lease_redis)
 
     def candidates(self, selection: Selection, job: ChatJob) -> list[Endpoint]:
         """The selection's endpoints serving the job's model, in the order it tries them (groups, stickiness, pin)."""
@@ -85,6 +89,8 @@ class Resources:
         self.http.close()
         self.probe_http.close()
         self.redis.close()
+        if self.lease_redis is not None:
+            self.lease_redis.close()
 
 
 class SelectionCache:
@@ -117,6 +123,7 @@ _lock = threading.Lock()
 _current: Resources | None = None
 WORKER_CLIENT_NAME = "llmpool-worker"
 GEVENT_REDIS_CONNECTIONS = 256
+LEASE_CONNECTIONS = 2  # the lease keeper's: renewals and the cancel look, one greenlet
 # A greenlet waits this long for a free Redis connection, then fails as if Redis were away.
 REDIS_POOL_WAIT = 10.0
 
@@ -155,7 +162,10 @@ def _build(settings: Settings) -> Resources:
     registry = Registry(client, keys)
     admitter = Admitter(client, keys)
     jobs = JobStore(client, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl)
-    leases = LeaseKeeper(jobs, lease=settings.agent_job_lease, admitter=admitter)
+    lease_redis = _lease_redis(settings)
+    leases = LeaseKeeper(jobs, lease=settings.agent_job_lease, admitter=admitter) if lease_redis is None else \
+        LeaseKeeper(JobStore(lease_redis, keys, ttl=settings.agent_result_ttl, stream_ttl=settings.agent_stream_ttl),
+                    lease=settings.agent_job_lease, admitter=Admitter(lease_redis, keys))
     selection_cache = SelectionCache(registry)
     # The concurrency share applies while the jobs have another endpoint to go to (llmpool.share).
     fleet_slots = FleetSlots(WorkerHeartbeats(client, keys), others=lambda: _choices(selection_cache) > 1)
@@ -169,8 +179,19 @@ def _build(settings: Settings) -> Resources:
         registry=registry, selection_cache=selection_cache,
         metrics=MetricsRecorder(MetricsStore(client, keys)),
         gate=RedisGate(admitter, settings, leases=leases, fleet_slots=fleet_slots), load=LoadStore(client, keys).read,
-        hedging=Hedging.from_settings(settings, HedgePool(hedges)) if hedges else None,
+        hedging=Hedging.from_settings(settings, HedgePool(hedges)) if hedges else None, lease_redis=lease_redis,
     )
+
+
+def _lease_redis(settings: Settings) -> redis.Redis | None:
+    """With gevent, the lease keeper renews through connections of its own: when thousands of calls
+    end together their writes queue for the shared pool for seconds, and renewals stuck in that queue
+    let leases lapse (the sweep then hands live jobs to other workers). Threads never queue."""
+    if settings.agent_worker_pool != "gevent":
+        return None
+    return redis_client(settings, max_connections=LEASE_CONNECTIONS, pool_wait=REDIS_POOL_WAIT,
+                        client_name=WORKER_CLIENT_NAME, health_check_interval=30, socket_connect_timeout=5,
+                        socket_timeout=10)
 
 
 def _choices(cache: SelectionCache) -> int:

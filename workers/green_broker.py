@@ -21,8 +21,9 @@ from workers.greenlets import running_green
 
 __all__ = ["install", "ACK_POOL_WAIT"]
 
-# A greenlet waits this long for one of the channel's connections, then fails as Redis being away would.
-ACK_POOL_WAIT = 30.0
+# A greenlet waits this long for one of the channel's connections (5,000 calls ending together queue
+# their acks for tens of seconds), then fails as Redis being away would.
+ACK_POOL_WAIT = 120.0
 
 
 def blocking_pool(original: Callable[..., Any]) -> Callable[..., Any]:
