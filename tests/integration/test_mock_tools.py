@@ -39,7 +39,7 @@ def test_the_mocks_run_as_their_own_process() -> None:
         refused = httpx.post(f"http://127.0.0.1:{e2b_port}/sandboxes", json={"templateID": "t"},
                              headers={"X-API-KEY": "wrong"}, timeout=10)
         assert refused.status_code == 401
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # SIGINT may be ignored: a background job's children inherit that
         assert proc.wait(15) == 0
     finally:
         if proc.poll() is None:
