@@ -28,8 +28,8 @@ import httpx
 from llmpool.http_deadline import call_deadline, make_bounded_client
 from llmpool.tools import ToolResult
 from llmpool.tools.code_output import CodeError, CodeOutput, render, summarize
-from llmpool.tools.results import failed, finished, one_line, scrub, time_left
-from llmpool.tools.run_code import MAX_CODE_CHARS, code_argument, schema
+from llmpool.tools.results import failed, finished, one_line, scrub
+from llmpool.tools.run_code import checked_run, schema
 
 __all__ = ["E2BRunCode", "JUPYTER_PORT"]
 
@@ -77,14 +77,11 @@ class E2BRunCode:
 
     def run(self, arguments: dict[str, Any], *, deadline: float) -> ToolResult:
         started = time.monotonic()
-        code = code_argument(arguments)
-        if code is None:
-            return failed("bad_arguments", f"`code` must be a non-empty string of at most {MAX_CODE_CHARS} "
-                          "characters", started=started, max_bytes=self._max_bytes)
-        left = time_left(self.timeout, deadline)
-        if left <= 0:
-            return failed("timeout", "no time left before the job's deadline", started=started,
-                          max_bytes=self._max_bytes)
+        checked = checked_run(arguments, timeout=self.timeout, deadline=deadline, started=started,
+                              max_bytes=self._max_bytes)
+        if isinstance(checked, ToolResult):
+            return checked
+        code, left = checked
         secrets: list[str | None] = [self._api_key]
         try:
             with call_deadline(left):

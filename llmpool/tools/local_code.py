@@ -9,8 +9,8 @@ from typing import Any
 from llmpool.tools import ToolResult
 from llmpool.tools.code_output import render, summarize
 from llmpool.tools.local_runner import LocalLimits, SandboxUnavailable, run_python
-from llmpool.tools.results import failed, finished, time_left
-from llmpool.tools.run_code import MAX_CODE_CHARS, code_argument, schema
+from llmpool.tools.results import failed, finished
+from llmpool.tools.run_code import checked_run, schema
 
 __all__ = ["LocalRunCode"]
 
@@ -34,14 +34,11 @@ class LocalRunCode:
 
     def run(self, arguments: dict[str, Any], *, deadline: float) -> ToolResult:
         started = time.monotonic()
-        code = code_argument(arguments)
-        if code is None:
-            return failed("bad_arguments", f"`code` must be a non-empty string of at most {MAX_CODE_CHARS} "
-                          "characters", started=started, max_bytes=self._max_bytes)
-        left = time_left(self.timeout, deadline)
-        if left <= 0:
-            return failed("timeout", "no time left before the job's deadline", started=started,
-                          max_bytes=self._max_bytes)
+        checked = checked_run(arguments, timeout=self.timeout, deadline=deadline, started=started,
+                              max_bytes=self._max_bytes)
+        if isinstance(checked, ToolResult):
+            return checked
+        code, left = checked
         try:
             output = run_python(code, limits=self.limits, timeout=left, max_output_bytes=self._max_bytes)
         except SandboxUnavailable as exc:
