@@ -1,9 +1,9 @@
 """inflight: how many LLM calls one worker host holds at once with AGENT_WORKER_POOL=gevent.
 
 For each step of the curve (100, 1,000, 3,000, 10,000 calls) the jobs are queued first (so the
-producer is not what is measured), then gevent workers start against a slow mock LLM (its first
-token after `hold` seconds, longer than the workers need to take every job) and every job is
-waited for. Sampled every SAMPLE_EVERY s: the calls open at the mock (the sum over its
+producer is not what is measured), then gevent workers start against a slow mock LLM that holds
+each call's first token until every call is open at once (then the step releases them all; a
+ceiling of several times the expected ramp ends the hold otherwise), and every job is waited for. Sampled every SAMPLE_EVERY s: the calls open at the mock (the sum over its
 processes), the workers' RSS (each worker process and its children; the mock and Redis are not
 counted), their open files, Redis's client connections and CPU.
 """
@@ -190,6 +190,9 @@ def _step(tmp: Path, url: str, fleet: MockFleet, calls: int, *, workers: int, ho
         before = _cpu(client, handles, mocks)
         sampler = Sampler(fleet.controls, handles, client)
         sampler.start()
+        held = _hold_until_all_open(sampler, calls, hold)
+        for control in fleet.controls:
+            control.release("bench")
         until = time.monotonic() + hold * 3 + 120
         # A few commands a second, not an HGET per job: the bench must not load Redis or the CPU it measures.
         wait_for(lambda: _unfinished(client) == 0, timeout=until - time.monotonic(),
@@ -206,7 +209,8 @@ def _step(tmp: Path, url: str, fleet: MockFleet, calls: int, *, workers: int, ho
     states = _states(client, ids)
     mock_peak = sum(int(m.stats("bench")["peak_in_flight"]) for m in fleet.controls)
     client.close()
-    return {"calls": calls, "workers": workers, "slots_per_worker": per_worker, "hold_s": hold,
+    return {"calls": calls, "workers": workers, "slots_per_worker": per_worker, "hold_s": round(held, 1),
+            "hold_ceiling_s": hold,
             "submit_jobs_per_s": round(submit_rate, 1), "peak_in_flight": peaks.in_flight,
             "mock_peak_in_flight_sum": mock_peak, "seconds_to_peak": round(peaks.in_flight_at, 1),
             "answered": states.get("succeeded", 0), "states": states, "seconds_to_all_answered": round(took, 1),
@@ -214,6 +218,15 @@ def _step(tmp: Path, url: str, fleet: MockFleet, calls: int, *, workers: int, ho
             "redis_clients": peaks.redis_clients, "cpu_s": cpu,
             "cores_used": {part: round(seconds / took, 2) for part, seconds in cpu.items()},
             "worker_cpu_ms_per_job": round(1000 * cpu["workers"] / calls, 2), "series": peaks.series}
+
+
+def _hold_until_all_open(sampler: Sampler, calls: int, ceiling: float) -> float:
+    """Seconds until every call is open at the mock (then the step releases them), at most `ceiling`
+    (then the mock answers on its own, and the peak shows the calls were never all held)."""
+    deadline = sampler.started_at + ceiling
+    while sampler.peaks.in_flight < calls and time.monotonic() < deadline:
+        time.sleep(SAMPLE_EVERY / 2)
+    return time.monotonic() - sampler.started_at
 
 
 def _cpu(client: redis.Redis, workers: list[psutil.Process], mocks: list[psutil.Process]) -> dict[str, float]:
@@ -244,9 +257,10 @@ def run(size: Size) -> Result:
     try:
         fleet = MockFleet(tmp, hold=5)
         for calls in curve:
-            # Each call must still be open when the last job is taken: the hold outlasts the ramp
-            # at the rate the workers took jobs in the step before (the machine's load sets it).
-            hold = size.pick(min(MAX_HOLD, max(10.0, 2 * calls / rate)), 4.0)
+            # Each call must still be open when the last job is taken: the mock holds the first
+            # token until every call is open (then the step releases them), at most this ceiling,
+            # well past the ramp at the rate the workers took jobs in the step before.
+            hold = size.pick(min(MAX_HOLD, max(10.0, 4 * calls / rate)), 10.0)
             steps.append(_step(tmp, server.url, fleet, calls, workers=workers, hold=hold))
             print(f"inflight {calls}: {_brief(steps[-1])}", flush=True)
             rate = steps[-1]["peak_in_flight"] / max(steps[-1]["seconds_to_peak"], 1.0)

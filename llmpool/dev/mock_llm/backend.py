@@ -103,6 +103,11 @@ async def container_reset(fleet: Fleet, request: Request) -> Any:
     return container.stats.to_dict()
 
 
+async def container_release(fleet: Fleet, request: Request) -> Any:
+    """POST /_mock/containers/{name}/release: answers waiting for a token get it now."""
+    return fleet.get(request.path_params["name"]).release()
+
+
 async def backend(fleet: Fleet, request: Request) -> Any:
     """GET shows, POST {"fault": ...} sets the fault of /models/deployed/."""
     if request.method == "GET":
@@ -153,6 +158,7 @@ def build_backend_app(fleet: Fleet) -> Starlette:
         Route("/_mock/containers/{name}/config", _control(fleet, container_config), methods=both),
         Route("/_mock/containers/{name}/stats", _control(fleet, container_stats), methods=["GET"]),
         Route("/_mock/containers/{name}/reset", _control(fleet, container_reset), methods=["POST"]),
+        Route("/_mock/containers/{name}/release", _control(fleet, container_release), methods=["POST"]),
         Route("/_mock/backend", _control(fleet, backend), methods=both),
     ]
     return Starlette(routes=routes)

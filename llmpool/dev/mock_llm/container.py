@@ -107,6 +107,7 @@ class Container:
         self.knobs = spec.knobs()
         self.stats = Stats()
         self.closing = asyncio.Event()
+        self.released = asyncio.Event()  # release() sets it: answers waiting for a token go on now
         self.app = build_app(self)
         self._server: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
         self._revert: asyncio.Task[None] | None = None
@@ -147,6 +148,14 @@ class Container:
         if any(k.startswith("fault") for k in updates):
             self._arm_revert()
         return self.knobs.to_dict()
+
+    def release(self) -> dict[str, Any]:
+        """Send now the next token of every answer waiting for one (a benchmark's long first-token
+        hold ends once every call is open); answers that start later keep the usual timing."""
+        waiting = self.stats.in_flight
+        self.released.set()
+        self.released = asyncio.Event()
+        return {"released": waiting}
 
     def take_fault(self, kind: str) -> str | None:
         """The fault that hits this request (`kind` chat or health), spending one of its budget."""

@@ -55,6 +55,10 @@ class MockDriver:
         """Clear a container's stats."""
         raise NotImplementedError
 
+    def release(self, name: str) -> dict[str, Any]:
+        """Answers waiting for a token (a long ttft) get it now: {"released": calls in flight}."""
+        raise NotImplementedError
+
     def set_backend_fault(self, fault: str) -> None:
         """Make /models/deployed/ answer normally (none), error500, bad_json, or hang."""
         raise NotImplementedError
@@ -126,6 +130,9 @@ class MockControl(MockDriver):
 
     def reset(self, name: str) -> None:
         self._request("POST", f"/_mock/containers/{name}/reset")
+
+    def release(self, name: str) -> dict[str, Any]:
+        return self._request("POST", f"/_mock/containers/{name}/release")
 
     def set_backend_fault(self, fault: str) -> None:
         self._request("POST", "/_mock/backend", {"fault": fault})

@@ -137,7 +137,7 @@ async def chat(container: Container, request: Request) -> Response:
     fault = container.take_fault("chat") if knobs.fault != "validation_500" else None  # well formed: answered
     if fault:
         return await faults.chat_fault(fault, container, request, chat_request, reply)
-    timing = Timing(knobs.ttft, knobs.tokens_per_second)
+    timing = Timing(knobs.ttft, knobs.tokens_per_second, released=container.released)
     if chat_request.stream:
         parts = stream_body(chat_request, reply, timing)
         if knobs.interrupt_requests:

@@ -169,6 +169,9 @@ class MockLLM(MockDriver):
     def reset(self, name: str) -> None:
         self._call(self._on_loop(lambda fleet: fleet.get(name).stats.reset()))
 
+    def release(self, name: str) -> dict[str, Any]:
+        return self._call(self._on_loop(lambda fleet: fleet.get(name).release()))
+
     def set_backend_fault(self, fault: str) -> None:
         self._call(self._on_loop(lambda fleet: fleet.set_backend_fault(fault)))
 

@@ -14,17 +14,27 @@ __all__ = ["Timing", "stream_body"]
 class Timing:
     """When each token is due: the first after ttft, then one every 1/tokens_per_second."""
 
-    def __init__(self, ttft: float, tokens_per_second: float) -> None:
+    def __init__(self, ttft: float, tokens_per_second: float, *, released: asyncio.Event | None = None) -> None:
         self.start = time.monotonic()
         self.ttft = ttft
         self.gap = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
+        self.released = released  # set by the container's release(): what is due comes now
 
     async def wait(self, index: int) -> None:
         """Sleep until token `index` (0 = the first) is due; absolute times keep rates exact."""
         due = self.start + self.ttft + max(index, 0) * self.gap
         delay = due - time.monotonic()
-        if delay > 0:
+        if delay <= 0:
+            return
+        if self.released is None:
             await asyncio.sleep(delay)
+            return
+        try:
+            await asyncio.wait_for(self.released.wait(), delay)
+        except TimeoutError:
+            return
+        # Released early: token `index` is due now and the rest follow at the usual rate.
+        self.start, self.released = time.monotonic() - self.ttft - max(index, 0) * self.gap, None
 
 
 async def stream_body(request: ChatRequest, reply: Reply, timing: Timing) -> Any:
