@@ -3,8 +3,9 @@
 For each step of the curve (100, 1,000, 3,000, 10,000 calls) the jobs are queued first (so the
 producer is not what is measured), then gevent workers start against a slow mock LLM that holds
 each call's first token until every call is open at once (then the step releases them all; a
-ceiling of several times the expected ramp ends the hold otherwise), and every job is waited for. Sampled every SAMPLE_EVERY s: the calls open at the mock (the sum over its
-processes), the workers' RSS (each worker process and its children; the mock and Redis are not
+ceiling of several times the expected ramp ends the hold otherwise), and every job is waited
+for. Sampled every SAMPLE_EVERY s: the calls open at the mock (the sum over its processes), the
+workers' RSS (each worker process and its children; the mock and Redis are not
 counted), their open files, Redis's client connections and CPU.
 """
 
