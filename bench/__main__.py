@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = run_side_by_side(args.scenarios, lambda name: main([name, *child_args]), results=args.results,
                                   at_once=at_once)
         return _finish(args.results, failed)
-    host, failed = machine(), []
+    host, failed, began = machine(), [], time.monotonic()
     print(f"machine: {host}", flush=True)
     for name in args.scenarios:
         print(f"\n== {name}{' (quick)' if args.quick else ''}", flush=True)
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         for why in result.skipped:
             print(f"skipped: {why}")
         print(f"{name}: {wall:.0f} s wall time -> {args.results / (name + '.json')}", flush=True)
+    minutes = (time.monotonic() - began) / 60
+    print(f"\n{len(args.scenarios)} scenario(s): {minutes:.1f} min wall time in all", flush=True)
     if args.no_summary:
         return 1 if failed else 0
     return _finish(args.results, failed)

@@ -95,7 +95,8 @@ def write_summary(out: Path) -> None:
     host = max(docs, key=lambda d: d["machine"]["date"])["machine"]
     parts = ["# Benchmark results", "",
              f"{host['cores']} cores, Python {host['python']}, Redis {host['redis']}, commit "
-             f"{host['git_commit']}, {host['date']}.", "", "Every figure that has a goal:", "",
+             f"{host['git_commit']}, {host['date']}. The scenarios' wall times add up to "
+             f"{sum(d['wall_s'] for d in docs) / 60:.1f} min.", "", "Every figure that has a goal:", "",
              goals_table(docs), ""]
     for doc in docs:
         parts += [f"## {doc['scenario']}{' (quick)' if doc['quick'] else ''}", "",
