@@ -16,7 +16,10 @@ app = Celery("bench-bare")
 app.conf.update(celery_config(load_settings()))
 app.conf.task_default_queue = "bench.bare"
 app.conf.task_queues = None
-_client = httpx.Client(limits=httpx.Limits(max_connections=int(os.environ.get("BENCH_CONNECTIONS", "128"))),
+# Every connection kept alive, as llmpool's client keeps them (llmpool.http_deadline): httpx's default
+# keeps 20, so with more threads than that each call beyond them paid a TCP connect.
+_connections = int(os.environ.get("BENCH_CONNECTIONS", "128"))
+_client = httpx.Client(limits=httpx.Limits(max_connections=_connections, max_keepalive_connections=_connections),
                        timeout=60)
 
 

@@ -22,6 +22,8 @@ def run(size: Size) -> Result:
                "llmpool_jobs_per_s": round(ours.rate, 1), "bare_jobs_per_s": round(bare.rate, 1),
                "share_of_ideal": round(share, 3), "ratio_to_bare": round(ours.rate / bare.rate, 3),
                "worker_rss_mb": round(ours.rss_mb, 1), "bare_worker_rss_mb": round(bare.rss_mb, 1),
+               # One process under the GIL: its CPU per job bounds its rate (1000 / cpu_ms jobs/s at most).
+               "worker_cpu_ms_per_job": ours.cpu_ms, "bare_worker_cpu_ms_per_job": bare.cpu_ms,
                "calibration": mock, "failed": ours.failed + bare.failed,
                "failure_reasons": {"llmpool": ours.reasons, "bare": bare.reasons}}
     rows = [Row("llmpool jobs/s", round(ours.rate, 1)),
@@ -29,6 +31,7 @@ def run(size: Size) -> Result:
                 share >= GOAL_SHARE),
             Row("worker RSS (MB)", round(ours.rss_mb, 1), f"< {GOAL_RSS_MB}", ours.rss_mb < GOAL_RSS_MB),
             Row("bare Celery jobs/s", round(bare.rate, 1)),
+            Row("worker CPU per job, llmpool / bare Celery (ms)", f"{ours.cpu_ms} / {bare.cpu_ms}"),
             Row("mock alone, plain HTTP load (jobs/s)", round(mock["mock_jobs_per_s"], 1),
                 ">= 1.5 x ideal (the mock is not the limit)", mock["mock_jobs_per_s"] >= 1.5 * ideal),
             Row("failed jobs", figures["failed"], "0", figures["failed"] == 0)]

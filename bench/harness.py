@@ -39,6 +39,7 @@ class Run:
     failed: int
     reasons: list[str]
     latency_ms: float = 0.0  # median of jobs sent one at a time, on an idle worker
+    cpu_ms: float = 0.0  # the worker process's CPU (user + system) per job over the timed jobs
 
 
 class Rig:
@@ -117,7 +118,13 @@ def _rss_mb(proc: ManagedProcess) -> float:
     return psutil.Process(proc.pid).memory_info().rss / 2**20
 
 
+def _cpu_seconds(proc: ManagedProcess) -> float:
+    times = psutil.Process(proc.pid).cpu_times()
+    return times.user + times.system
+
+
 def _timed(proc: ManagedProcess, send: list, timeout: float, desc: str = "") -> Run:
+    cpu = _cpu_seconds(proc)
     started = time.perf_counter()
     with bar(len(send), desc or "sending") as progress:
         results = []
@@ -126,8 +133,9 @@ def _timed(proc: ManagedProcess, send: list, timeout: float, desc: str = "") -> 
             progress.update()
     reasons = _wait_all(results, timeout)
     elapsed = time.perf_counter() - started
+    cpu_ms = (_cpu_seconds(proc) - cpu) * 1000 / len(results)
     return Run(rate=len(results) / elapsed, rss_mb=_rss_mb(proc), failed=len(reasons),
-               reasons=sorted(set(reasons))[:5])
+               reasons=sorted(set(reasons))[:5], cpu_ms=round(cpu_ms, 2))
 
 
 def _one_at_a_time(send: object, count: int) -> float:
