@@ -77,11 +77,15 @@ def _llmpool(tmp: Path, server: RedisServer, mock: MockLLM, fault: str, timing: 
     served = []
     for (at, _), record in zip(jobs, records, strict=True):
         result = record.get("result") or {}
+        # Every LLM call the job made, over all its runs (a run that failed a call and then waited
+        # adds to the record's `calls`; the result's `attempts` counts the last run only), hedges
+        # included: all but the one that answered got no answer.
+        calls = int(record.get("calls") or 0)
         if record.get("state") != "succeeded":
-            served.append(Served(at, None, "lost", int(record.get("attempts") or 0)))
+            served.append(Served(at, None, "lost", calls))
             continue
         served.append(Served(at, float(record["finished_at"]) - t0, names.get(str(result.get("endpoint")), "?"),
-                             max(0, int(result.get("attempts") or 1) - 1)))
+                             max(0, calls - 1)))
     return served
 
 

@@ -48,8 +48,9 @@ __all__ = ["Limits", "BreakerConfig", "Admission", "Admitter", "Outcome", "Reaso
            "breaker_config",
            "limits_for", "POLL_CAP"]
 
-Outcome = Literal["success", "failure", "neutral"]
-Reason = Literal["ok", "open", "suspect", "trial_busy", "paused", "concurrency", "probation", "rpm", "tpm"]
+Outcome = Literal["success", "failure", "down", "neutral"]  # down: connection refused (settle.lua)
+Reason = Literal["ok", "open", "suspect", "trial_busy", "probing", "overdue", "paused", "concurrency", "probation",
+                 "rpm", "tpm"]
 Transition = Literal["opened", "reopened", "closed", ""]
 POLL_CAP = 1.0  # seconds: the longest retry_after given when the real wait cannot be known
 BREAKER_TTL = 86_400  # an endpoint's breaker is forgotten after a day without a settled call
@@ -109,18 +110,20 @@ class Admitter:
         self._progress = register(client, "progress")
 
     def admit(self, endpoint_id: str, job_id: str, *, tokens: int, limits: Limits, breaker: BreakerConfig,
-              lease: float, ttft: TtftConfig = DEFAULT_TTFT) -> Admission:
+              lease: float, ttft: TtftConfig = DEFAULT_TTFT, fallback: bool = False) -> Admission:
         """Take breaker permission, a concurrency lease and rate tokens for one call, or none of them.
 
         The endpoint is suspected of hanging first if it has earned it (module docstring); an
         admitted call gets its first-token timeout and hedge delay from the endpoint's TTFTs.
+        `fallback`: the caller has another candidate, so an overdue endpoint refuses it ("overdue").
         """
         keys, args = self.admit_call(endpoint_id, job_id, tokens=tokens, limits=limits, breaker=breaker,
-                                     lease=lease, ttft=ttft)
+                                     lease=lease, ttft=ttft, fallback=fallback)
         return self.admission(self._admit(keys=keys, args=args), ttft=ttft)
 
     def admit_call(self, endpoint_id: str, job_id: str, *, tokens: int, limits: Limits, breaker: BreakerConfig,
-                   lease: float, ttft: TtftConfig = DEFAULT_TTFT) -> tuple[list[str], list[Any]]:
+                   lease: float, ttft: TtftConfig = DEFAULT_TTFT,
+                   fallback: bool = False) -> tuple[list[str], list[Any]]:
         """admit.lua's keys and args, for a caller that sends them inside another script (job_start.lua)."""
         k = self.keys
         keys = [k.breaker(endpoint_id), k.breaker_trial(endpoint_id), k.leases(endpoint_id),
@@ -129,7 +132,7 @@ class Admitter:
         args = [job_id, max(0, tokens), lease, limits.max_concurrency, limits.rpm, limits.tpm, limits.burst,
                 limits.token_burst, limits.period, breaker.trial_lease, POLL_CAP, breaker.max_failures,
                 ttft.suspect_factor, ttft.suspect_floor, ttft.suspect_max, ttft.suspect_wait, ttft.min_samples,
-                BREAKER_TTL]
+                BREAKER_TTL, int(fallback)]
         return keys, args
 
     @staticmethod

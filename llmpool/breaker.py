@@ -14,9 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llmpool.errors import EndpointUnreachable, RetryableError
 from llmpool.settings import Settings
 
-__all__ = ["BreakerConfig", "BreakerState", "breaker_config", "breaker_stats", "WINDOW_BUCKETS"]
+__all__ = ["BreakerConfig", "BreakerState", "breaker_config", "breaker_stats", "failure_outcome", "WINDOW_BUCKETS"]
 
 BreakerState = Literal["closed", "open", "half_open"]
 WINDOW_BUCKETS = 10  # the failure window slides in steps of window / 10 (settle.lua)
@@ -42,6 +43,12 @@ def breaker_config(settings: Settings) -> BreakerConfig:
         open_wait=settings.agent_breaker_open_wait, open_wait_max=settings.agent_breaker_open_wait_max,
         trial_lease=settings.agent_breaker_trial_lease, slow_call=settings.agent_breaker_slow_call,
     )
+
+
+def failure_outcome(error: RetryableError) -> Literal["failure", "down"]:
+    """How a failed call settles: "down" when its connection was refused (nothing listens: settle.lua
+    opens the breaker at once), else "failure" (a 5xx or a timeout may pass: max_failures decide)."""
+    return "down" if isinstance(error, EndpointUnreachable) and error.details.get("refused") is True else "failure"
 
 
 def _window(fields: dict[str, str], now: float) -> tuple[int, int]:

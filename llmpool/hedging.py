@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from llmpool.breaker import failure_outcome
 from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     CallCancelled,
@@ -138,7 +139,7 @@ def _settle_outcome(end: LegEnd) -> tuple[Outcome, int | None]:
     if isinstance(end.error, EndpointStarting):
         return "neutral", 0  # loading is not failing (llmpool.runner): its tokens go back too
     if isinstance(end.error, RetryableError):
-        return "failure", None
+        return failure_outcome(end.error), None
     if isinstance(end.error, LocalShortage):
         return "neutral", 0  # the call never reached the endpoint: its tokens go back too
     return "neutral", None  # cancelled by us, the caller's error, or ours: the endpoint is not to blame

@@ -116,6 +116,9 @@ def translate_http_error(exc: httpx.HTTPError, endpoint_id: str, pieces: int) ->
     if isinstance(exc, httpx.PoolTimeout):
         return NoFreeConnection(f"no free connection in this worker's HTTP pool for {endpoint_id}", **details)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        # refused: nothing listens there, a certainty the breaker acts on at once (llmpool.breaker)
+        if _refused(exc):
+            details["refused"] = True
         return EndpointUnreachable(f"cannot connect to {endpoint_id} ({reason})", **details)
     if isinstance(exc, httpx.ReadTimeout):
         if pieces == 0:
@@ -126,6 +129,18 @@ def translate_http_error(exc: httpx.HTTPError, endpoint_id: str, pieces: int) ->
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.NetworkError):
         return StreamCut(f"{endpoint_id} closed the connection ({reason})", **details)
     return EndpointUnreachable(f"request to {endpoint_id} failed ({reason})", **details)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was refused (ECONNREFUSED): httpx wraps httpcore's error, which wraps the OSError."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; bounded all the same
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _read_bounded(response: httpx.Response, limit: int) -> bytes:

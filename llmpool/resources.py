@@ -36,6 +36,7 @@ from llmpool.selection import Selection
 from llmpool.server_load import LoadStore, MemberLoad, MemberLoads
 from llmpool.settings import Settings, get_settings
 from llmpool.share import FleetSlots
+from llmpool.trial_probe import TrialProbes
 
 __all__ = ["Resources", "chat_connections", "redis_connections", "SelectionCache", "open_resources", "current",
            "close_resources", "forget_after_fork", "reload_resources", "peek"]
@@ -169,16 +170,20 @@ def _build(settings: Settings) -> Resources:
     selection_cache = SelectionCache(registry)
     # The concurrency share applies while the jobs have another endpoint to go to (llmpool.share).
     fleet_slots = FleetSlots(WorkerHeartbeats(client, keys), others=lambda: _choices(selection_cache) > 1)
+    llm = LLMClient(http, settings)
+    # Half-open trials are probes through the same client, not users' calls (llmpool.trial_probe).
+    probes = TrialProbes(llm, ceiling=settings.agent_first_token_timeout)
     return Resources(
         settings=settings, keys=keys, redis=client, http=http, probe_http=make_probe_client(settings),
-        llm=LLMClient(http, settings),
+        llm=llm,
         jobs=jobs, leases=leases,
         conversations=ConversationStore(
             client, keys, max_messages=settings.agent_conversation_max_messages,
             ttl=settings.agent_conversation_ttl),
         registry=registry, selection_cache=selection_cache,
         metrics=MetricsRecorder(MetricsStore(client, keys)),
-        gate=RedisGate(admitter, settings, leases=leases, fleet_slots=fleet_slots), load=LoadStore(client, keys).read,
+        gate=RedisGate(admitter, settings, leases=leases, fleet_slots=fleet_slots, probes=probes),
+        load=LoadStore(client, keys).read,
         hedging=Hedging.from_settings(settings, HedgePool(hedges)) if hedges else None, lease_redis=lease_redis,
     )
 

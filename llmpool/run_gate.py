@@ -34,7 +34,7 @@ class RunGate:
         self._held: ScriptCall | None = None  # a success's settlement, waiting for the finish
         self._lock = threading.Lock()  # hedge legs settle from their own threads
 
-    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Ticket:
+    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float, fallback: bool = False) -> Ticket:
         with self._lock:
             first, self._first = self._first, None
         if first is not None and first[0].id == endpoint.id:
@@ -42,7 +42,7 @@ class RunGate:
         if first is not None:  # the runner went elsewhere first (e.g. a tool loop's endpoints)
             self._release(first)
         self.flush()
-        return self.gate.admit(endpoint, job_id, tokens=tokens, budget=budget)
+        return self.gate.admit(endpoint, job_id, tokens=tokens, budget=budget, fallback=fallback)
 
     def settle(self, endpoint: Endpoint, job_id: str, ticket: Ticket, *, outcome: Outcome, reserved: int,
                used: int | None, duration: float) -> None:

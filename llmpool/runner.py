@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from llmpool.breaker import failure_outcome
 from llmpool.endpoints import Endpoint
 from llmpool.errors import (
     AllEndpointsFailed,
@@ -57,7 +58,7 @@ INCOMPLETE_WAIT = 1.0
 # A server loading its model (or a container starting) is paused this long for every worker unless
 # it says how long (Retry-After): long enough not to hammer it, short enough to use it soon after.
 STARTING_PAUSE = 2.0
-Outcome = Literal["success", "failure", "neutral"]
+Outcome = Literal["success", "failure", "down", "neutral"]  # down: connection refused (settle.lua)
 DEFAULT_MAX_TOKENS = 2048  # a job without max_tokens reserves this many output tokens
 
 
@@ -80,7 +81,8 @@ class Ticket(Protocol):
 class Gate(Protocol):
     """Admission to one endpoint for one call, and its settlement."""
 
-    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Ticket: ...
+    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float,
+              fallback: bool = False) -> Ticket: ...
 
     def settle(self, endpoint: Endpoint, job_id: str, ticket: Ticket, *, outcome: Outcome, reserved: int,
                used: int | None, duration: float) -> None: ...
@@ -101,7 +103,8 @@ class _Open:
 class OpenGate:
     """Admits everything and records nothing: for tests of the call logic alone."""
 
-    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Ticket:
+    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float,
+              fallback: bool = False) -> Ticket:
         return _Open()
 
     def settle(self, endpoint: Endpoint, job_id: str, ticket: Ticket, *, outcome: Outcome, reserved: int,
@@ -215,7 +218,7 @@ class _Run:
             self._starting(endpoint, exc)
             return None
         except RetryableError as exc:
-            settle("failure", None)
+            settle(failure_outcome(exc), None)
             self._failed(endpoint, exc)
             return None
         except LocalShortage as exc:
@@ -317,7 +320,9 @@ class _Run:
 
     def admit_call(self, endpoint: Endpoint) -> Ticket:
         set_job_field("endpoint", endpoint.id)  # a hedge leg sets it in its own thread's copy of the context
-        ticket = self.gate.admit(endpoint, self.job_id, tokens=self.reserved, budget=self._budget())
+        # fallback: the job has a later candidate, so an overdue endpoint (admit.lua) may send it there
+        ticket = self.gate.admit(endpoint, self.job_id, tokens=self.reserved, budget=self._budget(),
+                                 fallback=endpoint in self.candidates and self.candidates[-1] is not endpoint)
         self._tickets[endpoint.id] = ticket
         return ticket
 

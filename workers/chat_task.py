@@ -169,7 +169,8 @@ def _first_admission(res: Resources, job_id: str, job: ChatJob,
         return None
     tokens = estimate_tokens(job, job.max_tokens or DEFAULT_MAX_TOKENS)
     admit = res.gate.first_admission(plan[0], job_id, tokens=tokens, deadline=job.deadline,
-                                     default_span=default_deadline(job.priority, res.settings))
+                                     default_span=default_deadline(job.priority, res.settings),
+                                     fallback=len(plan) > 1)  # another candidate: an overdue first one may refuse
     return (plan[0], admit) if admit is not None else None
 
 

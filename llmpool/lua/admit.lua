@@ -5,7 +5,8 @@
 -- KEYS: breaker hash, trial, leases zset, rate rpm, rate tpm, pause, awaiting zset, ttft hash.
 -- ARGV: job id, tokens, lease s, max concurrency, rpm, tpm, burst (requests), burst (tokens),
 --       period s, trial lease s, poll cap s, max failures, suspect factor, suspect floor s,
---       suspect max s, suspect wait s, ttft min samples, breaker ttl s.
+--       suspect max s, suspect wait s, ttft min samples, breaker ttl s, skip overdue 0|1 (the
+--       caller has another candidate to go to).
 -- Returns {allowed 0|1, trial 0|1, reason, retry_after, ttft samples, p95, p99, failed trials};
 -- numbers are strings (Lua numbers become integers in replies), '' when unknown.
 local t = redis.call('TIME')
@@ -16,6 +17,7 @@ local burst, token_burst, period = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumbe
 local trial_lease, poll_cap, max_failures = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local suspect_factor, suspect_floor, suspect_max = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
 local suspect_wait, min_samples, breaker_ttl = tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18]
+local skip_overdue = ARGV[19] == '1'
 -- Lua's default number formatting keeps 14 digits (0.1 ms of an epoch time): keep microseconds.
 local function fmt(x) return string.format('%.6f', x) end
 
@@ -36,31 +38,39 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now))
 -- token, or the earliest call since the last progress that ended without one after a long wait
 -- (`unanswered_since`, settle.lua) if such calls ran on until the oldest waiting one started
 -- (`unanswered_until`), so calls each cut short (hedged) still add up. A call must be waiting
--- now, and the silence unbroken: old silence on an idle endpoint proves nothing. The breaker
--- opens for suspect_wait, and then one trial decides.
+-- now, or such calls must have been cut short within `after`, and the silence unbroken: old
+-- silence on an idle endpoint proves nothing (nor does a single quick cut: it needs `after` of
+-- silence in all). The breaker opens for suspect_wait, and then one trial decides.
+-- Overdue, the soft kind: the same silence for just the endpoint's p99 TTFT (warm only), counting
+-- only first tokens as progress (a new call served; old streams still ending do not show the server
+-- takes new work), refuses a caller that has another candidate ('overdue': no breaker change, no
+-- trial); the next first token ends it. The last candidate ignores it: a one-endpoint pool waits as before.
 local h = redis.call('HMGET', KEYS[8], 'samples', 'p95', 'p99', 'progress_at', 'unanswered_since',
-                     'unanswered_until')
+                     'unanswered_until', 'first_token_at')
 local samples = tonumber(h[1] or '0') or 0
 local warm = samples >= min_samples and h[3]
-local function suspected()
-  local after = suspect_max
-  if warm then after = math.min(math.max(suspect_factor * tonumber(h[3]), suspect_floor), suspect_max) end
-  local progress = tonumber(h[4] or '0')
-  if now - progress <= after then return false end
+local suspect_after = suspect_max
+if warm then suspect_after = math.min(math.max(suspect_factor * tonumber(h[3]), suspect_floor), suspect_max) end
+local progress = tonumber(h[4] or '0')
+local unanswered, unanswered_until = tonumber(h[5] or '0'), tonumber(h[6] or '0')
+local cut = unanswered > 0 and unanswered >= progress  -- calls cut short since the last progress
+-- Whether the endpoint has been silent longer than `after` since `last` progress (see above);
+-- recent cuts count within suspect_after.
+local function silent(after, last)
+  if now - last <= after then return false end
   for _ = 1, 8 do  -- the oldest call still waiting, skipping marks whose lease is gone (a dead worker's)
     local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
-    if #oldest == 0 then return false end
+    if #oldest == 0 then break end
     if redis.call('ZSCORE', KEYS[3], oldest[1]) then
-      local since, unanswered = tonumber(oldest[2]), tonumber(h[5] or '0')
-      if unanswered > 0 and unanswered >= progress and since <= tonumber(h[6] or '0') then
-        since = math.min(since, unanswered)
-      end
+      local since = tonumber(oldest[2])
+      if cut and since <= unanswered_until then since = math.min(since, unanswered) end
       return now - since > after
     end
     redis.call('ZREM', KEYS[7], oldest[1])
   end
-  return false
+  return cut and now - unanswered_until <= suspect_after and now - unanswered > after
 end
+local function suspected() return silent(suspect_after, progress) end
 
 -- Breaker: open denies until opened_at + open_wait; then exactly one holder of the trial key.
 local trial = false
@@ -93,6 +103,10 @@ if cap > 0 and not held and redis.call('ZCARD', KEYS[3]) >= cap then
   -- A slot frees whenever any call ends, which we cannot foresee: poll no later than poll_cap.
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   refuse('concurrency', math.min(tonumber(first[2]) - now, poll_cap))
+end
+
+if skip_overdue and warm and b[1] ~= 'open' and silent(tonumber(h[3]), tonumber(h[7] or '0')) then
+  refuse('overdue', math.min(0.1, poll_cap))
 end
 
 -- Probation: a closed endpoint that has started failing gets no more calls in flight than the

@@ -4,7 +4,8 @@
 -- The hash holds two generations of `window` seconds: now<i> (this one) and old<i> (the one before)
 -- count the TTFTs in bucket i (upper bound base * ratio^i; the last bucket takes anything slower),
 -- `epoch` names the current generation, and every record recomputes `samples` (both generations),
--- `p50`, `p95`, `p99` (a bucket's upper bound) and `progress_at` (now). It lives two windows.
+-- `p50`, `p95`, `p99` (a bucket's upper bound), `progress_at` and `first_token_at` (now: a new
+-- call was served, which admit.lua's overdue check reads). It lives two windows.
 -- Returns the endpoint's samples after this one.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -59,6 +60,6 @@ local function percentile(q)
   return fmt(base * ratio ^ (buckets - 1))
 end
 redis.call('HSET', H, 'samples', total, 'p50', percentile(0.5), 'p95', percentile(0.95), 'p99', percentile(0.99),
-           'progress_at', fmt(now))
+           'progress_at', fmt(now), 'first_token_at', fmt(now))
 redis.call('PEXPIRE', H, math.ceil(2 * window * 1000))
 return total

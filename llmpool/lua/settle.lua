@@ -1,6 +1,6 @@
 -- Settle one admitted call: breaker transition, lease release, token reservation trued up.
 -- KEYS: breaker hash, trial, leases zset, rate tpm, awaiting zset, ttft hash.
--- ARGV: job id, outcome (success|failure|neutral), trial 0|1, reserved tokens, used tokens
+-- ARGV: job id, outcome (success|failure|down|neutral), trial 0|1, reserved tokens, used tokens
 --       ('' = unknown: keep the reservation), tpm, period s, max failures, window s,
 --       failure rate, min calls, base open wait s, max open wait s, breaker ttl s, ttft window s,
 --       ttft min samples.
@@ -70,7 +70,10 @@ local state = redis.call('HGET', B, 'state') or 'closed'
 if outcome == 'neutral' then  -- the caller's own error says nothing about the endpoint
   return {reported(state), ''}
 end
-local failed = outcome == 'failure'
+-- 'down': the connection was refused, nothing listens there. Unlike a 5xx or a timeout that is
+-- certain, so it opens a closed breaker at once, whatever max_failures; otherwise a failure.
+local down = outcome == 'down'
+local failed = outcome == 'failure' or down
 
 -- Failure window: 10 time buckets in the hash as fields w0..w9 = "bucket:calls:failures";
 -- O(10) per call however busy the endpoint is, sliding in steps of window/10.
@@ -123,9 +126,9 @@ elseif state == 'closed' then
     redis.call('HSET', B, 'state', 'closed')
     local total, bad = window_counts()
     -- Trips are judged on failures only: a success never opens the breaker.
-    if consecutive >= max_failures or (total >= min_calls and bad >= rate * total) then
+    if down or consecutive >= max_failures or (total >= min_calls and bad >= rate * total) then
       open(base_wait)
-      redis.call('HSET', B, 'opened_by', 'failures')
+      redis.call('HSET', B, 'opened_by', down and 'down' or 'failures')
       transition = 'opened'
     end
   end

@@ -95,7 +95,7 @@ class RecordingGate:
     admitted: list[str] = field(default_factory=list)
     settled: list[tuple[str, Outcome]] = field(default_factory=list)
 
-    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Ticket:
+    def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float, fallback: bool = False) -> Ticket:
         if endpoint.id in self.refuse:
             return Ticket(allowed=False, reason="concurrency", retry_after=1.0)
         self.admitted.append(endpoint.id)
@@ -276,7 +276,8 @@ def test_a_hedge_still_within_its_endpoints_usual_ttft_outlives_the_first_calls_
         hedge_after: float | None = None
 
     class Gate(RecordingGate):
-        def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float) -> Ticket:
+        def admit(self, endpoint: Endpoint, job_id: str, *, tokens: int, budget: float,
+                  fallback: bool = False) -> Ticket:
             self.admitted.append(endpoint.id)
             return SlowBackupTicket(hedge_after=None if endpoint.id == "a" else NEVER)
 

@@ -198,7 +198,7 @@ class ScriptedGate:
         self.settled: list[tuple[str, str, int | None]] = []
         self.paused: list[tuple[str, float]] = []
 
-    def admit(self, endpoint, job_id, *, tokens, budget):  # noqa: ANN001, ANN201
+    def admit(self, endpoint, job_id, *, tokens, budget, fallback=False):  # noqa: ANN001, ANN201
         if endpoint.id in self.refuse:
             reason, after = self.refuse[endpoint.id]
             return Ticket(False, reason, after)
