@@ -13,6 +13,7 @@ from llmpool.settings import print_issues_report_once, settings_or_exit
 from workers import broker_safety, green_broker, logging_setup  # noqa: F401 - logging_setup connects Celery's setup_logging
 from workers.config import celery_config
 from workers.full_redis import FullRedisGuardStep
+from workers.high_lane import HighLane, HighLanePool
 from workers.pool_safety import ThreadPoolSafetyNet
 
 __all__ = ["app", "create_app"]
@@ -28,9 +29,11 @@ def create_app() -> Celery:
     celery.conf.update(celery_config(settings))
     celery.conf.beat_schedule = beat_schedule(settings)
     celery.steps["worker"].add(ThreadPoolSafetyNet)
+    celery.steps["worker"].add(HighLanePool)  # slots for chat.high alone, beside -c
     broker_safety.install()  # a broker that dies under a BRPOP no longer stops the worker
     green_broker.install()  # with gevent, acks wait for a broker connection instead of failing
     celery.steps["consumer"].add(FullRedisGuardStep)
+    celery.steps["consumer"].add(HighLane)
     return celery
 
 
