@@ -55,7 +55,8 @@ def _containers() -> list[ContainerSpec]:
             ContainerSpec(name="backup", model_name="Llama-3.1-8B-Instruct", ttft=0.05, tokens_per_second=400)]
 
 
-def _llmpool(tmp: Path, server: RedisServer, mock: MockLLM, fault: str, timing: Timing) -> list[Served]:
+def _llmpool(tmp: Path, server: RedisServer, mock: MockLLM, fault: str, timing: Timing) -> tuple[list[Served], float]:
+    """The jobs as served, and the unix time the load started (the pool takes seconds to start before)."""
     pool = start_pool(tmp, server, mock, workers=timing.workers, threads=16, max_failures=MAX_FAILURES,
                       agent_breaker_open_wait=0.5, agent_breaker_open_wait_max=2,
                       agent_request_timeout=timing.request_timeout,
@@ -86,7 +87,7 @@ def _llmpool(tmp: Path, server: RedisServer, mock: MockLLM, fault: str, timing: 
             continue
         served.append(Served(at, float(record["finished_at"]) - t0, names.get(str(result.get("endpoint")), "?"),
                              max(0, calls - 1)))
-    return served
+    return served, t0
 
 
 def _litellm(mock: MockLLM, fault: str, timing: Timing) -> tuple[list[Served], int]:
@@ -144,8 +145,7 @@ def run(size: Size) -> Result:
         for fault in FAULTS:
             with RedisServer(data_dir=tmp / f"redis-{fault}", appendonly=False) as server:
                 _fresh(mock)
-                since = time.time()
-                served = _llmpool(tmp, server, mock, fault, timing)
+                served, since = _llmpool(tmp, server, mock, fault, timing)
                 runs[f"llmpool {fault}"] = _figures(served, timing, sum(s.failed_calls for s in served),
                                                     _calls_while_dead(mock, since, timing))
             if have_litellm:
