@@ -5,8 +5,8 @@
 -- KEYS: breaker hash, trial, leases zset, rate rpm, rate tpm, pause, awaiting zset, ttft hash.
 -- ARGV: job id, tokens, lease s, max concurrency, rpm, tpm, burst (requests), burst (tokens),
 --       period s, trial lease s, poll cap s, max failures, suspect factor, suspect floor s,
---       suspect max s, suspect wait s, ttft min samples, breaker ttl s, skip overdue 0|1 (the
---       caller has another candidate to go to).
+--       suspect max s, suspect wait s, ttft min samples, breaker ttl s, overdue factor (0 = the
+--       caller has no other candidate: never overdue).
 -- Returns {allowed 0|1, trial 0|1, reason, retry_after, ttft samples, p95, p99, failed trials};
 -- numbers are strings (Lua numbers become integers in replies), '' when unknown.
 local t = redis.call('TIME')
@@ -17,7 +17,7 @@ local burst, token_burst, period = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumbe
 local trial_lease, poll_cap, max_failures = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local suspect_factor, suspect_floor, suspect_max = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
 local suspect_wait, min_samples, breaker_ttl = tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18]
-local skip_overdue = ARGV[19] == '1'
+local overdue_factor = tonumber(ARGV[19] or '0') or 0
 -- Lua's default number formatting keeps 14 digits (0.1 ms of an epoch time): keep microseconds.
 local function fmt(x) return string.format('%.6f', x) end
 
@@ -41,7 +41,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now))
 -- now, or such calls must have been cut short within `after`, and the silence unbroken: old
 -- silence on an idle endpoint proves nothing (nor does a single quick cut: it needs `after` of
 -- silence in all). The breaker opens for suspect_wait, and then one trial decides.
--- Overdue, the soft kind: the same silence for just the endpoint's p99 TTFT (warm only), counting
+-- Overdue, the soft kind: the same silence for just overdue_factor x its p99 TTFT (warm only), counting
 -- only first tokens as progress (a new call served; old streams still ending do not show the server
 -- takes new work), refuses a caller that has another candidate ('overdue': no breaker change, no
 -- trial); the next first token ends it. The last candidate ignores it: a one-endpoint pool waits as before.
@@ -105,7 +105,7 @@ if cap > 0 and not held and redis.call('ZCARD', KEYS[3]) >= cap then
   refuse('concurrency', math.min(tonumber(first[2]) - now, poll_cap))
 end
 
-if skip_overdue and warm and b[1] ~= 'open' and silent(tonumber(h[3]), tonumber(h[7] or '0')) then
+if overdue_factor > 0 and warm and b[1] ~= 'open' and silent(overdue_factor * tonumber(h[3]), tonumber(h[7] or '0')) then
   refuse('overdue', math.min(0.1, poll_cap))
 end
 
