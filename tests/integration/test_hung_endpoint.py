@@ -121,8 +121,14 @@ def test_a_slow_but_alive_70b_is_not_suspected(fleet: Pool) -> None:
           f"{statistics.median(latencies):.2f}s max {latencies[-1]:.2f}s; suspicions {breaker['suspicions']}, "
           f"TTFT p99 {breaker['ttft']['p99']}s, first-token timeout {breaker['ttft']['first_token_timeout']}s, "
           f"peak in flight {fleet.mock.stats('big')['peak_in_flight']}")
-    assert {r["result"]["endpoint"] for r in loaded} == {BIG}
+    # While its first call waited past its p99 with nothing else moving it was overdue (admit.lua): chats
+    # sent then went to the 8B, as its hedge would have sent them with hedging on (the default). Once
+    # its new TTFT showed it served every chat, and none of them failed.
+    on_big = [r for r in loaded if r["result"]["endpoint"] == BIG]
+    first_answer = min(float(r["finished_at"]) for r in on_big)
+    assert all(r["result"]["endpoint"] == BIG for r in loaded if float(r["created_at"]) > first_answer)
+    assert len(loaded) - len(on_big) < len(loaded) / 4
     assert failed_calls == []
     assert (breaker["suspicions"], breaker["trips"]) == (0, 0)
-    assert latencies[0] >= 2.0  # it really was that slow
+    assert _latencies(on_big)[0] >= 2.0  # it really was that slow
     wait_for(lambda: _ttft(fleet, BIG)["ttft"]["awaiting_first_token"] == 0, timeout=5, what="no call waiting")
