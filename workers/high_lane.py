@@ -71,29 +71,41 @@ class HighLane(bootsteps.ConsumerStep):  # type: ignore[misc]
     def start(self, c: Any) -> None:
         self.consumers = []
         self.slots = int(getattr(c.pool, "llmpool_lane_slots", 0))
+        task_channel = c.task_consumer.channel
         queue = next((q for q in c.task_consumer.queues if q.name == HIGH_QUEUE), None)
-        if not self.slots or queue is None or not hasattr(c.task_consumer.channel.qos, "unacked_key"):
+        if not self.slots or queue is None or not hasattr(task_channel.qos, "unacked_key"):
             return  # no lane configured, chat.high not consumed, or not kombu's Redis transport
         general, lane = c.pool.num_processes - self.slots, self.slots
-        task_qos = c.task_consumer.channel.qos
-        task_can_consume = task_qos.can_consume
-        task_qos.can_consume = lambda: len(state.reserved_requests) - self._lane_busy() < general \
+        task_can_consume = task_channel.qos.can_consume
+        task_channel.qos.can_consume = lambda: len(state.reserved_requests) - self._lane_busy() < general \
             and task_can_consume()
         channel = c.connection.channel()
         FullRedisGuard(channel).install(only=False)
         lane_can_consume = channel.qos.can_consume
-        channel.qos.can_consume = lambda: self._lane_busy() < lane and lane_can_consume()
+        # While the task consumer does not consume chat.high (a cancel_consumer), neither does the lane.
+        channel.qos.can_consume = lambda: self._lane_busy() < lane and HIGH_QUEUE in task_channel.active_queues \
+            and lane_can_consume()
+        self._count_what_the_lane_takes(channel)
         consumer = c.app.amqp.TaskConsumer(channel, queues=[queue], on_decode_error=c.on_decode_error)
-        handle = c.create_task_handler()
-
-        def on_message(message: Any) -> None:
-            self.lane_ids.add(message.headers["id"])
-            handle(message)
-
-        consumer.on_message = on_message
+        consumer.on_message = c.create_task_handler()
         consumer.consume()
         self.consumers = [consumer]
         log.info("%d slot(s) kept for %s beside the %d every queue uses", lane, HIGH_QUEUE, general)
+
+    def _count_what_the_lane_takes(self, channel: Any) -> None:
+        """kombu delivers by queue name through the connection (one callback per queue, whichever
+        channel's BRPOP popped the message), so the lane counts the requests its own reads reserve."""
+        read = channel._brpop_read
+
+        def read_and_count(**options: Any) -> Any:
+            before = {request.id for request in state.reserved_requests}
+            try:
+                return read(**options)
+            finally:
+                self.lane_ids |= {request.id for request in state.reserved_requests} - before
+
+        channel._brpop_read = read_and_count
+        channel.handlers["BRPOP"] = read_and_count
 
     def _lane_busy(self) -> int:
         """Jobs the lane took that are still reserved (received and not finished)."""

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from kombu.utils.json import dumps
 
 from llmpool.dev.mock_llm import ContainerSpec, MockLLM
 from llmpool.dev.redis_server import RedisServer
@@ -41,10 +43,21 @@ def _overlapping(records: list[dict[str, Any]]) -> int:
     return sum(1 for (_, end), (start, _) in zip(spans, spans[1:], strict=False) if start < end)
 
 
-def _run_behind_low_backlog(pool: Pool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _push_headerless_high(pool: Pool) -> None:
+    """A kombu envelope on chat.high with no headers (not a Celery task): the lane reads it first."""
+    envelope = {"body": "", "content-type": "application/json", "content-encoding": "utf-8", "headers": None,
+                "properties": {"delivery_tag": "not-a-task", "priority": 0, "body_encoding": "base64",
+                               "delivery_info": {"exchange": "", "routing_key": "chat.high"}}}
+    with redis.Redis.from_url(pool.server.url) as conn:
+        conn.lpush("chat.high", dumps(envelope))
+
+
+def _run_behind_low_backlog(pool: Pool, *, junk_first: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     low_ids = pool.submit(LOW_JOBS, priority="low")
     wait_for(lambda: bool((pool.store.get(low_ids[0]) or {}).get("started_at")), timeout=30,
              what="the first low job to start")
+    if junk_first:
+        _push_headerless_high(pool)
     high = pool.finished(pool.submit(1, priority="high"), timeout=60)[0]
     low = pool.finished(low_ids, timeout=60)
     return high, low
@@ -53,10 +66,29 @@ def _run_behind_low_backlog(pool: Pool) -> tuple[dict[str, Any], list[dict[str, 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("one_slot_pool", [1], indirect=True)
 def test_a_high_job_runs_beside_a_low_job_holding_the_only_slot(one_slot_pool: Pool) -> None:
-    high, low = _run_behind_low_backlog(one_slot_pool)
+    high, low = _run_behind_low_backlog(one_slot_pool, junk_first=True)  # the junk neither stops nor holds the lane
     assert [r["state"] for r in [high, *low]] == ["succeeded"] * (LOW_JOBS + 1)
     assert float(high["started_at"]) < float(low[0]["finished_at"])  # the lane ran it meanwhile
     assert _overlapping(low) == 0  # low jobs kept to the one `-c` slot: the lane took none
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("one_slot_pool", [1], indirect=True)
+def test_the_lane_takes_no_more_high_jobs_than_it_has_slots(one_slot_pool: Pool) -> None:
+    pool = one_slot_pool
+    low_ids = pool.submit(1, priority="low")
+    wait_for(lambda: bool((pool.store.get(low_ids[0]) or {}).get("started_at")), timeout=30,
+             what="the low job to start")
+    high_ids = pool.submit(3, priority="high")
+    wait_for(lambda: any((pool.store.get(i) or {}).get("started_at") for i in high_ids), timeout=30,
+             what="a high job to start in the lane")
+    with redis.Redis.from_url(pool.server.url) as conn:
+        waiting = conn.llen("chat.high")
+    running = [r for r in (pool.store.get(i) or {} for i in [*low_ids, *high_ids]) if not r.get("finished_at")]
+    assert len(running) == 4, "a call ended before the queue was read: the check needs longer calls here"
+    assert waiting == 2  # both slots busy: the other two high jobs wait in Redis, not in the worker
+    records = pool.finished([*low_ids, *high_ids], timeout=60)
+    assert [r["state"] for r in records] == ["succeeded"] * 4
 
 
 @pytest.mark.timeout(90)
