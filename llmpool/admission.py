@@ -46,12 +46,13 @@ from llmpool.ttft import (
 
 __all__ = ["Limits", "BreakerConfig", "Admission", "Admitter", "Outcome", "Reason", "Settlement", "Transition",
            "breaker_config",
-           "limits_for", "POLL_CAP"]
+           "limits_for", "POLL_CAP", "PROBE_SUFFIX"]
 
 Outcome = Literal["success", "failure", "down", "neutral"]  # down: connection refused (settle.lua)
 Reason = Literal["ok", "open", "suspect", "trial_busy", "probing", "overdue", "paused", "concurrency", "probation",
                  "rpm", "tpm"]
 Transition = Literal["opened", "reopened", "closed", ""]
+PROBE_SUFFIX = "#probe"  # a probe holds the trial a job won under the job id + this (admit.lua)
 POLL_CAP = 1.0  # seconds: the longest retry_after given when the real wait cannot be known
 BREAKER_TTL = 86_400  # an endpoint's breaker is forgotten after a day without a settled call
 TOKEN_BURST_CALLS = 100  # without an rpm, the token burst is B/100 of the tpm
@@ -110,20 +111,22 @@ class Admitter:
         self._progress = register(client, "progress")
 
     def admit(self, endpoint_id: str, job_id: str, *, tokens: int, limits: Limits, breaker: BreakerConfig,
-              lease: float, ttft: TtftConfig = DEFAULT_TTFT, fallback: bool = False) -> Admission:
+              lease: float, ttft: TtftConfig = DEFAULT_TTFT, fallback: bool = False,
+              probe_trials: bool = False) -> Admission:
         """Take breaker permission, a concurrency lease and rate tokens for one call, or none of them.
 
         The endpoint is suspected of hanging first if it has earned it (module docstring); an
         admitted call gets its first-token timeout and hedge delay from the endpoint's TTFTs.
         `fallback`: the caller has another candidate, so an overdue endpoint refuses it ("overdue").
+        `probe_trials`: a trial this call wins is held by its probe, `job_id` + PROBE_SUFFIX.
         """
         keys, args = self.admit_call(endpoint_id, job_id, tokens=tokens, limits=limits, breaker=breaker,
-                                     lease=lease, ttft=ttft, fallback=fallback)
+                                     lease=lease, ttft=ttft, fallback=fallback, probe_trials=probe_trials)
         return self.admission(self._admit(keys=keys, args=args), ttft=ttft)
 
     def admit_call(self, endpoint_id: str, job_id: str, *, tokens: int, limits: Limits, breaker: BreakerConfig,
-                   lease: float, ttft: TtftConfig = DEFAULT_TTFT,
-                   fallback: bool = False) -> tuple[list[str], list[Any]]:
+                   lease: float, ttft: TtftConfig = DEFAULT_TTFT, fallback: bool = False,
+                   probe_trials: bool = False) -> tuple[list[str], list[Any]]:
         """admit.lua's keys and args, for a caller that sends them inside another script (job_start.lua)."""
         k = self.keys
         keys = [k.breaker(endpoint_id), k.breaker_trial(endpoint_id), k.leases(endpoint_id),
@@ -132,7 +135,7 @@ class Admitter:
         args = [job_id, max(0, tokens), lease, limits.max_concurrency, limits.rpm, limits.tpm, limits.burst,
                 limits.token_burst, limits.period, breaker.trial_lease, POLL_CAP, breaker.max_failures,
                 ttft.suspect_factor, ttft.suspect_floor, ttft.suspect_max, ttft.suspect_wait, ttft.min_samples,
-                BREAKER_TTL, ttft.overdue_factor if fallback else 0]
+                BREAKER_TTL, ttft.overdue_factor if fallback else 0, PROBE_SUFFIX if probe_trials else ""]
         return keys, args
 
     @staticmethod

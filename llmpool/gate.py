@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from llmpool.admission import POLL_CAP, Admission, Admitter, Reason, breaker_config, limits_for
+from llmpool.admission import POLL_CAP, PROBE_SUFFIX, Admission, Admitter, Reason, breaker_config, limits_for
 from llmpool.endpoints import Endpoint
 from llmpool.jobs import AdmitWith
 from llmpool.leases import LeaseKeeper
@@ -67,7 +67,8 @@ class RedisGate:
             lease = min(lease, self.leases.lease)
         limits = limits_for(endpoint, self.settings, fleet_slots=self.fleet_slots())
         ticket = self.admitter.admit(endpoint.id, job_id, tokens=tokens, limits=limits, breaker=self.breaker,
-                                     lease=lease, ttft=self.ttft, fallback=fallback)
+                                     lease=lease, ttft=self.ttft, fallback=fallback,
+                                     probe_trials=self.probes is not None)
         return self.took(endpoint, job_id, ticket)
 
     def first_admission(self, endpoint: Endpoint, job_id: str, *, tokens: int, deadline: float | None,
@@ -79,7 +80,8 @@ class RedisGate:
             return None
         limits = limits_for(endpoint, self.settings, fleet_slots=self.fleet_slots())
         keys, args = self.admitter.admit_call(endpoint.id, job_id, tokens=tokens, limits=limits,
-                                              breaker=self.breaker, lease=0, ttft=self.ttft, fallback=fallback)
+                                              breaker=self.breaker, lease=0, ttft=self.ttft, fallback=fallback,
+                                              probe_trials=self.probes is not None)
         cap = "" if self.leases is None else self.leases.lease
         timing = ["" if deadline is None else repr(deadline), default_span, self.settings.agent_request_timeout,
                   self.settings.agent_lease_margin, cap]
@@ -91,10 +93,10 @@ class RedisGate:
 
     def took(self, endpoint: Endpoint, job_id: str, ticket: Admission) -> Admission:
         """An admission's answer: an admitted call's lease is renewed, an open breaker remembered."""
-        if ticket.allowed and self.leases is not None:
-            self.leases.hold_call(endpoint.id, job_id)
         if ticket.trial and ticket.allowed and self.probes is not None:
             return self._probe(endpoint, job_id, ticket)
+        if ticket.allowed and self.leases is not None:
+            self.leases.hold_call(endpoint.id, job_id)
         if ticket.trial:  # one caller fleet-wide gets the trial: this line is the half-open transition
             log.info("breaker of %s half-open: job %s makes the trial call", endpoint.id, job_id)
         if ticket.reason == "suspect":  # once per process and open wait: later admits stop at the cache
@@ -107,9 +109,12 @@ class RedisGate:
         return ticket
 
     def _probe(self, endpoint: Endpoint, job_id: str, ticket: Admission) -> Admission:
-        """The trial `job_id` won goes to a probe under its name (its lease and trial key); the job is
-        refused ("probing") and moves on. This process skips the endpoint until the probe settles."""
+        """The trial `job_id` won goes to its probe, which holds it (admit.lua: `job_id` + PROBE_SUFFIX);
+        the job is refused ("probing") and moves on. This process skips the endpoint until the probe settles."""
         assert self.probes is not None
+        probe_id = job_id + PROBE_SUFFIX
+        if self.leases is not None:  # renewed while the probe runs, as any call's
+            self.leases.hold_call(endpoint.id, probe_id)
         timeout = self.probes.timeout(ticket.first_token_timeout)
         log.info("breaker of %s half-open: a probe makes the trial (won by job %s, waits %.1fs)",
                  endpoint.id, job_id, timeout)
@@ -119,10 +124,10 @@ class RedisGate:
         def settle(probed: Endpoint, outcome: ProbeOutcome, seconds: float) -> None:
             if self._open_why.get(probed.id) == "probing":  # what Redis says from now on
                 self._open_until.pop(probed.id, None)
-            self.settle(probed, job_id, ticket, outcome=outcome, reserved=0, used=None, duration=seconds)
+            self.settle(probed, probe_id, ticket, outcome=outcome, reserved=0, used=None, duration=seconds)
 
         self.probes.start(endpoint, timeout, settle,
-                          on_first_token=lambda seconds: self.first_token(endpoint, job_id, seconds))
+                          on_first_token=lambda seconds: self.first_token(endpoint, probe_id, seconds))
         return Admission(allowed=False, trial=False, reason="probing", retry_after=min(PROBING_RETRY, POLL_CAP))
 
     def first_token(self, endpoint: Endpoint, job_id: str, seconds: float) -> None:

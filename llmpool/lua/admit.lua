@@ -6,7 +6,8 @@
 -- ARGV: job id, tokens, lease s, max concurrency, rpm, tpm, burst (requests), burst (tokens),
 --       period s, trial lease s, poll cap s, max failures, suspect factor, suspect floor s,
 --       suspect max s, suspect wait s, ttft min samples, breaker ttl s, overdue factor (0 = the
---       caller has no other candidate: never overdue).
+--       caller has no other candidate: never overdue), probe suffix ('' = a trial is the job's
+--       own call; else a probe holds it, under the job id + this suffix: llmpool.trial_probe).
 -- Returns {allowed 0|1, trial 0|1, reason, retry_after, ttft samples, p95, p99, failed trials};
 -- numbers are strings (Lua numbers become integers in replies), '' when unknown.
 local t = redis.call('TIME')
@@ -18,6 +19,7 @@ local trial_lease, poll_cap, max_failures = tonumber(ARGV[10]), tonumber(ARGV[11
 local suspect_factor, suspect_floor, suspect_max = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
 local suspect_wait, min_samples, breaker_ttl = tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18]
 local overdue_factor = tonumber(ARGV[19] or '0') or 0
+local probe_suffix = ARGV[20] or ''
 -- Lua's default number formatting keeps 14 digits (0.1 ms of an epoch time): keep microseconds.
 local function fmt(x) return string.format('%.6f', x) end
 
@@ -95,10 +97,15 @@ if b[1] == 'open' then
   end
 end
 
+-- A trial made by a probe is the probe's: its trial key, lease and first-token wait are under its
+-- own id, so the job holds nothing here and, asking again, finds the trial busy like any other job.
+local member = job
+if trial and probe_suffix ~= '' then member = job .. probe_suffix end
+
 local paused = redis.call('PTTL', KEYS[6])
 if paused > 0 then refuse('paused', paused / 1000) end
 
-local held = redis.call('ZSCORE', KEYS[3], job)
+local held = redis.call('ZSCORE', KEYS[3], member)
 if cap > 0 and not held and redis.call('ZCARD', KEYS[3]) >= cap then
   -- A slot frees whenever any call ends, which we cannot foresee: poll no later than poll_cap.
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
@@ -142,14 +149,14 @@ if reason then
 end
 
 if trial then
-  redis.call('SET', KEYS[2], job, 'PX', math.ceil(trial_lease * 1000))
+  redis.call('SET', KEYS[2], member, 'PX', math.ceil(trial_lease * 1000))
 end
-redis.call('ZADD', KEYS[3], fmt(now + lease), job)
+redis.call('ZADD', KEYS[3], fmt(now + lease), member)
 -- The set lives as long as its longest lease, so an idle endpoint leaves nothing behind.
 local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[3], math.ceil((tonumber(last[2]) - now) * 1000) + 1)
 -- The call waits for its first token from now on (first_token.lua and settle.lua end the wait).
-redis.call('ZADD', KEYS[7], fmt(now), job)
+redis.call('ZADD', KEYS[7], fmt(now), member)
 redis.call('PEXPIRE', KEYS[7], math.max(redis.call('PTTL', KEYS[7]), math.ceil(lease * 1000) + 1))
 -- A tat in the past means "idle", the same as no key: expire it once it is reached.
 if rpm_tat then

@@ -4,7 +4,7 @@
 -- weighs before it asks for an endpoint.
 -- KEYS: job_claim's 5 keys, then admit's 8 keys.
 -- ARGV: job_claim's 5 args; the job's own deadline ('' if none), the default deadline span s, the
---       request timeout s, the lease margin s, the lease cap s ('' = none); admit's 19 args, whose
+--       request timeout s, the lease margin s, the lease cap s ('' = none); admit's 20 args, whose
 --       lease (its 3rd) is computed here as llmpool.gate.RedisGate.admit does: the job's budget
 --       (deadline - now, capped at the request timeout) plus the margin, within the cap.
 -- Returns {job_claim's reply, admit's reply or {} when nothing was admitted (not a first run, or

@@ -88,8 +88,9 @@ HEDGES = Family(
     ("endpoint", "outcome"))
 REFUSALS = Family(
     "llmpool_admission_refusals_total", "counter",
-    "Calls the fleet-wide gate did not let through, by endpoint and reason (open, trial_busy, paused, "
-    "concurrency, rpm, tpm; no_free_connection is a worker's own HTTP pool).",
+    "Calls the fleet-wide gate did not let through, by endpoint and reason (open, suspect, trial_busy, "
+    "probing (the job won the trial: a probe makes it), overdue, probation, paused, concurrency, rpm, tpm; "
+    "no_free_connection is a worker's own HTTP pool).",
     ("endpoint", "reason"))
 TOKENS = Family(
     "llmpool_tokens_total", "counter",

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from llmpool.admission import Admitter
+from llmpool.admission import PROBE_SUFFIX, Admitter
 from llmpool.endpoints import Endpoint
 from llmpool.errors import BadRequest, EndpointStarting, EndpointUnreachable, FirstTokenTimeout, ServerError
 from llmpool.gate import RedisGate
@@ -149,7 +149,8 @@ def test_a_failed_probe_reopens_for_twice_as_long_each_time(gate: RedisGate, pro
     for trial in range(1, 3):
         refused = gate.admit(primary, f"job{trial}", tokens=10, budget=5, fallback=True)
         assert (refused.allowed, refused.reason) == (False, "probing")
-        assert gate.admit(primary, "another", tokens=10, budget=5).reason == "probing"  # this process skips it
+        # this process skips it: while the probe runs ("probing"), and once it failed ("open")
+        assert gate.admit(primary, "another", tokens=10, budget=5).reason in ("probing", "open")
         probes.wait()
         stats = breaker(gate, primary)
         assert (stats["state"], stats["failed_trials"], stats["in_flight"]) == ("open", trial, 0)
@@ -158,6 +159,20 @@ def test_a_failed_probe_reopens_for_twice_as_long_each_time(gate: RedisGate, pro
         gate._open_until.clear()  # as another process would see it: Redis decides
     assert waits == [2 * OPEN_WAIT, 4 * OPEN_WAIT]
     assert len(seen) == (2 if fault == "hang" else 0)  # a hung endpoint saw the two probes, no job
+
+
+def test_the_probe_holds_the_trial_not_the_job(gate: RedisGate, probes: RecordingProbes, serve, clock: FrozenClock,
+                                               any_redis: redis.Redis) -> None:
+    primary = endpoint(serve(hangs([])).url)
+    open_breaker(gate, primary, clock)
+    assert gate.admit(primary, "winner", tokens=10, budget=5).reason == "probing"
+    assert any_redis.get(KEYS.breaker_trial(primary.id)) == b"winner" + PROBE_SUFFIX.encode()
+    gate._open_until.clear()  # as the job would find it from another worker process
+    again = gate.admit(primary, "winner", tokens=10, budget=5)
+    assert (again.allowed, again.reason) == (False, "trial_busy")  # the job holds nothing: no second probe
+    probes.wait()
+    assert len(probes.threads) == 1
+    assert breaker(gate, primary)["failed_trials"] == 1
 
 
 def test_a_probe_waits_the_trials_first_token_timeout_else_the_ceiling(llm: LLMClient) -> None:
