@@ -135,7 +135,8 @@ class Admitter:
         args = [job_id, max(0, tokens), lease, limits.max_concurrency, limits.rpm, limits.tpm, limits.burst,
                 limits.token_burst, limits.period, breaker.trial_lease, POLL_CAP, breaker.max_failures,
                 ttft.suspect_factor, ttft.suspect_floor, ttft.suspect_max, ttft.suspect_wait, ttft.min_samples,
-                BREAKER_TTL, ttft.overdue_factor if fallback else 0, PROBE_SUFFIX if probe_trials else ""]
+                BREAKER_TTL, ttft.overdue_factor if fallback else 0,  # 0: never overdue
+                PROBE_SUFFIX if probe_trials else ""]
         return keys, args
 
     @staticmethod

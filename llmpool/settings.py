@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     agent_suspect_floor: Seconds = 2
     agent_suspect_max: Seconds = 30
     agent_suspect_wait: Seconds = 1
+    # Overdue: a warm endpoint with no first token for factor x its p99 while a call waits sends the
+    # jobs that have another candidate there (admit.lua); 0 turns it off.
+    agent_overdue_factor: Annotated[float, Field(ge=0)] = 1.25
     # The most of the fleet's chat slots one endpoint's calls may hold while the selection has
     # others (overridable per endpoint: "share" or "max_concurrency" in AGENT_ENDPOINT_LIMITS).
     agent_endpoint_share: Annotated[float, Field(gt=0, le=1)] = 0.5
@@ -352,6 +355,13 @@ class Settings(BaseSettings):
     def _suspect_cap(cls, value: float, info: ValidationInfo) -> float:
         if value < info.data.get("agent_suspect_floor", 0):
             raise ValueError("must be at least AGENT_SUSPECT_FLOOR")
+        return value
+
+    @field_validator("agent_overdue_factor")
+    @classmethod
+    def _overdue_factor(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("must be 0 (off) or at least 1: below 1 x p99 a usual first token is overdue")
         return value
 
     @field_validator("agent_endpoint_limits", mode="before")

@@ -18,7 +18,7 @@ What follows, the same for every worker:
   each cut short with no token, one after another), with no progress anywhere on it, before
   admission suspects it of hanging (admit.lua computes the same): AGENT_SUSPECT_FACTOR x p99
   within [AGENT_SUSPECT_FLOOR, AGENT_SUSPECT_MAX]; the max while cold.
-- overdue (admit.lua only): TtftConfig.overdue_factor (1.25) x p99 without a first token
+- overdue (admit.lua only): AGENT_OVERDUE_FACTOR (1.25) x p99 without a first token
   while a call waits (or calls were cut short lately), warm only: a job with another candidate
   goes there first; no breaker change.
 - `hedge_after`: the p95 a hedged job waits before it sends its request to the next candidate;
@@ -54,7 +54,8 @@ class TtftConfig:
     suspect_floor: float = 2.0
     suspect_max: float = 30.0
     suspect_wait: float = 1.0  # a suspected endpoint's first open wait, before its trial
-    # Overdue (admit.lua): silent for this many p99s with a call waiting. Above 1: a server whose TTFT
+    # Overdue (admit.lua; AGENT_OVERDUE_FACTOR, 0 = off): silent for this many p99s with a call
+    # waiting. Above 1: a server whose TTFT
     # merely doubles under load leaves a gap as long as its old TTFT, just under its p99, in its first
     # tokens; not much above: every call sent meanwhile to a hung endpoint is one that fails.
     overdue_factor: float = 1.25
@@ -67,7 +68,7 @@ def ttft_config(settings: Settings) -> TtftConfig:
         timeout_factor=settings.agent_first_token_factor, timeout_floor=settings.agent_first_token_floor,
         timeout_ceiling=settings.agent_first_token_timeout, suspect_factor=settings.agent_suspect_factor,
         suspect_floor=settings.agent_suspect_floor, suspect_max=settings.agent_suspect_max,
-        suspect_wait=settings.agent_suspect_wait,
+        suspect_wait=settings.agent_suspect_wait, overdue_factor=settings.agent_overdue_factor,
     )
 
 

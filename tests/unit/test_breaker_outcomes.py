@@ -13,8 +13,10 @@ import redis
 
 from llmpool.admission import Admission, Admitter, Limits
 from llmpool.breaker import BreakerConfig
+from llmpool.errors import ConfigError
 from llmpool.keys import Keys
-from llmpool.ttft import TtftConfig
+from llmpool.settings import load_settings
+from llmpool.ttft import TtftConfig, ttft_config
 from tests.conftest import Clock
 
 KEYS = Keys("t")
@@ -105,6 +107,19 @@ def test_a_first_token_a_little_slower_than_usual_is_not_overdue(adm: Admitter, 
         assert admit(adm, "next", fallback=True).allowed
     clock.sleep(0.1)
     assert admit(adm, "later", fallback=True).reason == "overdue"
+
+
+def test_an_overdue_factor_of_0_turns_it_off_and_one_below_1_is_refused(adm: Admitter, clock: Clock) -> None:
+    assert ttft_config(load_settings(agent_overdue_factor=0)).overdue_factor == 0
+    with pytest.raises(ConfigError, match="AGENT_OVERDUE_FACTOR"):
+        load_settings(agent_overdue_factor=0.5)
+    warm(adm)
+    assert admit(adm, "stuck").allowed
+    clock.sleep(OVERDUE)
+    off = TtftConfig(**{**vars(TTFT), "overdue_factor": 0.0})
+    with clock.within(TTFT.suspect_floor - OVERDUE):
+        assert adm.admit(E, "next", tokens=0, limits=FREE, breaker=BREAKER, lease=5.0, ttft=off, fallback=True).allowed
+        assert admit(adm, "other", fallback=True).reason == "overdue"  # the same silence, the factor on
 
 
 def test_a_cold_endpoint_is_never_overdue(adm: Admitter, clock: Clock) -> None:
