@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     agent_suspect_wait: Seconds = 1
     # Overdue: a warm endpoint with no first token for factor x its p99 while a call waits sends the
     # jobs that have another candidate there (admit.lua); 0 turns it off.
-    agent_overdue_factor: Annotated[float, Field(ge=0)] = 1.25
+    agent_overdue_factor: Annotated[float, Field(ge=0)] = 1
     # The most of the fleet's chat slots one endpoint's calls may hold while the selection has
     # others (overridable per endpoint: "share" or "max_concurrency" in AGENT_ENDPOINT_LIMITS).
     agent_endpoint_share: Annotated[float, Field(gt=0, le=1)] = 0.5

@@ -18,7 +18,7 @@ What follows, the same for every worker:
   each cut short with no token, one after another), with no progress anywhere on it, before
   admission suspects it of hanging (admit.lua computes the same): AGENT_SUSPECT_FACTOR x p99
   within [AGENT_SUSPECT_FLOOR, AGENT_SUSPECT_MAX]; the max while cold.
-- overdue (admit.lua only): AGENT_OVERDUE_FACTOR (1.25) x p99 without a first token
+- overdue (admit.lua only): AGENT_OVERDUE_FACTOR (1) x p99 without a first token
   while a call waits (or calls were cut short lately), warm only: a job with another candidate
   goes there first; no breaker change.
 - `hedge_after`: the p95 a hedged job waits before it sends its request to the next candidate;
@@ -55,10 +55,9 @@ class TtftConfig:
     suspect_max: float = 30.0
     suspect_wait: float = 1.0  # a suspected endpoint's first open wait, before its trial
     # Overdue (admit.lua; AGENT_OVERDUE_FACTOR, 0 = off): silent for this many p99s with a call
-    # waiting. Above 1: a server whose TTFT
-    # merely doubles under load leaves a gap as long as its old TTFT, just under its p99, in its first
-    # tokens; not much above: every call sent meanwhile to a hung endpoint is one that fails.
-    overdue_factor: float = 1.25
+    # waiting. 1: the p99 is a bucket's upper bound, up to 25% above the true one, and every call
+    # sent to a hung endpoint meanwhile is one that fails (bench failover: 2 at 20 jobs/s; 5 at 2).
+    overdue_factor: float = 1.0
 
 
 def ttft_config(settings: Settings) -> TtftConfig:
