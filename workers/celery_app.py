@@ -10,11 +10,13 @@ from celery import Celery
 
 from beat.schedule import beat_schedule
 from llmpool.settings import print_issues_report_once, settings_or_exit
-from workers import broker_safety, green_broker, logging_setup  # noqa: F401 - logging_setup connects Celery's setup_logging
+from workers import broker_clients, broker_safety, green_broker, logging_setup  # noqa: F401 - logging_setup connects Celery's setup_logging
 from workers.config import celery_config
+from workers.event_flush import BatchedEvents
 from workers.full_redis import FullRedisGuardStep
 from workers.high_lane import HighLane, HighLanePool
 from workers.pool_safety import ThreadPoolSafetyNet
+from workers.thread_acks import ThreadAcks
 
 __all__ = ["app", "create_app"]
 
@@ -31,9 +33,12 @@ def create_app() -> Celery:
     celery.steps["worker"].add(ThreadPoolSafetyNet)
     celery.steps["worker"].add(HighLanePool)  # slots for chat.high alone, beside -c
     broker_safety.install()  # a broker that dies under a BRPOP no longer stops the worker
+    broker_clients.install()  # one Redis client per kombu channel, not one per command
     green_broker.install()  # with gevent, acks wait for a broker connection instead of failing
     celery.steps["consumer"].add(FullRedisGuardStep)
     celery.steps["consumer"].add(HighLane)
+    celery.steps["consumer"].add(BatchedEvents)  # task events on a timer: the event loop feeds the threads
+    celery.steps["consumer"].add(ThreadAcks)  # a job's thread acks its message: same reason
     return celery
 
 
