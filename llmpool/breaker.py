@@ -4,8 +4,9 @@ The transitions themselves are Lua (`llmpool/lua/admit.lua` permits, `settle.lua
 state), so no worker ever read-modify-writes a breaker. The hash holds `state` (closed | open;
 half-open is open with its wait elapsed), `consecutive`, `opened_at`, `open_wait`, `trips`,
 `width` (seconds per window bucket) and ten buckets `w0`..`w9` = "bucket:calls:failures"; and,
-for hung endpoints (llmpool.ttft), `opened_by` (failures | suspect, while open), `suspicions`
-(times admission suspected it) and `failed_trials` (since it last closed).
+for hung endpoints (llmpool.ttft), `opened_by` (failures | down | suspect, while open: down is a
+refused connection), `suspicions` (times admission suspected it) and `failed_trials` (since it last
+closed; trials are probes, llmpool.trial_probe).
 """
 
 from __future__ import annotations
