@@ -98,17 +98,19 @@ class HighLane(bootsteps.ConsumerStep):  # type: ignore[misc]
         read = channel._brpop_read
 
         def read_and_count(**options: Any) -> Any:
-            before = {request.id for request in state.reserved_requests}
+            # set(dict) copies in one C call, so a pool thread ending a job cannot change it midway
+            # (iterating state.reserved_requests, a WeakSet, could raise "changed size").
+            before = set(state.requests)
             try:
                 return read(**options)
             finally:
-                self.lane_ids |= {request.id for request in state.reserved_requests} - before
+                self.lane_ids |= set(state.requests) - before
 
         channel._brpop_read = read_and_count
         channel.handlers["BRPOP"] = read_and_count
 
     def _lane_busy(self) -> int:
-        """Jobs the lane took that are still reserved (received and not finished)."""
+        """Jobs the lane took that are not finished (state.requests: reserved, by id)."""
         if self.lane_ids:
-            self.lane_ids &= {request.id for request in state.reserved_requests}
+            self.lane_ids = {job_id for job_id in self.lane_ids if job_id in state.requests}
         return len(self.lane_ids)
