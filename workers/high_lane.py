@@ -11,6 +11,12 @@ Each channel counts only the jobs it took: the task consumer at most `-c`, the l
 lane's slots. So low-priority throughput keeps all `-c` slots, a high job finds a BRPOP already
 waiting on chat.high, and a message a channel has taken (or a BRPOP it has sent) always has a slot,
 so kombu never pauses a reply that holds a message popped from Redis.
+
+Off by default (0): in one bench run of about ten with a lane, both workers' task channels stopped
+sending BRPOPs early in the run while their lanes went on, and one high job sat in a task channel's
+unread BRPOP reply (popped from Redis, not yet in kombu's unacked hash) until the worker stopped.
+The task channel's prefetch count not counting the lane's jobs (fixed here) paused that channel
+for short spells; whether it explains that run is not known yet.
 """
 
 from __future__ import annotations
@@ -79,6 +85,10 @@ class HighLane(bootsteps.ConsumerStep):  # type: ignore[misc]
         task_can_consume = task_channel.qos.can_consume
         task_channel.qos.can_consume = lambda: len(state.reserved_requests) - self._lane_busy() < general \
             and task_can_consume()
+        # kombu delivers the lane's messages through the task channel's QoS too (see below): its
+        # prefetch count, -c, must leave room for them, or a lane job pauses that channel's BRPOP.
+        c.qos.increment_eventually(lane)
+        c.qos.update()
         channel = c.connection.channel()
         FullRedisGuard(channel).install(only=False)
         lane_can_consume = channel.qos.can_consume
