@@ -134,16 +134,16 @@ def _hedges(settings: Settings) -> int:
 
 
 def chat_connections(settings: Settings) -> int:
-    """Connections of a worker process's chat HTTP pool: one per thread (at least 10; the
-    high-priority lane's threads too), plus one per hedge thread, which calls beside the worker's own."""
-    return max(settings.agent_worker_concurrency, 10) + settings.agent_high_priority_slots + _hedges(settings)
+    """Connections of a worker process's chat HTTP pool: one per thread (at least 10), plus one per
+    hedge thread, which calls beside the worker's own threads."""
+    return max(settings.agent_worker_concurrency, 10) + _hedges(settings)
 
 
 def redis_connections(settings: Settings) -> int:
     """Redis connections of a worker process: one per thread (its pool never runs short), or with
     gevent a capped, blocking pool: a greenlet holds one only for a round trip, and 10,000 of them
     would spend 10,000 sockets on Redis beside their 10,000 to the LLMs."""
-    per_slot = settings.agent_worker_concurrency + settings.agent_high_priority_slots + _hedges(settings) + 8
+    per_slot = settings.agent_worker_concurrency + _hedges(settings) + 8
     if settings.agent_worker_pool != "gevent":
         return per_slot
     return min(per_slot, settings.agent_redis_max_connections or GEVENT_REDIS_CONNECTIONS + 8)

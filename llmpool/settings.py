@@ -187,10 +187,6 @@ class Settings(BaseSettings):
     # The control worker (discovery, health, sweep, broadcasts): its own process, queue and
     # HTTP pool, so a chat backlog or a saturated chat pool never delays it.
     agent_control_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
-    # Threads a chat worker adds to its pool for chat.high alone (workers/high_lane.py), so a
-    # high-priority job never waits behind a low-priority backlog for a free slot. Off by default
-    # until the one stuck job seen in bench runs with it is explained (see that module).
-    agent_high_priority_slots: Annotated[int, Field(ge=0, le=64)] = 0
     agent_probe_connections: Annotated[int, Field(ge=1, le=1000)] = 32
     # The API: Redis connections every waiting client shares, and how many clients may wait at
     # once (more get 503 overloaded).

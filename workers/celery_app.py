@@ -14,7 +14,6 @@ from workers import broker_clients, broker_safety, green_broker, logging_setup  
 from workers.config import celery_config
 from workers.event_flush import BatchedEvents
 from workers.full_redis import FullRedisGuardStep
-from workers.high_lane import HighLane, HighLanePool
 from workers.pool_safety import ThreadPoolSafetyNet
 from workers.thread_acks import ThreadAcks
 
@@ -31,12 +30,10 @@ def create_app() -> Celery:
     celery.conf.update(celery_config(settings))
     celery.conf.beat_schedule = beat_schedule(settings)
     celery.steps["worker"].add(ThreadPoolSafetyNet)
-    celery.steps["worker"].add(HighLanePool)  # slots for chat.high alone, beside -c
     broker_safety.install()  # a broker that dies under a BRPOP no longer stops the worker
     broker_clients.install()  # one Redis client per kombu channel, not one per command
     green_broker.install()  # with gevent, acks wait for a broker connection instead of failing
     celery.steps["consumer"].add(FullRedisGuardStep)
-    celery.steps["consumer"].add(HighLane)
     celery.steps["consumer"].add(BatchedEvents)  # task events on a timer: the event loop feeds the threads
     celery.steps["consumer"].add(ThreadAcks)  # a job's thread acks its message: same reason
     return celery

@@ -58,8 +58,7 @@ class FullRedisGuard:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def install(self, *, only: bool = True) -> None:
-        """Wrap the channel's QoS; `only=False` keeps the guards of this consumer's other channels."""
+    def install(self) -> None:
         qos = self.qos
         if getattr(qos, "_llmpool_guard", None) is not None:
             return
@@ -90,10 +89,7 @@ class FullRedisGuard:
         qos.append, qos.ack, qos.reject = append_or_hold, ack_or_leave, reject_or_leave
         qos.can_consume = lambda: not self._held and can_consume()
         qos._llmpool_guard = self
-        if only:
-            _guards[:] = [self]  # the consumer's previous channel is gone
-        else:
-            _guards.append(self)
+        _guards[:] = [self]  # the consumer's previous channel is gone
 
     @property
     def holding(self) -> bool:

@@ -20,7 +20,6 @@ from llmpool.settings import get_settings
 from llmpool.sweep import Sweeper
 from workers.full_redis import holding_messages
 from workers.greenlets import call_later, room_for_sockets, running_green
-from workers.high_lane import general_slots
 from workers.watchdog import DeafWatch
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def _watch_for_deafness(sender: Any = None, **_: Any) -> None:
     if sender is None or res is None or not res.settings.agent_deaf_after:
         return
     queues = [q.name for q in sender.task_consumer.queues]
-    DeafWatch(res.redis, queues=queues, slots=general_slots(sender.pool),  # the lane's idle slot is no sign
+    DeafWatch(res.redis, queues=queues, slots=sender.pool.num_processes,
               after=res.settings.agent_deaf_after, paused=holding_messages).start()
 
 

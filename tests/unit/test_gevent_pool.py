@@ -43,19 +43,12 @@ def test_gevent_takes_ten_thousand_slots_but_not_unbounded() -> None:
 def test_connection_pools_are_sized_for_the_pool(pool: str, concurrency: int, cap: int, http: int,
                                                  redis_pool: int) -> None:
     settings = load_settings(agent_worker_pool=pool, agent_worker_concurrency=concurrency,
-                             agent_redis_max_connections=cap, agent_hedge_enabled=False, agent_high_priority_slots=0)
+                             agent_redis_max_connections=cap, agent_hedge_enabled=False)
     assert (chat_connections(settings), redis_connections(settings)) == (http, redis_pool)
 
 
-def test_the_high_priority_lane_threads_get_connections_of_their_own() -> None:
-    settings = load_settings(agent_worker_pool="threads", agent_worker_concurrency=64, agent_hedge_enabled=False,
-                             agent_high_priority_slots=2)
-    assert (chat_connections(settings), redis_connections(settings)) == (66, 74)
-
-
 def test_hedge_calls_get_connections_of_their_own() -> None:
-    settings = load_settings(agent_worker_pool="gevent", agent_worker_concurrency=100, agent_hedge_enabled=True,
-                             agent_high_priority_slots=0)
+    settings = load_settings(agent_worker_pool="gevent", agent_worker_concurrency=100, agent_hedge_enabled=True)
     hedges = hedge_threads(100)
     assert hedges > 0
     assert (chat_connections(settings), redis_connections(settings)) == (100 + hedges, 108 + hedges)
