@@ -9,8 +9,11 @@ bookkeeping is a set add, so the job's thread can make the round trip itself; it
 loop (one byte to its waker pipe, as Celery's own ack did) so the loop sees the free slot at once.
 
 The ack still comes where it came (task_acks_late: after the job's end is written), only in
-another thread. Acks made on the loop's thread, and workers without an event loop (gevent's),
-are Celery's as before.
+another thread. At most ACKING_THREADS threads ack at once: kombu's channel pool holds at most
+`max_connections` (10) connections and raises, not waits, past it (a 100-thread worker that let
+every thread ack lost acks to MaxConnectionsError and stalled); a thread that finds them all
+acking hands its ack to the loop, as Celery does. Acks made on the loop's thread, and workers
+without an event loop (gevent's), are Celery's as before.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from vine import promise
 __all__ = ["ThreadAcks"]
 
 log = logging.getLogger(__name__)
+# Below kombu's default max_connections (10), leaving the loop its own connections (BRPOP reads
+# go through another pool; the unacked record, restores and sweeps through this one).
+ACKING_THREADS = 4
 
 
 def _noop() -> None:
@@ -48,15 +54,18 @@ class ThreadAcks(bootsteps.Step):  # type: ignore[misc]
 def _in_calling_thread(call_soon_ack: Any, hub: Any) -> Any:
     wake = promise(_noop)
     loop_thread = threading.main_thread()  # the worker's consumer loop runs in the main thread
+    acking = threading.BoundedSemaphore(ACKING_THREADS)
 
     @wraps(call_soon_ack)
     def call_soon_ack_here(p: Any, *args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread() is loop_thread:
+        if threading.current_thread() is loop_thread or not acking.acquire(blocking=False):
             return call_soon_ack(p, *args, **kwargs)
         try:
             p(*args, **kwargs)
         except Exception:  # as Celery's own immediate path: the message stays unacked and comes back
             log.exception("ack from a pool thread failed")
+        finally:
+            acking.release()
         hub.call_soon(wake)
         return p
 
