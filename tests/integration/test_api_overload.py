@@ -55,7 +55,9 @@ def test_a_client_past_the_waiter_limit_gets_503_overloaded_and_nothing_is_enque
     waiting: list[socket.socket] = []
     try:
         waiting = [_waiting_chat(url, f"waits {i}") for i in range(MAX_WAITERS)]
-        wait_for(lambda: _waiters(url) == MAX_WAITERS, timeout=10, what="two chats to wait")
+        # A chat counts as a waiter before its job is stored: the baseline needs both jobs stored.
+        wait_for(lambda: _waiters(url) == MAX_WAITERS and _job_count(redis_client) == MAX_WAITERS, timeout=10,
+                 what="two chats to wait, their jobs stored")
         jobs = _job_count(redis_client)
         refused = httpx.post(url + "/poll_requests", json={"message": "one too many"},
                              headers={"Accept": "application/json"}, timeout=10)
