@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kombu.transport import redis as kombu_redis
+from workers.channel_patch import patch_channel
 
 __all__ = ["install", "reusing_client"]
 
@@ -31,12 +31,9 @@ def reusing_client(original: Callable[..., Any]) -> Callable[..., Any]:
             self._llmpool_client = cached
         return cached[1]
 
-    create_client._llmpool_reuses = True  # type: ignore[attr-defined]
     return create_client
 
 
 def install() -> None:
     """Make kombu's Redis (and Sentinel) channels reuse their plain client."""
-    channel = kombu_redis.Channel
-    if not getattr(channel._create_client, "_llmpool_reuses", False):
-        channel._create_client = reusing_client(channel._create_client)  # type: ignore[method-assign]
+    patch_channel("_create_client", reusing_client)

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kombu.transport import redis as kombu_redis
+from workers.channel_patch import patch_channel
 
 __all__ = ["install", "finishing_close"]
 
@@ -42,12 +42,9 @@ def finishing_close(original: Callable[[Any], None]) -> Callable[[Any], None]:
             original(self)  # the BRPOP was read (or dropped): this pass restores or raises a connection error
             raise
 
-    close._llmpool_safe = True  # type: ignore[attr-defined]
     return close
 
 
 def install() -> None:
     """Make kombu's Redis (and Sentinel) channel finish closing when its in-flight BRPOP fails."""
-    channel = kombu_redis.Channel
-    if not getattr(channel.close, "_llmpool_safe", False):
-        channel.close = finishing_close(channel.close)  # type: ignore[method-assign]
+    patch_channel("close", finishing_close)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from kombu.transport import redis as kombu_redis
 
+from workers.channel_patch import patch_channel
 from workers.greenlets import running_green
 
 __all__ = ["install", "ACK_POOL_WAIT"]
@@ -36,12 +36,10 @@ def blocking_pool(original: Callable[..., Any]) -> Callable[..., Any]:
         self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
         return redis.BlockingConnectionPool(timeout=ACK_POOL_WAIT, **params)
 
-    _get_pool._llmpool_blocking = True  # type: ignore[attr-defined]
     return _get_pool
 
 
 def install() -> None:
     """With gevent running, make kombu's plain Redis channel block for a pool connection."""
-    channel = kombu_redis.Channel
-    if running_green() and not getattr(channel._get_pool, "_llmpool_blocking", False):
-        channel._get_pool = blocking_pool(channel._get_pool)  # type: ignore[method-assign]
+    if running_green():
+        patch_channel("_get_pool", blocking_pool)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers import broker_clients
+from workers.channel_patch import patches
 
 
 class FakeChannel:
@@ -35,4 +36,4 @@ def test_install_wraps_kombus_channel_once() -> None:
     broker_clients.install()
     wrapped = kombu_redis.Channel._create_client
     broker_clients.install()
-    assert kombu_redis.Channel._create_client is wrapped and wrapped._llmpool_reuses
+    assert kombu_redis.Channel._create_client is wrapped and patches(wrapped).count("reusing_client") == 1

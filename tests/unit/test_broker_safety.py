@@ -9,6 +9,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 
 from workers.broker_safety import finishing_close, install
+from workers.channel_patch import patches
 
 
 class FakeChannel:
@@ -53,4 +54,4 @@ def test_install_wraps_kombus_channel_once() -> None:
     install()
     wrapped = kombu_redis.Channel.close
     install()
-    assert kombu_redis.Channel.close is wrapped and getattr(wrapped, "_llmpool_safe", False)
+    assert kombu_redis.Channel.close is wrapped and patches(wrapped).count("finishing_close") == 1
