@@ -11,21 +11,15 @@ from __future__ import annotations
 import pytest
 import redis
 
-from llmpool.admission import Admission, Admitter, Limits
-from llmpool.breaker import BreakerConfig
+from llmpool.admission import Admission, Admitter
 from llmpool.errors import ConfigError
-from llmpool.keys import Keys
 from llmpool.settings import load_settings
 from llmpool.ttft import TtftConfig, ttft_config
 from tests.conftest import Clock
+from tests.unit.test_suspicion import BREAKER, FREE, KEYS, TTFT, E
 
-KEYS = Keys("t")
-E = "ep1"
-FREE = Limits(period=1.0)
-BREAKER = BreakerConfig(max_failures=3, window=10, min_calls=100, open_wait=0.05, open_wait_max=1, trial_lease=5)
-# Usual TTFT 0.02 s (p99 one bucket up, < 0.025 s): overdue after that, suspect after 0.3 s (the floor).
-TTFT = TtftConfig(window=60, min_samples=5, timeout_factor=4, timeout_floor=0.5, timeout_ceiling=20,
-                  suspect_factor=3, suspect_floor=0.3, suspect_max=2.0, suspect_wait=0.2)
+# The suspicion tests' endpoint, breaker and TTFTs: usual TTFT 0.02 s (p99 one bucket up, < 0.025 s),
+# so overdue after that, suspect after 0.3 s (the floor).
 OVERDUE = 0.05  # past twice the p99, far within the suspicion's floor
 
 
